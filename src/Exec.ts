@@ -1,0 +1,153 @@
+/**
+ * The data of one exec: the input (decoded once, at the edge, with `effect/Schema`), the result and the audit record.
+ * The input accepts everything the seed's `NativeExecInput` has; the result is a superset of `NativeExecResult`.
+ */
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import * as ParseResult from "effect/ParseResult"
+import * as Schema from "effect/Schema"
+import { InvalidInput } from "./Errors.js"
+import type { NativeAuditRecord } from "./types.js"
+
+/** Largest byte cap accepted: Node's largest Buffer. */
+export const MAX_BYTES_CAP = 4 * 1024 * 1024 * 1024
+/** Largest timeout accepted, in milliseconds: the largest delay a Node timer honours (about 24.8 days). */
+export const MAX_TIMEOUT_MS = 2_147_483_647
+
+const noNulString = (what: string) =>
+  Schema.String.pipe(Schema.filter((s) => !s.includes("\u0000") || `${what} must not contain a NUL byte`))
+
+/** A string that can be passed to `execve`: no NUL bytes. */
+export const ArgString = noNulString("an argument")
+
+/** An environment variable name: non-empty, no `=`, no NUL. */
+export const EnvName = Schema.String.pipe(
+  Schema.filter((s) =>
+    s.length === 0
+      ? "an environment variable name must not be empty"
+      : s.includes("=")
+      ? `environment variable name ${JSON.stringify(s)} must not contain '='`
+      : s.includes("\u0000")
+      ? "an environment variable name must not contain a NUL byte"
+      : true
+  )
+)
+
+/** A byte cap: a whole number from 0 to 4 GiB. */
+export const ByteCap = Schema.Number.pipe(
+  Schema.filter((n) =>
+    Number.isSafeInteger(n) && n >= 0 && n <= MAX_BYTES_CAP || `must be a whole number of bytes from 0 to ${MAX_BYTES_CAP}`
+  )
+)
+
+/** A timeout in milliseconds: finite, above 0, at most `MAX_TIMEOUT_MS`. */
+export const TimeoutMs = Schema.Number.pipe(
+  Schema.filter((n) =>
+    Number.isFinite(n) && n > 0 && n <= MAX_TIMEOUT_MS || `must be a number of milliseconds above 0 and at most ${MAX_TIMEOUT_MS}`
+  )
+)
+
+const isDurationInput = (u: unknown): u is Duration.DurationInput =>
+  (typeof u === "number" || typeof u === "bigint" || typeof u === "string" || Array.isArray(u) || Duration.isDuration(u)) &&
+  Option.isSome(Duration.decodeUnknown(u))
+
+/** Any `Duration.DurationInput` ("500 millis", 1000, `Duration.seconds(2)`, ...) that is finite and not negative. */
+export const DurationInput = Schema.declare(isDurationInput, {
+  identifier: "DurationInput",
+  description: "a Duration.DurationInput such as \"500 millis\" or Duration.seconds(2)"
+}).pipe(
+  Schema.filter((d) => {
+    const decoded = Duration.decode(d)
+    return Duration.isFinite(decoded) && Duration.toMillis(decoded) >= 0 || "must be a finite, non-negative duration"
+  })
+)
+
+/** Per-call limits, as in the seed: every field optional, a missing one takes the layer's default. */
+export const Limits = Schema.Struct({
+  maxStdoutBytes: Schema.optional(ByteCap),
+  maxStderrBytes: Schema.optional(ByteCap),
+  timeoutMs: Schema.optional(TimeoutMs)
+})
+export type Limits = typeof Limits.Type
+
+/**
+ * The input of `NativeRunner.exec`. Everything the seed's `NativeExecInput` has, plus Effect-style durations
+ * (`timeout` wins over `limits.timeoutMs`; `killGrace` overrides the layer's grace period).
+ */
+export const ExecInput = Schema.Struct({
+  argv: Schema.Array(ArgString).pipe(
+    Schema.filter((argv) =>
+      argv.length === 0 ? "argv must not be empty" : argv[0] === "" ? "argv[0] (the program) must not be empty" : true
+    )
+  ),
+  cwd: Schema.optional(noNulString("cwd").pipe(Schema.nonEmptyString({ message: () => "cwd must not be empty" }))),
+  env: Schema.optional(Schema.Record({ key: EnvName, value: noNulString("an environment value") })),
+  stdin: Schema.optional(Schema.Uint8ArrayFromSelf),
+  limits: Schema.optional(Limits),
+  timeout: Schema.optional(DurationInput.pipe(
+    Schema.filter((d) => Duration.toMillis(Duration.decode(d)) > 0 || "timeout must be above 0")
+  )),
+  killGrace: Schema.optional(DurationInput)
+})
+export type ExecInput = typeof ExecInput.Type
+
+const decodeExecInput = Schema.decodeUnknown(ExecInput, { errors: "all", onExcessProperty: "error" })
+
+/** Decodes untrusted input once; failures become `InvalidInput` listing every problem with its path. */
+export const decodeInput = (input: unknown): Effect.Effect<ExecInput, InvalidInput> =>
+  decodeExecInput(input).pipe(Effect.mapError(toInvalidInput("invalid exec input")))
+
+/** Turns a Schema `ParseError` into `InvalidInput`. */
+export const toInvalidInput = (what: string) => (error: ParseResult.ParseError): InvalidInput => {
+  const issues = ParseResult.ArrayFormatter.formatErrorSync(error).map((issue) => ({
+    path: issue.path.map(String).join("."),
+    message: issue.message
+  }))
+  const summary = issues.map((i) => (i.path === "" ? i.message : `${i.path}: ${i.message}`)).join("; ")
+  return new InvalidInput({ message: `${what}: ${summary}`, issues })
+}
+
+/** Which resource limit ended a run, when that can be known from how it ended. */
+export type LimitExceeded = "cpu" | "fileSize" | "memory" | "processes" | "openFiles"
+
+/** The audit record of one exec: the seed's fields plus how it ended. Env values and output never appear. */
+export interface AuditRecord extends NativeAuditRecord {
+  kind: "native.exec"
+  /** Unique per exec, to join audit lines with logs and spans. */
+  runId: string
+  /** ISO-8601 time the exec started (from Effect's `Clock`). */
+  startedAt: string
+  exitCode: number
+  stdoutBytes: number
+  stderrBytes: number
+  truncatedStdout: boolean
+  truncatedStderr: boolean
+  /** True when the calling fiber was interrupted and the process tree was killed. */
+  interrupted: boolean
+  /** "none" or the sandbox backend ("bwrap"). */
+  sandbox: string
+  /** Network mode inside the sandbox ("none" | "host"), absent without a sandbox. */
+  network?: string
+  limitExceeded?: LimitExceeded
+}
+
+/** What one run produced. Assignable to the seed's `NativeExecResult`. */
+export interface ExecResult {
+  /** The child's exit code; 124 on timeout; 128+n when killed by signal n. */
+  exitCode: number
+  /** The first `maxStdoutBytes` bytes of stdout, byte-exact. */
+  stdout: Uint8Array
+  stderr: Uint8Array
+  truncatedStdout: boolean
+  truncatedStderr: boolean
+  /** Name of the signal that ended the process (e.g. "SIGKILL"), if one did. */
+  signal?: string
+  timedOut: boolean
+  durationMs: number
+  /** Total bytes the child wrote to stdout, kept or not. */
+  stdoutBytes: number
+  stderrBytes: number
+  limitExceeded?: LimitExceeded
+  audits: Array<AuditRecord>
+}

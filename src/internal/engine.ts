@@ -1,0 +1,158 @@
+/**
+ * The run engine shared by every backend (live processes and the scripted test layer): bounded capture, timeout by
+ * interruption, TERM -> grace -> KILL of the whole tree, bounded drain after exit, exit-code mapping. A backend only
+ * says how to start a process; everything a caller can observe is decided here, so the backends cannot drift apart.
+ */
+import * as Clock from "effect/Clock"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import * as Option from "effect/Option"
+import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import { constants } from "node:os"
+import type { SpawnError } from "../Errors.js"
+import { type Capture, makeCapture } from "./capture.js"
+import type { PreparedCommand } from "./prepared.js"
+
+/** How a process ended, as the OS reports it: an exit code, or the signal that killed it. */
+export interface ProcessExit {
+  readonly code: number | null
+  readonly signal: string | null
+}
+
+/** The signals the engine sends to a process tree. */
+export type KillSignal = "SIGTERM" | "SIGKILL"
+
+/** A started process, as a backend hands it to the engine. */
+export interface RunningProcess {
+  readonly stdout: Stream.Stream<Uint8Array, unknown>
+  readonly stderr: Stream.Stream<Uint8Array, unknown>
+  /** Completes when the process has exited; can be awaited any number of times. */
+  readonly exit: Effect.Effect<ProcessExit>
+  /** Sends `signal` to the whole process tree; a tree that is already gone is not an error. */
+  readonly kill: (signal: KillSignal) => Effect.Effect<void>
+}
+
+/** Starts processes. The process must be owned by the given `Scope`; the engine adds its own kill finalizer. */
+export interface Spawner {
+  readonly spawn: (
+    command: PreparedCommand,
+    stdin: Uint8Array | undefined
+  ) => Effect.Effect<RunningProcess, SpawnError, Scope.Scope>
+}
+
+/** Resolved limits of one run. */
+export interface RunSettings {
+  readonly maxStdoutBytes: number
+  readonly maxStderrBytes: number
+  readonly timeout: Duration.Duration
+  readonly killGrace: Duration.Duration
+  /** How long to keep reading after exit (a grandchild may hold the pipe open) before giving up on the rest. */
+  readonly drainTimeout: Duration.Duration
+}
+
+/** Everything a run produced. */
+export interface Outcome {
+  readonly exitCode: number
+  readonly signal: string | undefined
+  readonly timedOut: boolean
+  readonly interrupted: boolean
+  readonly stdout: Capture
+  readonly stderr: Capture
+  readonly durationMs: number
+}
+
+/** Exit code 124 on timeout, as coreutils' `timeout` reports it. */
+export const TIMEOUT_EXIT_CODE = 124
+
+const signalNumber = (name: string): number => {
+  const table: Readonly<Record<string, number | undefined>> = constants.signals
+  return table[name] ?? 0
+}
+
+/** Maps an OS exit to one number: the code, or 128+n for signal n (as shells do). */
+export const exitCodeOf = (exit: ProcessExit): number =>
+  exit.code !== null ? exit.code : 128 + (exit.signal === null ? 0 : signalNumber(exit.signal))
+
+const drain = (stream: Stream.Stream<Uint8Array, unknown>, capture: Capture) =>
+  Stream.runForEachChunk(stream, (chunk) =>
+    Effect.sync(() => {
+      for (const bytes of chunk) capture.push(bytes)
+    })
+  ).pipe(
+    // A read error only ends the capture early: how the process ended is still reported from its exit status.
+    Effect.catchAll(() => Effect.void)
+  )
+
+/**
+ * TERM to the tree, up to `grace` for the process to exit, then KILL. Also KILLs leftover members of the tree
+ * that ignored TERM after the leader died. Interruptible waits inside so it also works from a finalizer.
+ */
+export const terminate = (proc: RunningProcess, grace: Duration.Duration): Effect.Effect<ProcessExit> =>
+  Effect.gen(function*() {
+    yield* proc.kill("SIGTERM")
+    const exited = yield* Effect.interruptible(proc.exit).pipe(Effect.timeoutOption(grace))
+    yield* proc.kill("SIGKILL")
+    return Option.isSome(exited) ? exited.value : yield* proc.exit
+  })
+
+/**
+ * Runs one prepared command to completion under `settings`. Non-zero exits, signals, timeouts and truncation are
+ * in the outcome; only a failed spawn is an error. If the calling fiber is interrupted, the process tree is killed
+ * before this effect ends, and `onInterrupt` receives what was captured so far.
+ */
+export const runProcess = (
+  spawner: Spawner,
+  command: PreparedCommand,
+  stdin: Uint8Array | undefined,
+  settings: RunSettings,
+  onInterrupt: (outcome: Outcome) => Effect.Effect<void> = () => Effect.void
+): Effect.Effect<Outcome, SpawnError> =>
+  Effect.gen(function*() {
+    const started = yield* Clock.currentTimeMillis
+    const stdout = makeCapture(settings.maxStdoutBytes)
+    const stderr = makeCapture(settings.maxStderrBytes)
+    let finalExit: ProcessExit | undefined
+    const outcomeOf = (exit: ProcessExit | undefined, timedOut: boolean, interrupted: boolean) =>
+      Effect.map(Clock.currentTimeMillis, (now): Outcome => ({
+        exitCode: timedOut ? TIMEOUT_EXIT_CODE : exit === undefined ? 128 + signalNumber("SIGKILL") : exitCodeOf(exit),
+        signal: exit?.signal ?? undefined,
+        timedOut,
+        interrupted,
+        stdout,
+        stderr,
+        durationMs: now - started
+      }))
+
+    const run = Effect.scoped(
+      Effect.gen(function*() {
+        const proc = yield* spawner.spawn(command, stdin)
+        // Added after the backend's own release, so it runs first: nothing outlives the scope, whatever ends it.
+        yield* Effect.addFinalizer(() =>
+          finalExit !== undefined
+            ? Effect.void
+            : Effect.map(terminate(proc, settings.killGrace), (exit) => {
+              finalExit = exit
+            })
+        )
+        // Readers start before we wait for the exit, or a chatty child blocks on a full pipe.
+        const readers = yield* Effect.forkScoped(
+          Effect.all([drain(proc.stdout, stdout), drain(proc.stderr, stderr)], { concurrency: 2, discard: true })
+        )
+        const exited = yield* proc.exit.pipe(Effect.timeoutOption(settings.timeout))
+        const timedOut = Option.isNone(exited)
+        // Timed out: kill the tree. Exited: kill what it left behind in its group (background children).
+        const exit = timedOut ? yield* terminate(proc, settings.killGrace) : exited.value
+        if (!timedOut) yield* proc.kill("SIGKILL")
+        finalExit = exit
+        // The pipes close once every holder is dead; one that survives (e.g. setsid) only gets a bounded wait.
+        const drained = yield* Fiber.join(readers).pipe(Effect.timeoutOption(settings.drainTimeout))
+        if (Option.isNone(drained)) yield* Fiber.interrupt(readers)
+        return yield* outcomeOf(exit, timedOut, false)
+      })
+    )
+    return yield* run.pipe(
+      Effect.onInterrupt(() => Effect.flatMap(outcomeOf(finalExit, false, true), onInterrupt))
+    )
+  })

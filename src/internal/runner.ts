@@ -1,0 +1,210 @@
+/**
+ * Builds the runner service over any `Spawner`: decode -> policy (cwd, env, wrapping) -> run (engine) -> result +
+ * audit. The live layer and the test layer both come through here, so they share every observable behaviour.
+ */
+import * as Clock from "effect/Clock"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Option from "effect/Option"
+import * as Schema from "effect/Schema"
+import { randomUUID } from "node:crypto"
+import * as path from "node:path"
+import { Audit } from "../Audit.js"
+import type { InvalidInput, NativeRunnerError } from "../Errors.js"
+import {
+  type AuditRecord,
+  ByteCap,
+  decodeInput,
+  DurationInput,
+  type ExecInput,
+  type ExecResult,
+  type LimitExceeded,
+  toInvalidInput
+} from "../Exec.js"
+import { type Outcome, runProcess, type RunSettings, type Spawner } from "./engine.js"
+import { buildEnv, type InheritEnv } from "./env.js"
+import type { PreparedCommand } from "./prepared.js"
+
+/** The service every layer provides. */
+export interface RunnerService {
+  /** Runs one command; see `NativeRunner.exec`. */
+  readonly exec: (input: ExecInput) => Effect.Effect<ExecResult, NativeRunnerError>
+}
+
+/** Plain options of a runner layer; every one has a default. */
+export interface RunnerOptions {
+  /** Bytes of stdout kept per exec (default 1 MiB). */
+  readonly maxStdoutBytes?: number | undefined
+  /** Bytes of stderr kept per exec (default 1 MiB). */
+  readonly maxStderrBytes?: number | undefined
+  /** Wall-clock limit per exec (default 60 seconds). */
+  readonly timeout?: Duration.DurationInput | undefined
+  /** Time between SIGTERM and SIGKILL when a run is stopped (default 2 seconds). */
+  readonly killGrace?: Duration.DurationInput | undefined
+  /** How long output is still read after the process exited, for pipes held by escaped grandchildren (default 1 s). */
+  readonly drainTimeout?: Duration.DurationInput | undefined
+  /** Default working directory (default: the host process's cwd). Relative input cwds resolve against it. */
+  readonly cwd?: string | undefined
+  /** What the child inherits from the host environment (default "core"). Secret-looking names never pass. */
+  readonly inheritEnv?: InheritEnv | undefined
+  /** Variables set for every exec; the input's `env` wins over these. */
+  readonly env?: Readonly<Record<string, string>> | undefined
+  /** Processes running at once; further execs wait for a slot (default 32). */
+  readonly maxConcurrent?: number | undefined
+  /** Rewrites argv before it is written to audits (e.g. `Audit.redactAfter(["--password"])`). */
+  readonly redactArgv?: ((argv: ReadonlyArray<string>) => ReadonlyArray<string>) | undefined
+}
+
+/** Defaults, as in the seed's lineage. */
+export const DEFAULTS = {
+  maxStdoutBytes: 1024 * 1024,
+  maxStderrBytes: 1024 * 1024,
+  timeout: Duration.seconds(60),
+  killGrace: Duration.seconds(2),
+  drainTimeout: Duration.seconds(1),
+  inheritEnv: "core" as InheritEnv,
+  maxConcurrent: 32
+} as const
+
+const OptionsData = Schema.Struct({
+  maxStdoutBytes: Schema.optional(ByteCap),
+  maxStderrBytes: Schema.optional(ByteCap),
+  timeout: Schema.optional(DurationInput.pipe(
+    Schema.filter((d) => Duration.toMillis(Duration.decode(d)) > 0 || "timeout must be above 0")
+  )),
+  killGrace: Schema.optional(DurationInput),
+  drainTimeout: Schema.optional(DurationInput),
+  cwd: Schema.optional(Schema.String.pipe(Schema.filter((s) => path.isAbsolute(s) || "cwd must be an absolute path"))),
+  inheritEnv: Schema.optional(Schema.Literal("none", "core", "all")),
+  env: Schema.optional(Schema.Record({ key: Schema.String, value: Schema.String })),
+  maxConcurrent: Schema.optional(
+    Schema.Number.pipe(Schema.filter((n) => Number.isSafeInteger(n) && n >= 1 || "must be a whole number >= 1"))
+  )
+})
+
+/** Checks the plain-data options; a bad option fails the layer with `InvalidInput`. */
+export const validateOptions = (options: RunnerOptions): Effect.Effect<void, InvalidInput> =>
+  Schema.decodeUnknown(OptionsData, { errors: "all" })(options).pipe(
+    Effect.mapError(toInvalidInput("invalid runner options")),
+    Effect.asVoid
+  )
+
+/** How a backend adapts a command after the env policy: sandbox wrapping, resource limits, audit labels. */
+export interface Policy {
+  /** Default cwd when neither the input nor the options give one (a sandbox's workspace). */
+  readonly defaultCwd?: string
+  readonly wrap: (command: PreparedCommand) => Either.Either<PreparedCommand, InvalidInput>
+  readonly sandbox: string
+  readonly network?: string
+  readonly limitExceeded: (outcome: Outcome) => LimitExceeded | undefined
+}
+
+/** No sandbox, no resource limits. */
+export const plainPolicy: Policy = {
+  wrap: Either.right,
+  sandbox: "none",
+  limitExceeded: () => undefined
+}
+
+/** Everything `makeRunner` needs from its environment. */
+export interface RunnerContext {
+  readonly spawner: Spawner
+  readonly policy: Policy
+  /** The host environment the inherit policy reads from. */
+  readonly hostEnv: Readonly<Record<string, string | undefined>>
+  /** The host cwd, used when neither the options nor a policy give one. */
+  readonly hostCwd: string
+}
+
+/** Builds the runner service; publishes audits to the `Audit` service if one is in the context. */
+export const makeRunner = (
+  context: RunnerContext,
+  options: RunnerOptions = {}
+): Effect.Effect<RunnerService, InvalidInput> =>
+  Effect.gen(function*() {
+    yield* validateOptions(options)
+    const audit = yield* Effect.serviceOption(Audit)
+    const slots = yield* Effect.makeSemaphore(options.maxConcurrent ?? DEFAULTS.maxConcurrent)
+    const { policy, spawner } = context
+    const baseCwd = options.cwd ?? policy.defaultCwd ?? context.hostCwd
+    const redact = options.redactArgv ?? ((argv: ReadonlyArray<string>) => argv)
+
+    const publish = (record: AuditRecord) =>
+      Option.isSome(audit) ? Effect.uninterruptible(audit.value.publish(record)) : Effect.void
+
+    const exec = Effect.fn("NativeRunner.exec")(function*(raw: ExecInput) {
+      const input = yield* decodeInput(raw)
+      const settings: RunSettings = {
+        maxStdoutBytes: input.limits?.maxStdoutBytes ?? options.maxStdoutBytes ?? DEFAULTS.maxStdoutBytes,
+        maxStderrBytes: input.limits?.maxStderrBytes ?? options.maxStderrBytes ?? DEFAULTS.maxStderrBytes,
+        timeout: input.timeout !== undefined
+          ? Duration.decode(input.timeout)
+          : input.limits?.timeoutMs !== undefined
+          ? Duration.millis(input.limits.timeoutMs)
+          : Duration.decode(options.timeout ?? DEFAULTS.timeout),
+        killGrace: Duration.decode(input.killGrace ?? options.killGrace ?? DEFAULTS.killGrace),
+        drainTimeout: Duration.decode(options.drainTimeout ?? DEFAULTS.drainTimeout)
+      }
+      const [program, ...args] = input.argv
+      const cwd = input.cwd === undefined ? baseCwd : path.resolve(baseCwd, input.cwd)
+      const env = buildEnv(options.inheritEnv ?? DEFAULTS.inheritEnv, context.hostEnv, options.env, input.env)
+      const prepared = yield* policy.wrap({ argv: [program ?? "", ...args], cwd, env })
+
+      const runId = randomUUID()
+      const startedAt = new Date(yield* Clock.currentTimeMillis).toISOString()
+      const auditOf = (outcome: Outcome): AuditRecord => {
+        const limitExceeded = policy.limitExceeded(outcome)
+        return {
+          kind: "native.exec",
+          runId,
+          startedAt,
+          cmd: program ?? "",
+          argv: [...redact(input.argv)],
+          cwd,
+          durationMs: outcome.durationMs,
+          timedOut: outcome.timedOut,
+          ...(outcome.signal === undefined ? {} : { signal: outcome.signal }),
+          exitCode: outcome.exitCode,
+          stdoutBytes: outcome.stdout.total(),
+          stderrBytes: outcome.stderr.total(),
+          truncatedStdout: outcome.stdout.truncated(),
+          truncatedStderr: outcome.stderr.truncated(),
+          interrupted: outcome.interrupted,
+          sandbox: policy.sandbox,
+          ...(policy.network === undefined ? {} : { network: policy.network }),
+          ...(limitExceeded === undefined ? {} : { limitExceeded })
+        }
+      }
+
+      const outcome = yield* slots.withPermits(1)(
+        runProcess(spawner, prepared, input.stdin, settings, (partial) => publish(auditOf(partial)))
+      )
+      const record = auditOf(outcome)
+      yield* publish(record)
+      yield* Effect.annotateCurrentSpan({
+        "exec.cmd": record.cmd,
+        "exec.exit_code": record.exitCode,
+        "exec.timed_out": record.timedOut,
+        "exec.truncated": record.truncatedStdout || record.truncatedStderr,
+        "exec.sandbox": record.sandbox
+      })
+      const result: ExecResult = {
+        exitCode: outcome.exitCode,
+        stdout: outcome.stdout.bytes(),
+        stderr: outcome.stderr.bytes(),
+        truncatedStdout: record.truncatedStdout,
+        truncatedStderr: record.truncatedStderr,
+        ...(outcome.signal === undefined ? {} : { signal: outcome.signal }),
+        timedOut: outcome.timedOut,
+        durationMs: outcome.durationMs,
+        stdoutBytes: record.stdoutBytes,
+        stderrBytes: record.stderrBytes,
+        ...(record.limitExceeded === undefined ? {} : { limitExceeded: record.limitExceeded }),
+        audits: [record]
+      }
+      return result
+    })
+
+    return { exec }
+  })

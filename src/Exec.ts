@@ -21,17 +21,24 @@ const noNulString = (what: string) =>
 /** A string that can be passed to `execve`: no NUL bytes. */
 export const ArgString = noNulString("an argument")
 
-/** An environment variable name: non-empty, no `=`, no NUL. */
-export const EnvName = Schema.String.pipe(
-  Schema.filter((s) =>
-    s.length === 0
-      ? "an environment variable name must not be empty"
-      : s.includes("=")
-      ? `environment variable name ${JSON.stringify(s)} must not contain '='`
-      : s.includes("\u0000")
-      ? "an environment variable name must not contain a NUL byte"
-      : true
-  )
+const envNameProblem = (name: string): string | undefined =>
+  name.length === 0
+    ? "an environment variable name must not be empty"
+    : name.includes("=")
+    ? `environment variable name ${JSON.stringify(name)} must not contain '='`
+    : name.includes("\u0000")
+    ? "an environment variable name must not contain a NUL byte"
+    : undefined
+
+/** Environment variables: names non-empty without `=` or NUL, values without NUL. */
+export const Env = Schema.Record({ key: Schema.String, value: noNulString("an environment value") }).pipe(
+  Schema.filter((env) => {
+    const problems = Object.keys(env).flatMap((name) => {
+      const problem = envNameProblem(name)
+      return problem === undefined ? [] : [problem]
+    })
+    return problems.length === 0 || problems.join("; ")
+  })
 )
 
 /** A byte cap: a whole number from 0 to 4 GiB. */
@@ -82,7 +89,7 @@ export const ExecInput = Schema.Struct({
     )
   ),
   cwd: Schema.optional(noNulString("cwd").pipe(Schema.nonEmptyString({ message: () => "cwd must not be empty" }))),
-  env: Schema.optional(Schema.Record({ key: EnvName, value: noNulString("an environment value") })),
+  env: Schema.optional(Env),
   stdin: Schema.optional(Schema.Uint8ArrayFromSelf),
   limits: Schema.optional(Limits),
   timeout: Schema.optional(DurationInput.pipe(

@@ -17,6 +17,7 @@ import {
   ByteCap,
   decodeInput,
   DurationInput,
+  Env,
   type ExecInput,
   type ExecResult,
   type LimitExceeded,
@@ -77,7 +78,7 @@ const OptionsData = Schema.Struct({
   drainTimeout: Schema.optional(DurationInput),
   cwd: Schema.optional(Schema.String.pipe(Schema.filter((s) => path.isAbsolute(s) || "cwd must be an absolute path"))),
   inheritEnv: Schema.optional(Schema.Literal("none", "core", "all")),
-  env: Schema.optional(Schema.Record({ key: Schema.String, value: Schema.String })),
+  env: Schema.optional(Env),
   maxConcurrent: Schema.optional(
     Schema.Number.pipe(Schema.filter((n) => Number.isSafeInteger(n) && n >= 1 || "must be a whole number >= 1"))
   )

@@ -1,5 +1,6 @@
 export * as Audit from "./Audit.js"
 export * as Errors from "./Errors.js"
 export * as Exec from "./Exec.js"
+export * as Metrics from "./Metrics.js"
 export * as NativeRunner from "./NativeRunner.js"
 export type * from "./types.js"

@@ -8,11 +8,12 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
+import * as Metric from "effect/Metric"
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
 import * as NodeContext from "@effect/platform-node/NodeContext"
-import { Audit, NativeRunner } from "../src/index.js"
+import { Audit, Metrics, NativeRunner } from "../src/index.js"
 import { InvalidInput, SpawnError } from "../src/Errors.js"
 
 const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes)
@@ -310,6 +311,22 @@ describe("live NativeRunner", () => {
       expect(error.message).toContain("maxConcurrent")
       expect(error.message).toContain("timeout")
     }).pipe(Effect.provide(NodeContextLayer)))
+
+  it.live("counts execs by outcome, bytes kept and dropped, and in-flight processes", () =>
+    Effect.gen(function*() {
+      const count = (outcome: Metrics.Outcome) =>
+        Effect.map(Metric.value(Metric.tagged(Metrics.execs, "outcome", outcome)), (s) => s.count)
+      const before = yield* Effect.all([count("ok"), count("non_zero"), count("timeout"), count("spawn_error")])
+      const droppedBefore = (yield* Metric.value(Metrics.bytesDropped)).count
+      yield* NativeRunner.exec({ argv: ["head", "-c", "5000", "/dev/zero"], limits: { maxStdoutBytes: 1000 } })
+      yield* NativeRunner.exec({ argv: ["sh", "-c", "exit 2"] })
+      yield* NativeRunner.exec({ argv: ["sleep", "5"], timeout: "100 millis", killGrace: "100 millis" })
+      yield* Effect.flip(NativeRunner.exec({ argv: ["definitely-not-a-command-xyz"] }))
+      const after = yield* Effect.all([count("ok"), count("non_zero"), count("timeout"), count("spawn_error")])
+      expect(after.map((n, i) => n - (before[i] ?? 0))).toEqual([1, 1, 1, 1])
+      expect((yield* Metric.value(Metrics.bytesDropped)).count - droppedBefore).toBe(4000)
+      expect((yield* Metric.value(Metrics.inFlight)).value).toBe(0)
+    }).pipe(Effect.provide(NativeRunner.layerNode())))
 
   describe("Promise bridge", () => {
     it("satisfies the seed's NativeRunner and rejects with the typed error", async () => {

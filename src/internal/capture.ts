@@ -7,6 +7,8 @@ export interface Capture {
   readonly push: (chunk: Uint8Array) => void
   /** Total bytes seen, kept or not. */
   readonly total: () => number
+  /** Bytes kept: `min(total, cap)`. */
+  readonly kept: () => number
   /** True when more than `cap` bytes arrived. */
   readonly truncated: () => boolean
   /** The first `min(total, cap)` bytes. */
@@ -28,6 +30,7 @@ export const makeCapture = (cap: number): Capture => {
       keptBytes += part.length
     },
     total: () => total,
+    kept: () => keptBytes,
     truncated: () => total > cap,
     bytes: () => {
       if (kept.length === 1 && kept[0] !== undefined) return kept[0]

@@ -5,6 +5,7 @@
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Metric from "effect/Metric"
 import * as Either from "effect/Either"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
@@ -12,6 +13,7 @@ import { randomUUID } from "node:crypto"
 import * as path from "node:path"
 import { Audit } from "../Audit.js"
 import type { InvalidInput, NativeRunnerError } from "../Errors.js"
+import * as Metrics from "../Metrics.js"
 import {
   type AuditRecord,
   ByteCap,
@@ -108,6 +110,26 @@ export const plainPolicy: Policy = {
   limitExceeded: () => undefined
 }
 
+const recordMetrics = (record: AuditRecord, outcome: Outcome): Effect.Effect<void> => {
+  const kept = outcome.stdout.kept() + outcome.stderr.kept()
+  const seen = record.stdoutBytes + record.stderrBytes
+  const label: Metrics.Outcome = record.interrupted
+    ? "interrupted"
+    : record.timedOut
+    ? "timeout"
+    : record.signal !== undefined
+    ? "signal"
+    : record.exitCode === 0
+    ? "ok"
+    : "non_zero"
+  return Effect.all([
+    Metrics.recordOutcome(label),
+    Metric.update(Metrics.duration, record.durationMs),
+    Metric.incrementBy(Metrics.bytesCaptured, kept),
+    Metric.incrementBy(Metrics.bytesDropped, seen - kept)
+  ], { discard: true })
+}
+
 /** Everything `makeRunner` needs from its environment. */
 export interface RunnerContext {
   readonly spawner: Spawner
@@ -135,7 +157,7 @@ export const makeRunner = (
       Option.isSome(audit) ? Effect.uninterruptible(audit.value.publish(record)) : Effect.void
 
     const exec = Effect.fn("NativeRunner.exec")(function*(raw: ExecInput) {
-      const input = yield* decodeInput(raw)
+      const input = yield* decodeInput(raw).pipe(Effect.tapError(() => Metrics.recordOutcome("invalid_input")))
       const settings: RunSettings = {
         maxStdoutBytes: input.limits?.maxStdoutBytes ?? options.maxStdoutBytes ?? DEFAULTS.maxStdoutBytes,
         maxStderrBytes: input.limits?.maxStderrBytes ?? options.maxStderrBytes ?? DEFAULTS.maxStderrBytes,
@@ -178,11 +200,20 @@ export const makeRunner = (
         }
       }
 
+      const run = runProcess(spawner, prepared, input.stdin, settings, (partial) => {
+        const record = auditOf(partial)
+        return Effect.zipRight(publish(record), recordMetrics(record, partial))
+      })
       const outcome = yield* slots.withPermits(1)(
-        runProcess(spawner, prepared, input.stdin, settings, (partial) => publish(auditOf(partial)))
-      )
+        Effect.acquireUseRelease(
+          Metric.increment(Metrics.inFlight),
+          () => run,
+          () => Metric.incrementBy(Metrics.inFlight, -1)
+        )
+      ).pipe(Effect.tapError(() => Metrics.recordOutcome("spawn_error")))
       const record = auditOf(outcome)
       yield* publish(record)
+      yield* recordMetrics(record, outcome)
       yield* Effect.annotateCurrentSpan({
         "exec.cmd": record.cmd,
         "exec.exit_code": record.exitCode,

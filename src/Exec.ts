@@ -8,6 +8,7 @@ import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import { InvalidInput } from "./Errors.js"
+import type * as Sandbox from "./Sandbox.js"
 import type { NativeAuditRecord } from "./types.js"
 
 /** Largest byte cap accepted: Node's largest Buffer. */
@@ -116,7 +117,7 @@ export const toInvalidInput = (what: string) => (error: ParseResult.ParseError):
 }
 
 /** Which resource limit ended a run, when that can be known from how it ended. */
-export type LimitExceeded = "cpu" | "fileSize" | "memory" | "processes" | "openFiles"
+export type LimitExceeded = Sandbox.LimitExceeded
 
 /** The audit record of one exec: the seed's fields plus how it ended. Env values and output never appear. */
 export interface AuditRecord extends NativeAuditRecord {

@@ -13,10 +13,15 @@ import * as ManagedRuntime from "effect/ManagedRuntime"
 import type { NativeRunnerError } from "./Errors.js"
 import type { ExecInput, ExecResult } from "./Exec.js"
 import { makeSpawner } from "./internal/live.js"
-import { makeRunner, plainPolicy, type RunnerOptions, type RunnerService } from "./internal/runner.js"
+import { makePolicy, type PolicyOptions } from "./internal/policy.js"
+import { makeRunner, type RunnerOptions, type RunnerService } from "./internal/runner.js"
 import type * as Types from "./types.js"
 
-export type { RunnerOptions as Options, RunnerService as Service } from "./internal/runner.js"
+export type { SandboxOptions } from "./internal/policy.js"
+export type { RunnerService as Service } from "./internal/runner.js"
+
+/** Options of the live layer: the shared runner options plus a sandbox or resource limits. */
+export interface Options extends RunnerOptions, PolicyOptions {}
 export { DEFAULTS } from "./internal/runner.js"
 
 /** The runner service. Its `exec` returns `Effect<ExecResult, NativeRunnerError>`. */
@@ -31,15 +36,21 @@ export class NativeRunner extends Context.Tag("effect-native-runner/NativeRunner
 export const exec = (input: ExecInput): Effect.Effect<ExecResult, NativeRunnerError, NativeRunner> =>
   Effect.flatMap(NativeRunner, (runner) => runner.exec(input))
 
-/** Builds the live runner over the `CommandExecutor` in context. Bad options fail with `InvalidInput`. */
+/**
+ * Builds the live runner over the `CommandExecutor` in context. Bad options fail with `InvalidInput`; a sandbox
+ * that cannot run here fails with `SandboxUnavailable` (unless `sandbox.fallback` is `"unsandboxed"`).
+ *
+ * @example
+ * const runner = yield* NativeRunner.make({ sandbox: { policy: { workspace: "/srv/job" } } })
+ */
 export const make = (
-  options: RunnerOptions = {}
+  options: Options = {}
 ): Effect.Effect<RunnerService, NativeRunnerError, CommandExecutor.CommandExecutor> =>
   Effect.gen(function*() {
     const executor = yield* CommandExecutor.CommandExecutor
     return yield* makeRunner({
       spawner: makeSpawner(executor),
-      policy: plainPolicy,
+      policy: yield* makePolicy(options),
       hostEnv: process.env,
       hostCwd: process.cwd()
     }, options)
@@ -47,11 +58,11 @@ export const make = (
 
 /** The live layer; needs a `CommandExecutor` (e.g. `NodeContext.layer`). */
 export const layer = (
-  options: RunnerOptions = {}
+  options: Options = {}
 ): Layer.Layer<NativeRunner, NativeRunnerError, CommandExecutor.CommandExecutor> => Layer.effect(NativeRunner, make(options))
 
 /** The live layer with Node's `CommandExecutor` (and file system) provided. */
-export const layerNode = (options: RunnerOptions = {}): Layer.Layer<NativeRunner, NativeRunnerError> =>
+export const layerNode = (options: Options = {}): Layer.Layer<NativeRunner, NativeRunnerError> =>
   layer(options).pipe(Layer.provide(NodeContext.layer))
 
 /** A Promise runner backed by a layer, for code outside Effect. Call `dispose` to release the layer. */

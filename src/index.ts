@@ -1,6 +1,8 @@
 export * as Audit from "./Audit.js"
+export * as Bubblewrap from "./Bubblewrap.js"
 export * as Errors from "./Errors.js"
 export * as Exec from "./Exec.js"
 export * as Metrics from "./Metrics.js"
 export * as NativeRunner from "./NativeRunner.js"
+export * as Sandbox from "./Sandbox.js"
 export type * from "./types.js"

@@ -6,13 +6,13 @@ import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
-import * as Either from "effect/Either"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import { randomUUID } from "node:crypto"
 import * as path from "node:path"
 import { Audit } from "../Audit.js"
-import type { InvalidInput, NativeRunnerError } from "../Errors.js"
+import type * as Scope from "effect/Scope"
+import type { InvalidInput, NativeRunnerError, SandboxUnavailable, SpawnError } from "../Errors.js"
 import * as Metrics from "../Metrics.js"
 import {
   type AuditRecord,
@@ -93,21 +93,34 @@ export const validateOptions = (options: RunnerOptions): Effect.Effect<void, Inv
     Effect.asVoid
   )
 
+/** A command adapted for one run, and what to learn from the run before its per-run resources go. */
+export interface PreparedRun {
+  readonly command: PreparedCommand
+  /** Which limit ended the run, if known; fails when a wrapper reports that the real program could not start. */
+  readonly finish: (outcome: Outcome) => Effect.Effect<LimitExceeded | undefined, SpawnError>
+}
+
 /** How a backend adapts a command after the env policy: sandbox wrapping, resource limits, audit labels. */
 export interface Policy {
-  /** Default cwd when neither the input nor the options give one (a sandbox's workspace). */
-  readonly defaultCwd?: string
-  readonly wrap: (command: PreparedCommand) => Either.Either<PreparedCommand, InvalidInput>
+  /** "none" or the sandbox backend, for audits and spans. */
   readonly sandbox: string
   readonly network?: string
-  readonly limitExceeded: (outcome: Outcome) => LimitExceeded | undefined
+  /** Default cwd when neither the input nor the options give one (a sandbox's workspace). */
+  readonly defaultCwd?: string
+  /** Inherit mode when the options give none (a sandbox inherits nothing from the host). */
+  readonly defaultInheritEnv?: InheritEnv
+  /** Variables under the layer's and the input's (a sandbox's PATH, HOME, TMPDIR). */
+  readonly baseEnv?: Readonly<Record<string, string>>
+  /** Adapts one command; may acquire per-run resources (a pids cgroup) in the given scope. */
+  readonly prepare: (
+    command: PreparedCommand
+  ) => Effect.Effect<PreparedRun, InvalidInput | SandboxUnavailable | SpawnError, Scope.Scope>
 }
 
 /** No sandbox, no resource limits. */
 export const plainPolicy: Policy = {
-  wrap: Either.right,
   sandbox: "none",
-  limitExceeded: () => undefined
+  prepare: (command) => Effect.succeed({ command, finish: () => Effect.succeed(undefined) })
 }
 
 const recordMetrics = (record: AuditRecord, outcome: Outcome): Effect.Effect<void> => {
@@ -171,13 +184,17 @@ export const makeRunner = (
       }
       const [program, ...args] = input.argv
       const cwd = input.cwd === undefined ? baseCwd : path.resolve(baseCwd, input.cwd)
-      const env = buildEnv(options.inheritEnv ?? DEFAULTS.inheritEnv, context.hostEnv, options.env, input.env)
-      const prepared = yield* policy.wrap({ argv: [program ?? "", ...args], cwd, env })
+      const env = buildEnv(
+        options.inheritEnv ?? policy.defaultInheritEnv ?? DEFAULTS.inheritEnv,
+        context.hostEnv,
+        policy.baseEnv,
+        options.env,
+        input.env
+      )
 
       const runId = randomUUID()
       const startedAt = new Date(yield* Clock.currentTimeMillis).toISOString()
-      const auditOf = (outcome: Outcome): AuditRecord => {
-        const limitExceeded = policy.limitExceeded(outcome)
+      const auditOf = (outcome: Outcome, limitExceeded?: LimitExceeded): AuditRecord => {
         return {
           kind: "native.exec",
           runId,
@@ -200,18 +217,24 @@ export const makeRunner = (
         }
       }
 
-      const run = runProcess(spawner, prepared, input.stdin, settings, (partial) => {
-        const record = auditOf(partial)
-        return Effect.zipRight(publish(record), recordMetrics(record, partial))
-      })
-      const outcome = yield* slots.withPermits(1)(
-        Effect.acquireUseRelease(
-          Metric.increment(Metrics.inFlight),
-          () => run,
-          () => Metric.incrementBy(Metrics.inFlight, -1)
+      const [outcome, limitExceeded] = yield* Effect.scoped(Effect.gen(function*() {
+        const run = yield* policy.prepare({ argv: [program ?? "", ...args], cwd, env })
+        const outcome = yield* slots.withPermits(1)(
+          Effect.acquireUseRelease(
+            Metric.increment(Metrics.inFlight),
+            () =>
+              runProcess(spawner, run.command, input.stdin, settings, (partial) => {
+                const record = auditOf(partial)
+                return Effect.zipRight(publish(record), recordMetrics(record, partial))
+              }),
+            () => Metric.incrementBy(Metrics.inFlight, -1)
+          )
         )
-      ).pipe(Effect.tapError(() => Metrics.recordOutcome("spawn_error")))
-      const record = auditOf(outcome)
+        return [outcome, yield* run.finish(outcome)] as const
+      })).pipe(Effect.tapError((error) =>
+        error._tag === "SpawnError" ? Metrics.recordOutcome("spawn_error") : Effect.void
+      ))
+      const record = auditOf(outcome, limitExceeded)
       yield* publish(record)
       yield* recordMetrics(record, outcome)
       yield* Effect.annotateCurrentSpan({

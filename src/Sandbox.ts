@@ -1,0 +1,79 @@
+/**
+ * The sandbox policy as data: what a sandboxed command may see, write and use. Backends (`Bubblewrap`) turn a
+ * `Policy` into the argv to spawn; nothing here touches the host.
+ */
+import * as Schema from "effect/Schema"
+
+/** An absolute host or sandbox path; relative paths would depend on the runner's own cwd. */
+export const AbsolutePath = Schema.String.pipe(
+  Schema.filter((path) => path.startsWith("/") && !path.includes("\0"), {
+    message: () => "must be an absolute path without NUL bytes"
+  })
+)
+
+/** Network access inside the sandbox: `"none"` (own empty namespace, only loopback) or `"host"` (shared). */
+export const Network = Schema.Literal("none", "host")
+export type Network = typeof Network.Type
+
+/** Which sandbox backend a run uses; `"none"` runs the command directly on the host. */
+export const SandboxMode = Schema.Literal("none", "bwrap")
+export type SandboxMode = typeof SandboxMode.Type
+
+const PositiveInt = Schema.Int.pipe(Schema.positive())
+
+/**
+ * Per-run resource limits. Every field is optional; an unset field means "no limit".
+ *
+ * - `maxProcesses`: processes and threads of the run together, the sandbox's own helpers included (bwrap uses two).
+ *   Enforced by a pids cgroup when running as root (`RLIMIT_NPROC` does not apply to uid 0), else by `RLIMIT_NPROC`,
+ *   which counts every process of the user.
+ * - `maxMemoryBytes`: address space (`RLIMIT_AS`) of each process; allocations fail beyond it.
+ * - `maxFileSizeBytes`: largest file a process may write (`RLIMIT_FSIZE`); a write past it raises SIGXFSZ.
+ * - `maxCpuSeconds`: CPU time of each process (`RLIMIT_CPU`); SIGXCPU at the limit, SIGKILL one second later.
+ * - `maxOpenFiles`: open file descriptors per process (`RLIMIT_NOFILE`); `open` fails with EMFILE beyond it.
+ */
+export const ResourceLimits = Schema.Struct({
+  maxProcesses: Schema.optional(PositiveInt),
+  maxMemoryBytes: Schema.optional(PositiveInt),
+  maxFileSizeBytes: Schema.optional(PositiveInt),
+  maxCpuSeconds: Schema.optional(PositiveInt),
+  maxOpenFiles: Schema.optional(PositiveInt)
+})
+export type ResourceLimits = typeof ResourceLimits.Type
+
+/** Which limit ended (or visibly constrained) a run. */
+export const LimitExceeded = Schema.Literal("cpu", "fileSize", "memory", "processes", "openFiles")
+export type LimitExceeded = typeof LimitExceeded.Type
+
+/** A host path made visible inside the sandbox, at `sandbox` (default: the same path). */
+export const Bind = Schema.Struct({
+  host: AbsolutePath,
+  sandbox: Schema.optional(AbsolutePath)
+})
+export type Bind = typeof Bind.Type
+
+/**
+ * What a sandboxed command may see and use.
+ *
+ * - `workspace`: host directory bound read-write at `/workspace`, the default cwd inside.
+ * - `readOnlyBinds` / `readWriteBinds`: further host paths; they must exist. Read-only binds are applied after
+ *   read-write ones, so a read-only bind nested in a writable one (e.g. `/workspace/.git`) stays read-only.
+ * - `network`: default `"none"`.
+ * - `env`: variables set inside the sandbox; they win over the command's own environment.
+ * - `limits`: resource limits of the run.
+ *
+ * @example
+ * const policy: Sandbox.Policy = { workspace: "/home/me/project", network: "none", limits: { maxProcesses: 64 } }
+ */
+export const Policy = Schema.Struct({
+  workspace: AbsolutePath,
+  readOnlyBinds: Schema.optional(Schema.Array(Bind)),
+  readWriteBinds: Schema.optional(Schema.Array(Bind)),
+  network: Schema.optional(Network),
+  env: Schema.optional(Schema.Record({ key: Schema.String, value: Schema.String })),
+  limits: Schema.optional(ResourceLimits)
+})
+export type Policy = typeof Policy.Type
+
+/** Where the workspace appears inside the sandbox. */
+export const workspaceMount = "/workspace"

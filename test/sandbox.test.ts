@@ -1,0 +1,218 @@
+/**
+ * The sandbox end to end, with the real bubblewrap. In CI (CI=true) these must run: a missing bwrap fails them.
+ * Elsewhere, without a usable bwrap, the suite is not registered and the reason is printed.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import * as NodeContext from "@effect/platform-node/NodeContext"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs"
+import { createServer } from "node:net"
+import { tmpdir } from "node:os"
+import * as path from "node:path"
+import { Bubblewrap, NativeRunner, type Sandbox } from "../src/index.js"
+
+const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes)
+const workspace = () => mkdtempSync(path.join(tmpdir(), "enr-ws-"))
+
+const preflight = await Effect.runPromise(Effect.either(Bubblewrap.preflight()))
+const inCI = process.env["CI"] === "true"
+
+const sandboxed = (policy: Sandbox.Policy, options: NativeRunner.Options = {}) =>
+  NativeRunner.layerNode({ killGrace: "300 millis", ...options, sandbox: { policy } })
+
+/** Host processes whose command line is exactly `argv`. */
+const hostProcesses = (argv: ReadonlyArray<string>): Array<number> =>
+  readdirSync("/proc").filter((entry) => /^\d+$/.test(entry)).flatMap((pid) => {
+    try {
+      const cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").filter((s) => s !== "")
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8")
+      const zombie = stat.slice(stat.lastIndexOf(")") + 2)[0] === "Z"
+      return !zombie && cmdline.join(" ") === argv.join(" ") ? [Number(pid)] : []
+    } catch {
+      return []
+    }
+  })
+
+if (Either.isLeft(preflight) && !inCI) {
+  console.warn(`sandbox end-to-end tests not run: ${preflight.left.message} Fix: ${preflight.left.fix}`)
+}
+
+describe("sandbox preflight", () => {
+  it.runIf(inCI)("bubblewrap is usable on this host (required in CI)", () => {
+    expect(Either.isLeft(preflight) ? `${preflight.left.message} Fix: ${preflight.left.fix}` : "usable").toBe("usable")
+  })
+
+  it.live("fails the layer with SandboxUnavailable when bwrap is missing, saying how to fix it", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(NativeRunner.make({
+        sandbox: { policy: { workspace: workspace() }, bwrapPath: "/nonexistent/bwrap" }
+      }))
+      expect(error._tag).toBe("SandboxUnavailable")
+      expect(error._tag === "SandboxUnavailable" && error.fix).toContain("apt-get install -y bubblewrap")
+    }).pipe(Effect.provide(NodeContext.layer)))
+
+  it.live("runs unsandboxed only when that fallback is asked for", () =>
+    Effect.gen(function*() {
+      const runner = yield* NativeRunner.make({
+        sandbox: { policy: { workspace: workspace() }, bwrapPath: "/nonexistent/bwrap", fallback: "unsandboxed" }
+      })
+      const result = yield* runner.exec({ argv: ["true"] })
+      expect(result.audits[0]?.sandbox).toBe("none")
+    }).pipe(Effect.provide(NodeContext.layer)))
+})
+
+describe.runIf(Either.isRight(preflight) || inCI)("sandboxed runs (bwrap)", () => {
+  it.live("denies the network unless network is host", () =>
+    Effect.gen(function*() {
+      let connections = 0
+      const server = createServer((socket) => {
+        connections++
+        socket.end()
+      })
+      const port = yield* Effect.async<number>((resume) => {
+        server.listen(0, "127.0.0.1", () => {
+          const address = server.address()
+          resume(Effect.succeed(typeof address === "object" && address !== null ? address.port : 0))
+        })
+      })
+      const probe = ["bash", "-c", `echo hi > /dev/tcp/127.0.0.1/${port} && echo connected`]
+      const ws = workspace()
+      const denied = yield* NativeRunner.exec({ argv: probe }).pipe(
+        Effect.provide(sandboxed({ workspace: ws, network: "none" }))
+      )
+      expect(text(denied.stdout)).not.toContain("connected")
+      expect(denied.exitCode).not.toBe(0)
+      expect(denied.audits[0]?.network).toBe("none")
+      expect(connections).toBe(0)
+      const allowed = yield* NativeRunner.exec({ argv: probe }).pipe(
+        Effect.provide(sandboxed({ workspace: ws, network: "host" }))
+      )
+      expect(text(allowed.stdout)).toBe("connected\n")
+      expect(allowed.audits[0]?.network).toBe("host")
+      server.close()
+      expect(connections).toBe(1)
+    }))
+
+  it.live("hides the host, confines writes to /workspace and a private /tmp", () =>
+    Effect.gen(function*() {
+      const ws = workspace()
+      const hostSecret = path.join(mkdtempSync("/root/enr-"), "secret")
+      writeFileSync(hostSecret, "host secret")
+      const hostTmpMarker = `enr-private-${process.pid}-${Date.now()}`
+      const script = [
+        `cat ${hostSecret} 2>/dev/null && echo SAW-HOST-FILE`,
+        "test -e /root && echo SAW-ROOT",
+        "touch /usr/escape 2>/dev/null && echo WROTE-USR",
+        "touch /etc/escape 2>/dev/null && echo WROTE-ETC",
+        "touch /escape 2>/dev/null && echo WROTE-ROOTFS",
+        "cat /etc/shadow 2>/dev/null | grep -q . && echo READ-SHADOW",
+        "echo landed > /workspace/out.txt",
+        `echo tmp > /tmp/${hostTmpMarker} && echo tmp-ok`
+      ].join("; ")
+      const result = yield* NativeRunner.exec({ argv: ["sh", "-c", script] }).pipe(
+        Effect.provide(sandboxed({ workspace: ws }))
+      )
+      expect(text(result.stdout)).toBe("tmp-ok\n")
+      expect(readFileSync(path.join(ws, "out.txt"), "utf8")).toBe("landed\n")
+      expect(existsSync(path.join("/tmp", hostTmpMarker))).toBe(false)
+      const again = yield* NativeRunner.exec({ argv: ["sh", "-c", `test -e /tmp/${hostTmpMarker} && echo kept`] }).pipe(
+        Effect.provide(sandboxed({ workspace: ws }))
+      )
+      expect(text(again.stdout)).toBe("")
+    }))
+
+  it.live("maps a cwd under the workspace and rejects one outside it", () =>
+    Effect.gen(function*() {
+      const ws = workspace()
+      yield* Effect.promise(() => import("node:fs/promises").then((fs) => fs.mkdir(path.join(ws, "a", "b"), { recursive: true })))
+      const inside = yield* NativeRunner.exec({ argv: ["pwd"], cwd: path.join(ws, "a", "b") }).pipe(
+        Effect.provide(sandboxed({ workspace: ws }))
+      )
+      expect(text(inside.stdout)).toBe("/workspace/a/b\n")
+      const outside = yield* Effect.flip(NativeRunner.exec({ argv: ["pwd"], cwd: "/etc" }).pipe(
+        Effect.provide(sandboxed({ workspace: ws }))
+      ))
+      expect(outside._tag).toBe("InvalidInput")
+      const missing = yield* Effect.flip(NativeRunner.exec({ argv: ["no-such-program-xyz"] }).pipe(
+        Effect.provide(sandboxed({ workspace: ws }))
+      ))
+      expect(missing._tag === "SpawnError" && missing.reason).toBe("NotFound")
+    }))
+
+  it.live("sees only its own processes, and a timed-out run leaves nothing on the host", () =>
+    Effect.gen(function*() {
+      const ws = workspace()
+      const count = yield* NativeRunner.exec({ argv: ["sh", "-c", "ls /proc | grep -c '^[0-9]'"] }).pipe(
+        Effect.provide(sandboxed({ workspace: ws }))
+      )
+      // bwrap's init, sh, ls and grep at most.
+      expect(Number(text(count.stdout).trim())).toBeLessThanOrEqual(5)
+      const marker = ["sleep", "4321"]
+      const started = Date.now()
+      const result = yield* NativeRunner.exec({
+        argv: ["sh", "-c", "setsid sleep 4321 & trap '' TERM; sleep 4321"],
+        timeout: "300 millis"
+      }).pipe(Effect.provide(sandboxed({ workspace: ws })))
+      expect(result.timedOut).toBe(true)
+      expect(result.exitCode).toBe(124)
+      expect(Date.now() - started).toBeLessThan(300 + 300 + 5000)
+      // The PID namespace dies with its init, setsid'd grandchild included.
+      const deadline = Date.now() + 3000
+      while (hostProcesses(marker).length > 0 && Date.now() < deadline) yield* Effect.sleep("20 millis")
+      expect(hostProcesses(marker)).toEqual([])
+    }))
+
+  it.live("passes no host variable unless given", () =>
+    Effect.gen(function*() {
+      process.env["ENR_SANDBOX_PROBE"] = "host-value"
+      const result = yield* NativeRunner.exec({ argv: ["env"], env: { GIVEN: "yes" } }).pipe(
+        Effect.provide(sandboxed({ workspace: workspace(), env: { FROM_POLICY: "p" } }))
+      )
+      const names = text(result.stdout).trim().split("\n").map((line) => line.split("=")[0]).sort()
+      expect(names).toEqual(["FROM_POLICY", "GIVEN", "HOME", "PATH", "PWD", "TMPDIR"])
+      expect(text(result.stdout)).not.toContain("host-value")
+    }))
+
+  it.live("holds a fork bomb with the process limit and stops a big write with the file-size limit", () =>
+    Effect.gen(function*() {
+      const ws = workspace()
+      const bomb = yield* NativeRunner.exec({
+        argv: ["sh", "-c", "for i in $(seq 1 60); do sleep 2 & done; wait"],
+        timeout: "20 seconds"
+      }).pipe(Effect.provide(sandboxed({ workspace: ws, limits: { maxProcesses: 20 } })))
+      expect(text(bomb.stderr)).toMatch(/Cannot fork|Resource temporarily unavailable/)
+      expect(bomb.limitExceeded).toBe("processes")
+      expect(bomb.audits[0]?.limitExceeded).toBe("processes")
+      const big = yield* NativeRunner.exec({
+        argv: ["sh", "-c", "head -c 10000000 /dev/zero > /workspace/big"]
+      }).pipe(Effect.provide(sandboxed({ workspace: ws, limits: { maxFileSizeBytes: 1_000_000 } })))
+      expect(big.exitCode).not.toBe(0)
+      expect(big.limitExceeded).toBe("fileSize")
+      expect(readFileSync(path.join(ws, "big")).length).toBe(1_000_000)
+    }), { timeout: 60_000 })
+
+  it.live("applies resource limits without a sandbox too", () =>
+    Effect.gen(function*() {
+      const ws = workspace()
+      const big = yield* NativeRunner.exec({ argv: ["sh", "-c", "head -c 5000000 /dev/zero > big"], cwd: ws }).pipe(
+        Effect.provide(NativeRunner.layerNode({ resourceLimits: { maxFileSizeBytes: 100_000 } }))
+      )
+      expect(big.limitExceeded).toBe("fileSize")
+      expect(big.audits[0]?.sandbox).toBe("none")
+      expect(readFileSync(path.join(ws, "big")).length).toBe(100_000)
+    }))
+
+  it.live("keeps truncation, timeouts and audits as unsandboxed", () =>
+    Effect.gen(function*() {
+      const result = yield* NativeRunner.exec({
+        argv: ["sh", "-c", "head -c 300000 /dev/zero; sleep 30"],
+        limits: { maxStdoutBytes: 1000, timeoutMs: 500 }
+      }).pipe(Effect.provide(sandboxed({ workspace: workspace() })))
+      expect(result.timedOut).toBe(true)
+      expect(result.stdout.length).toBe(1000)
+      expect(result.stdoutBytes).toBe(300_000)
+      expect(result.truncatedStdout).toBe(true)
+      expect(result.audits[0]?.sandbox).toBe("bwrap")
+    }))
+})

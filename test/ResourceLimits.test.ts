@@ -58,8 +58,9 @@ describe("prlimit without a sandbox", () => {
       const out = runSync({ argv: [...prlimitArgv(limits), "/bin/sh", "-c", "while :; do :; done"], cwd: "/", env })
       expect(out.signal).toBe("SIGXCPU")
       expect(limitExceeded(limits, out)).toBe("cpu")
-      expect(Date.now() - started).toBeLessThan(3_000)
-    }))
+      // One CPU second; wall time stretches on a loaded 2-core machine, so only bound it generously.
+      expect(Date.now() - started).toBeLessThan(20_000)
+    }), { timeout: 30_000 })
 })
 
 describe("maxProcesses inside bwrap", () => {

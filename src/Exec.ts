@@ -22,22 +22,32 @@ const noNulString = (what: string) =>
 /** A string that can be passed to `execve`: no NUL bytes. */
 export const ArgString = noNulString("an argument")
 
-const envNameProblem = (name: string): string | undefined =>
-  name.length === 0
-    ? "an environment variable name must not be empty"
+const envProblems = (name: string, value: string): Array<string> => [
+  ...(name.length === 0
+    ? ["an environment variable name must not be empty"]
     : name.includes("=")
-    ? `environment variable name ${JSON.stringify(name)} must not contain '='`
+    ? [`environment variable name ${JSON.stringify(name)} must not contain '='`]
     : name.includes("\u0000")
-    ? "an environment variable name must not contain a NUL byte"
-    : undefined
+    ? ["an environment variable name must not contain a NUL byte"]
+    : name === "__proto__"
+    ? ["the environment variable name __proto__ is not supported"]
+    : []),
+  ...(value.includes("\u0000") ? [`environment variable ${JSON.stringify(name)} must not contain a NUL byte`] : [])
+]
 
-/** Environment variables: names non-empty without `=` or NUL, values without NUL. */
-export const Env = Schema.Record({ key: Schema.String, value: noNulString("an environment value") }).pipe(
+const isStringRecord = (u: unknown): u is Readonly<Record<string, string>> =>
+  typeof u === "object" && u !== null && !Array.isArray(u) && Object.values(u).every((v) => typeof v === "string")
+
+/**
+ * Environment variables: names non-empty without `=` or NUL, values without NUL. Checked on the object's own keys
+ * (a `Schema.Record` would silently drop a `__proto__` key from parsed JSON instead of rejecting it).
+ */
+export const Env = Schema.declare(isStringRecord, {
+  identifier: "Env",
+  description: "an object of string environment variables"
+}).pipe(
   Schema.filter((env) => {
-    const problems = Object.keys(env).flatMap((name) => {
-      const problem = envNameProblem(name)
-      return problem === undefined ? [] : [problem]
-    })
+    const problems = Object.entries(env).flatMap(([name, value]) => envProblems(name, value))
     return problems.length === 0 || problems.join("; ")
   })
 )
@@ -56,7 +66,16 @@ export const TimeoutMs = Schema.Number.pipe(
   )
 )
 
+// Duration.decode clamps negative numbers to zero, so negativity is checked on the raw value first.
+const isNegative = (u: unknown): boolean =>
+  typeof u === "number" || typeof u === "bigint"
+    ? u < 0
+    : typeof u === "string"
+    ? u.trim().startsWith("-")
+    : Array.isArray(u) && u.some((part) => typeof part === "number" && part < 0)
+
 const isDurationInput = (u: unknown): u is Duration.DurationInput =>
+  !isNegative(u) &&
   (typeof u === "number" || typeof u === "bigint" || typeof u === "string" || Array.isArray(u) || Duration.isDuration(u)) &&
   Option.isSome(Duration.decodeUnknown(u))
 
@@ -108,10 +127,10 @@ export const decodeInput = (input: unknown): Effect.Effect<ExecInput, InvalidInp
 
 /** Turns a Schema `ParseError` into `InvalidInput`. */
 export const toInvalidInput = (what: string) => (error: ParseResult.ParseError): InvalidInput => {
-  const issues = ParseResult.ArrayFormatter.formatErrorSync(error).map((issue) => ({
-    path: issue.path.map(String).join("."),
-    message: issue.message
-  }))
+  const issues = ParseResult.ArrayFormatter.formatErrorSync(error)
+    // An optional field's `| undefined` member adds "Expected undefined" beside the real problem: noise.
+    .filter((issue) => !issue.message.startsWith("Expected undefined, actual"))
+    .map((issue) => ({ path: issue.path.map(String).join("."), message: issue.message }))
   const summary = issues.map((i) => (i.path === "" ? i.message : `${i.path}: ${i.message}`)).join("; ")
   return new InvalidInput({ message: `${what}: ${summary}`, issues })
 }

@@ -1,0 +1,458 @@
+/**
+ * A `NativeRunner` over scripted fake processes, for testing code that runs commands. The fake is a `Spawner`
+ * handed to the same `makeRunner` and run engine as the live layer, so decoding, env policy, bounded capture,
+ * timeouts, TERM -> grace -> KILL and audits are the very code that runs live; the cwd is checked by the live rules.
+ * Only the process is scripted: what it writes (and when, on Effect's `Clock`), how it ends, whether it ignores
+ * SIGTERM, or how its spawn fails. Calls nothing in the script answers die loudly with `UnscriptedCall`; every call is
+ * recorded.
+ */
+import * as Context from "effect/Context"
+import * as Deferred from "effect/Deferred"
+import type * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import * as FiberRef from "effect/FiberRef"
+import * as Layer from "effect/Layer"
+import * as Mailbox from "effect/Mailbox"
+import * as Option from "effect/Option"
+import * as Ref from "effect/Ref"
+import * as Schema from "effect/Schema"
+import type * as Scope from "effect/Scope"
+import { statSync, type Stats } from "node:fs"
+import type { InvalidInput, SpawnError, SpawnFailure } from "./Errors.js"
+import { decodeInput, type ExecInput } from "./Exec.js"
+import type { KillSignal, ProcessExit, RunningProcess, Spawner } from "./internal/engine.js"
+import { spawnError } from "./internal/live.js"
+import type { PreparedCommand } from "./internal/prepared.js"
+import { makeRunner, plainPolicy, type RunnerOptions, type RunnerService } from "./internal/runner.js"
+import { NativeRunner } from "./NativeRunner.js"
+
+export type { PreparedCommand } from "./internal/prepared.js"
+
+// ---------------------------------------------------------------------------------------------------------------
+// What a fake process does
+// ---------------------------------------------------------------------------------------------------------------
+
+/** Bytes a fake writes; a string is written as UTF-8. */
+export type Data = string | Uint8Array
+
+/** One step of a fake's output, in order: a write to stdout or stderr, or a pause on Effect's `Clock`. */
+export type Step =
+  | { readonly _tag: "Stdout"; readonly data: Data }
+  | { readonly _tag: "Stderr"; readonly data: Data }
+  | { readonly _tag: "Sleep"; readonly duration: Duration.DurationInput }
+
+/** Writes `data` to stdout as one chunk. */
+export const stdout = (data: Data): Step => ({ _tag: "Stdout", data })
+/** Writes `data` to stderr as one chunk. */
+export const stderr = (data: Data): Step => ({ _tag: "Stderr", data })
+/** Waits `duration` on Effect's `Clock` (so `TestClock.adjust` moves it on, and no real time passes). */
+export const sleep = (duration: Duration.DurationInput): Step => ({ _tag: "Sleep", duration })
+
+/**
+ * A started fake process. Output is written in this order: `stdout`, `stderr`, then the `output` steps; then it ends
+ * as `exit` says. `{}` is a process that writes nothing and exits 0.
+ *
+ * @example
+ * { stdout: "ready\n", output: [NativeRunnerTest.sleep("2 seconds"), NativeRunnerTest.stdout("done\n")], exit: 0 }
+ */
+export interface FakeProcess {
+  /** Written to stdout first; an array is written chunk by chunk. */
+  readonly stdout?: Data | ReadonlyArray<Data> | undefined
+  /** Written to stderr after `stdout`; an array is written chunk by chunk. */
+  readonly stderr?: Data | ReadonlyArray<Data> | undefined
+  /** Interleaved, timed output, written after `stdout` and `stderr`. */
+  readonly output?: ReadonlyArray<Step> | undefined
+  /**
+   * How the process ends once its output is written: an exit code (default 0), `{ signal }` to die by that signal
+   * (reported as exit code 128+n), or `"never"` to run until it is killed.
+   */
+  readonly exit?: number | { readonly signal: NodeJS.Signals } | "never" | undefined
+  /** When true, SIGTERM does nothing and only SIGKILL ends the process (default false). */
+  readonly ignoreTerm?: boolean | undefined
+}
+
+/** A spawn that fails with `SpawnError`, as the live layer reports it. */
+export interface SpawnFails {
+  readonly _tag: "SpawnFails"
+  readonly reason: SpawnFailure
+  readonly message: string | undefined
+}
+
+/**
+ * The spawn fails with `SpawnError` and `reason` (e.g. `"NotFound"` for a missing program).
+ *
+ * @example
+ * NativeRunnerTest.exact(["git", "status"], NativeRunnerTest.spawnFails("NotFound"))
+ */
+export const spawnFails = (reason: SpawnFailure, message?: string): SpawnFails => ({
+  _tag: "SpawnFails",
+  reason,
+  message
+})
+
+/** What the fake does for one call: start a process or fail the spawn. */
+export type Response = FakeProcess | SpawnFails
+
+/** A response, or a function of the call that computes one (e.g. from `call.input.stdin`), possibly effectfully. */
+export type Respond = Response | ((call: Call) => Response | Effect.Effect<Response>)
+
+// ---------------------------------------------------------------------------------------------------------------
+// The script
+// ---------------------------------------------------------------------------------------------------------------
+
+/** One call the fake saw. */
+export interface Call {
+  /** The exec input, as decoded. */
+  readonly input: ExecInput
+  /** What would have been spawned: argv, cwd and the complete env after the env policy. */
+  readonly command: PreparedCommand
+}
+
+/** Which calls an entry answers. `Argv` and `Prefix` compare the input's argv element by element. */
+export type Match =
+  | { readonly _tag: "Argv"; readonly argv: ReadonlyArray<string> }
+  | { readonly _tag: "Prefix"; readonly prefix: ReadonlyArray<string> }
+  | { readonly _tag: "Predicate"; readonly description: string; readonly test: (call: Call) => boolean }
+
+/** One line of a script: which calls it answers, how, and whether only once. */
+export interface Entry {
+  readonly match: Match
+  readonly respond: Respond
+  /** A `once` entry answers one call and is then used up; entries are tried in script order. */
+  readonly once: boolean
+}
+
+/** Options of one script entry. */
+export interface EntryOptions {
+  /** Answer only the first matching call (default false: answer every matching call). */
+  readonly once?: boolean | undefined
+}
+
+/**
+ * Answers calls whose argv is exactly `argv`.
+ *
+ * @example
+ * NativeRunnerTest.exact(["git", "rev-parse", "HEAD"], { stdout: "4b825dc\n" })
+ */
+export const exact = (argv: ReadonlyArray<string>, respond: Respond, options: EntryOptions = {}): Entry => ({
+  match: { _tag: "Argv", argv },
+  respond,
+  once: options.once ?? false
+})
+
+/**
+ * Answers calls whose argv starts with `prefix`.
+ *
+ * @example
+ * NativeRunnerTest.prefix(["git", "push"], { stderr: "rejected\n", exit: 1 }, { once: true })
+ */
+export const prefix = (argvPrefix: ReadonlyArray<string>, respond: Respond, options: EntryOptions = {}): Entry => ({
+  match: { _tag: "Prefix", prefix: argvPrefix },
+  respond,
+  once: options.once ?? false
+})
+
+/**
+ * Answers calls `test` accepts; `description` names the entry in `UnscriptedCall` messages.
+ *
+ * @example
+ * NativeRunnerTest.when("cat-like", (call) => call.input.argv[0] === "cat", (call) => ({ stdout: call.input.stdin ?? "" }))
+ */
+export const when = (
+  description: string,
+  test: (call: Call) => boolean,
+  respond: Respond,
+  options: EntryOptions = {}
+): Entry => ({
+  match: { _tag: "Predicate", description, test },
+  respond,
+  once: options.once ?? false
+})
+
+const matches = (match: Match, call: Call): boolean => {
+  const argv = call.input.argv
+  switch (match._tag) {
+    case "Argv":
+      return argv.length === match.argv.length && match.argv.every((arg, i) => argv[i] === arg)
+    case "Prefix":
+      return argv.length >= match.prefix.length && match.prefix.every((arg, i) => argv[i] === arg)
+    case "Predicate":
+      return match.test(call)
+  }
+}
+
+const describeEntry = (entry: Entry, used: boolean): string => {
+  const what = entry.match._tag === "Argv"
+    ? `exact ${JSON.stringify(entry.match.argv)}`
+    : entry.match._tag === "Prefix"
+    ? `prefix ${JSON.stringify(entry.match.prefix)}`
+    : `when ${JSON.stringify(entry.match.description)}`
+  return entry.once ? `${what} (once${used ? ", used" : ""})` : what
+}
+
+/**
+ * A call no script entry answers. It is a bug in the test's script, not an outcome the code under test should
+ * handle, so the fake dies with it (a defect) instead of disguising it as a `SpawnError`.
+ */
+export class UnscriptedCall extends Schema.TaggedError<UnscriptedCall>("effect-native-runner/UnscriptedCall")(
+  "UnscriptedCall",
+  {
+    argv: Schema.Array(Schema.String),
+    cwd: Schema.String,
+    /** The script's entries, described, in order. */
+    script: Schema.Array(Schema.String),
+    message: Schema.String
+  }
+) {}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The recorder
+// ---------------------------------------------------------------------------------------------------------------
+
+/** Reads what a `layerTest` runner saw. */
+export interface RecorderService {
+  /** Every call that reached the spawn step, in order, including spawns that failed and unscripted calls. */
+  readonly calls: Effect.Effect<ReadonlyArray<Call>>
+  /** The `once` entries not used yet, described; empty when every scripted one-off call happened. */
+  readonly pending: Effect.Effect<ReadonlyArray<string>>
+}
+
+/** The recorder of the `layerTest` runner in context. */
+export class Recorder extends Context.Tag("effect-native-runner/NativeRunnerTest/Recorder")<
+  Recorder,
+  RecorderService
+>() {}
+
+/** Every call the test runner saw, in order. Invalid inputs never get here: nothing was spawned for them. */
+export const calls: Effect.Effect<ReadonlyArray<Call>, never, Recorder> = Effect.flatMap(Recorder, (r) => r.calls)
+
+/** The `once` entries not used yet. */
+export const pending: Effect.Effect<ReadonlyArray<string>, never, Recorder> = Effect.flatMap(Recorder, (r) => r.pending)
+
+// ---------------------------------------------------------------------------------------------------------------
+// The fake spawner
+// ---------------------------------------------------------------------------------------------------------------
+
+/** The host environment the fake's inherit policy reads by default: fixed, so tests never see the real one. */
+export const DEFAULT_HOST_ENV: Readonly<Record<string, string>> = {
+  PATH: "/usr/local/bin:/usr/bin:/bin",
+  HOME: "/home/test",
+  LANG: "C.UTF-8",
+  TZ: "UTC",
+  TMPDIR: "/tmp",
+  USER: "test",
+  SHELL: "/bin/sh"
+}
+
+/** Options of `layerTest`: the runner's options plus what the fake stands in for. */
+export interface TestOptions extends RunnerOptions {
+  /** The host environment the inherit policy reads (default `DEFAULT_HOST_ENV`; the real one is never read). */
+  readonly hostEnv?: Readonly<Record<string, string | undefined>> | undefined
+  /** The host cwd, used when `cwd` is not given (default: the test process's cwd). */
+  readonly hostCwd?: string | undefined
+  /**
+   * Check the cwd on the real file system like the live layer does: missing -> `SpawnError` "CwdNotFound", not a
+   * directory -> "CwdNotDirectory" (default true). Set false to script calls in directories that do not exist here.
+   */
+  readonly checkCwd?: boolean | undefined
+}
+
+// The decoded input of the exec in progress, for the spawner: the engine hands it only the prepared command.
+const currentInput = FiberRef.unsafeMake<Option.Option<ExecInput>>(Option.none())
+
+const encoder = new TextEncoder()
+const toBytes = (data: Data): Uint8Array => (typeof data === "string" ? encoder.encode(data) : data)
+const chunksOf = (data: Data | ReadonlyArray<Data> | undefined): ReadonlyArray<Data> =>
+  data === undefined ? [] : typeof data === "string" || data instanceof Uint8Array ? [data] : data
+
+const errnoOf = (error: unknown): string | undefined =>
+  typeof error === "object" && error !== null && "code" in error && typeof error.code === "string"
+    ? error.code
+    : undefined
+
+/**
+ * The live layer's cwd check (`checkCwd` in internal/live.ts), same reasons and messages, but synchronous. The live
+ * one awaits `fs.promises.stat`; on a TestClock that async step lets `TestClock.adjust` run before the engine has
+ * started its timeout, and a plain fork-adjust-join test then hangs at random (about 1 run in 10).
+ */
+const checkCwdNow = (command: PreparedCommand): Effect.Effect<void, SpawnError> =>
+  Effect.suspend(() => {
+    let stats: Stats
+    try {
+      stats = statSync(command.cwd)
+    } catch (error) {
+      const code = errnoOf(error)
+      const reason: SpawnFailure = code === "ENOENT" || code === "ENOTDIR"
+        ? "CwdNotFound"
+        : code === "EACCES"
+        ? "PermissionDenied"
+        : "Unknown"
+      return Effect.fail(spawnError(command, reason, `cannot use cwd ${command.cwd}: ${String(error)}`))
+    }
+    return stats.isDirectory()
+      ? Effect.void
+      : Effect.fail(spawnError(command, "CwdNotDirectory", `cwd ${command.cwd} is not a directory`))
+  })
+
+const isSpawnFails = (response: Response): response is SpawnFails =>
+  "_tag" in response && response._tag === "SpawnFails"
+
+const defaultSpawnMessage = (reason: SpawnFailure, command: PreparedCommand): string => {
+  const program = command.argv[0]
+  switch (reason) {
+    case "NotFound":
+      return `command not found: ${program}`
+    case "PermissionDenied":
+      return `permission denied: ${program}`
+    case "CwdNotFound":
+      return `cannot use cwd ${command.cwd}: no such directory`
+    case "CwdNotDirectory":
+      return `cwd ${command.cwd} is not a directory`
+    case "Unknown":
+      return `cannot spawn ${program}`
+  }
+}
+
+/** Starts the scripted process in the spawn's scope; `kill` follows the signal rules of a real process. */
+const startFake = (fake: FakeProcess): Effect.Effect<RunningProcess, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const out = yield* Mailbox.make<Uint8Array>()
+    const err = yield* Mailbox.make<Uint8Array>()
+    const exited = yield* Deferred.make<ProcessExit>()
+    // Like a real exit: the status is set once, and the pipes close (readers see the end of both streams).
+    const finish = (exit: ProcessExit) =>
+      Effect.uninterruptible(
+        Effect.flatMap(Deferred.succeed(exited, exit), (first) => first ? Effect.zipRight(out.end, err.end) : Effect.void)
+      )
+    const steps: ReadonlyArray<Step> = [
+      ...chunksOf(fake.stdout).map(stdout),
+      ...chunksOf(fake.stderr).map(stderr),
+      ...(fake.output ?? [])
+    ]
+    const run = Effect.gen(function*() {
+      for (const step of steps) {
+        if (step._tag === "Sleep") yield* Effect.sleep(step.duration)
+        else yield* (step._tag === "Stdout" ? out : err).offer(toBytes(step.data))
+      }
+      const exit = fake.exit ?? 0
+      if (exit === "never") return yield* Effect.never
+      yield* finish(typeof exit === "number" ? { code: exit, signal: null } : { code: null, signal: exit.signal })
+    })
+    const fiber = yield* Effect.forkScoped(run)
+    const killWith = (signal: KillSignal) => Effect.zipRight(Fiber.interrupt(fiber), finish({ code: null, signal }))
+    // Whatever closes the spawn's scope, the fake is gone afterwards, like a process whose tree was killed.
+    yield* Effect.addFinalizer(() => killWith("SIGKILL"))
+    const running: RunningProcess = {
+      stdout: Mailbox.toStream(out),
+      stderr: Mailbox.toStream(err),
+      exit: Deferred.await(exited),
+      kill: (signal) =>
+        Effect.flatMap(Deferred.isDone(exited), (done) =>
+          done || (signal === "SIGTERM" && fake.ignoreTerm === true) ? Effect.void : killWith(signal))
+    }
+    return running
+  })
+
+interface ScriptState {
+  readonly calls: ReadonlyArray<Call>
+  readonly used: ReadonlyArray<boolean>
+}
+
+/**
+ * Builds the test runner and its recorder. `layerTest` is this as a layer; use `make` to build several runners in
+ * one test.
+ */
+export const make = (
+  script: ReadonlyArray<Entry>,
+  options: TestOptions = {}
+): Effect.Effect<{ readonly runner: RunnerService; readonly recorder: RecorderService }, InvalidInput> =>
+  Effect.gen(function*() {
+    const state = yield* Ref.make<ScriptState>({ calls: [], used: script.map(() => false) })
+    const describeScript = (used: ReadonlyArray<boolean>) =>
+      script.map((entry, i) => describeEntry(entry, used[i] === true))
+
+    const spawner: Spawner = {
+      spawn: (command) =>
+        Effect.gen(function*() {
+          const input = yield* FiberRef.get(currentInput)
+          if (Option.isNone(input)) return yield* Effect.dieMessage("NativeRunnerTest: spawn outside of exec")
+          const call: Call = { input: input.value, command }
+          yield* Ref.update(state, (s) => ({ ...s, calls: [...s.calls, call] }))
+          if (options.checkCwd !== false) yield* checkCwdNow(command)
+          // Find and use up the entry in one step, so concurrent calls never share a `once` entry.
+          const found = yield* Ref.modify(state, (s): [Option.Option<Entry>, ScriptState] => {
+            const index = script.findIndex((entry, i) => !(entry.once && s.used[i] === true) && matches(entry.match, call))
+            const entry = script[index]
+            if (entry === undefined) return [Option.none(), s]
+            return [Option.some(entry), { ...s, used: s.used.map((u, i) => u || (i === index && entry.once)) }]
+          })
+          if (Option.isNone(found)) {
+            const used = (yield* Ref.get(state)).used
+            const described = describeScript(used)
+            return yield* Effect.die(
+              new UnscriptedCall({
+                argv: call.input.argv,
+                cwd: command.cwd,
+                script: described,
+                message: `unscripted call ${JSON.stringify(call.input.argv)} in ${command.cwd}; the script has ` +
+                  (described.length === 0 ? "no entries" : `these entries:\n  ${described.join("\n  ")}`)
+              })
+            )
+          }
+          const respond = found.value.respond
+          const computed = typeof respond === "function" ? respond(call) : respond
+          const response = Effect.isEffect(computed) ? yield* computed : computed
+          if (isSpawnFails(response)) {
+            return yield* Effect.fail(
+              spawnError(command, response.reason, response.message ?? defaultSpawnMessage(response.reason, command))
+            )
+          }
+          return yield* startFake(response)
+        })
+    }
+
+    const inner = yield* makeRunner({
+      spawner,
+      policy: plainPolicy,
+      hostEnv: options.hostEnv ?? DEFAULT_HOST_ENV,
+      hostCwd: options.hostCwd ?? process.cwd()
+    }, options)
+
+    const runner: RunnerService = {
+      // Decoding again here only to hand the decoded input to the spawner; the runner's own decode decides.
+      exec: (input) =>
+        Effect.flatMap(
+          Effect.option(decodeInput(input)),
+          (decoded) => Effect.locally(inner.exec(input), currentInput, decoded)
+        )
+    }
+    const recorder: RecorderService = {
+      calls: Effect.map(Ref.get(state), (s) => s.calls),
+      pending: Effect.map(
+        Ref.get(state),
+        (s) => script.flatMap((entry, i) => (entry.once && s.used[i] !== true ? [describeEntry(entry, false)] : []))
+      )
+    }
+    return { runner, recorder }
+  })
+
+/**
+ * Provides `NativeRunner` answered by `script`, and the `Recorder` of its calls. Entries are tried in order; the
+ * first one that matches (and is not a used-up `once` entry) answers. Options are those of `NativeRunner.layer`,
+ * plus `hostEnv`, `hostCwd` and `checkCwd`.
+ *
+ * @example
+ * const TestRunner = NativeRunnerTest.layerTest([
+ *   NativeRunnerTest.exact(["git", "status", "--porcelain"], { stdout: " M src/index.ts\n" }),
+ *   NativeRunnerTest.prefix(["git", "push"], { stderr: "rejected\n", exit: 1 }, { once: true })
+ * ])
+ */
+export const layerTest = (
+  script: ReadonlyArray<Entry>,
+  options: TestOptions = {}
+): Layer.Layer<NativeRunner | Recorder, InvalidInput> =>
+  Layer.effectContext(
+    Effect.map(make(script, options), ({ recorder, runner }) =>
+      Context.make(NativeRunner, runner).pipe(Context.add(Recorder, recorder)))
+  )

@@ -1,0 +1,360 @@
+/**
+ * The CLI's pure pieces: value parsers, the `--` rule, runner options, output encoding, notices, exit codes and the
+ * doctor's verdict. No process is spawned here.
+ */
+import * as CliConfig from "@effect/cli/CliConfig"
+import * as Command from "@effect/cli/Command"
+import * as NodeContext from "@effect/platform-node/NodeContext"
+import { describe, expect, it } from "@effect/vitest"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Ref from "effect/Ref"
+import * as fc from "effect/FastCheck"
+import * as Cli from "../src/Cli.js"
+import { InvalidInput, SandboxUnavailable, SpawnError } from "../src/Errors.js"
+import type { ExecResult } from "../src/Exec.js"
+
+describe("parseSize", () => {
+  it.each([
+    ["1000", 1000],
+    ["0", 0],
+    ["64KiB", 65_536],
+    ["64k", 65_536],
+    ["1MiB", 1_048_576],
+    ["1M", 1_048_576],
+    ["2MB", 2_000_000],
+    ["2kb", 2000],
+    ["1.5K", 1536],
+    ["1GiB", 1024 ** 3],
+    ["10B", 10]
+  ])("%s is %d bytes", (text, bytes) => {
+    expect(Cli.parseSize(text)).toStrictEqual(Either.right(bytes))
+  })
+
+  it.each(["12x", "", "-1", "KiB", "1.3K", "1e3", "0x10", "1 MiBs"])("refuses %j", (text) => {
+    expect(Either.isLeft(Cli.parseSize(text))).toBe(true)
+  })
+})
+
+describe("parseDuration", () => {
+  it.each([
+    ["500ms", 500],
+    ["10s", 10_000],
+    ["1.5s", 1500],
+    ["2m", 120_000],
+    ["1h", 3_600_000],
+    ["0ms", 0]
+  ])("%s is %d ms", (text, millis) => {
+    expect(Cli.parseDuration(text)).toStrictEqual(Either.right(millis))
+  })
+
+  it("refuses a bare number, with a hint", () => {
+    expect(Cli.parseDuration("10")).toStrictEqual(Either.left("duration '10' needs a unit (ms, s, m or h), e.g. 10s"))
+  })
+
+  it.each(["abc", "-1s", "0.5ms", "10 sec", "1d", ""])("refuses %j", (text) => {
+    expect(Either.isLeft(Cli.parseDuration(text))).toBe(true)
+  })
+
+  it("formats back in the largest unit that divides", () => {
+    expect([500, 1500, 10_000, 120_000, 3_600_000, 0].map(Cli.formatMillis)).toStrictEqual([
+      "500ms",
+      "1500ms",
+      "10s",
+      "2m",
+      "1h",
+      "0ms"
+    ])
+  })
+})
+
+describe("parseEnvPair", () => {
+  it("splits at the first '='; the value may be empty or hold '='", () => {
+    expect(Cli.parseEnvPair("A=1")).toStrictEqual(Either.right(["A", "1"]))
+    expect(Cli.parseEnvPair("A=")).toStrictEqual(Either.right(["A", ""]))
+    expect(Cli.parseEnvPair("A=b=c")).toStrictEqual(Either.right(["A", "b=c"]))
+    expect(Either.isLeft(Cli.parseEnvPair("A"))).toBe(true)
+    expect(Either.isLeft(Cli.parseEnvPair("=1"))).toBe(true)
+  })
+})
+
+describe("checkForcedArgv (the '--' rule)", () => {
+  it("accepts argv that is exactly what follows the first '--'", () => {
+    expect(Cli.checkForcedArgv(["run", "--json", "--", "sh", "-c", "x", "--"], ["sh", "-c", "x", "--"]))
+      .toStrictEqual(Either.right(undefined))
+  })
+
+  it.each([
+    [["run", "sh", "-c", "echo hi"], ["sh", "-c", "echo hi"], "missing '--' before the command (e.g. native-runner run -- sh -c 'echo hi')"],
+    [["run", "--bogus", "--", "ls"], ["--bogus", "ls"], "unknown option '--bogus'"],
+    [["run", "--jsn=1", "--", "ls"], ["--jsn=1", "ls"], "unknown option '--jsn=1'"],
+    [["run", "ls", "--", "ls"], ["ls", "ls"], "unexpected argument 'ls' before '--' (the command goes after '--')"],
+    [["run", "--json", "--json", "--", "ls"], ["--json", "ls"], "'--json' given more than once"],
+    [["run", "--timeout", "--", "ls"], ["--timeout", "ls"], "'--timeout' is missing its value or given more than once"],
+    [["run", "--env=A=1", "--", "ls"], ["--env=A=1", "ls"], "write '--env A=1' (with a space) instead of '--env=A=1'"]
+  ])("%j is refused", (raw, parsed, reason) => {
+    expect(Cli.checkForcedArgv(raw, parsed)).toStrictEqual(Either.left(reason))
+  })
+
+  it("shell-quotes only what needs it", () => {
+    expect(["a", "a b", "it's", "--x=1", ""].map(Cli.shellQuote)).toStrictEqual(["a", "'a b'", "'it'\\''s'", "--x=1", "''"])
+  })
+})
+
+const request = (overrides: Partial<Cli.RunRequest> = {}): Cli.RunRequest => ({
+  argv: ["true"],
+  json: false,
+  env: {},
+  inheritEnv: "core",
+  sandbox: { backend: "none" },
+  ...overrides
+})
+
+/** Parses `run` arguments with the real command definition, up to the `RunRequest` (nothing runs). */
+const parseRun = (args: ReadonlyArray<string>) =>
+  Effect.gen(function*() {
+    const parsed = yield* Ref.make<Either.Either<Cli.RunRequest, Cli.UsageError> | undefined>(undefined)
+    const command = Command.withHandler(Cli.runCommand, (config) =>
+      Ref.set(parsed, Cli.toRunRequest(config, ["run", ...args], "/home/me")))
+    // Run on its own, the command's name is implied: the arguments start after it.
+    yield* Command.run(command, { name: "native-runner", version: Cli.VERSION })(["node", "bin", ...args])
+    const request = yield* Ref.get(parsed)
+    return request === undefined ? yield* Effect.dieMessage("the handler did not run") : request
+  }).pipe(Effect.provide(NodeContext.layer))
+
+describe("toRunRequest", () => {
+  it.live("every flag lands in the request; paths are absolute; sandbox flags form the policy", () =>
+    Effect.gen(function*() {
+      const request = yield* parseRun([
+        "--sandbox", "bwrap", "--workspace", "ws", "--network", "host", "--max-procs", "64", "--max-memory", "512MiB",
+        "--max-file-size", "10MB", "--max-cpu", "2m", "--max-open-files", "256", "--timeout", "1.5s",
+        "--kill-grace", "0ms", "--max-stdout", "64KiB", "--max-stderr", "1000", "--env", "A=1", "--env", "B=",
+        "--inherit-env", "all", "--cwd", "sub", "--audit-log", "/var/log/a.jsonl", "--stdin-file", "-", "--json",
+        "--", "make", "-j4", "--json"
+      ])
+      expect(request).toStrictEqual(Either.right({
+        argv: ["make", "-j4", "--json"],
+        json: true,
+        env: { A: "1", B: "" },
+        inheritEnv: "all",
+        timeoutMs: 1500,
+        killGraceMs: 0,
+        maxStdoutBytes: 65_536,
+        maxStderrBytes: 1000,
+        cwd: "/home/me/sub",
+        stdinFile: "-",
+        auditLog: "/var/log/a.jsonl",
+        sandbox: {
+          backend: "bwrap",
+          policy: {
+            workspace: "/home/me/ws",
+            network: "host",
+            limits: {
+              maxProcesses: 64,
+              maxMemoryBytes: 512 * 1024 ** 2,
+              maxFileSizeBytes: 10_000_000,
+              maxCpuSeconds: 120,
+              maxOpenFiles: 256
+            }
+          }
+        }
+      }))
+    }))
+
+  it.live("defaults: core env, no sandbox; a bwrap sandbox defaults to our cwd and no network", () =>
+    Effect.gen(function*() {
+      const plain = yield* parseRun(["--", "true"])
+      expect(plain).toMatchObject(Either.right({ argv: ["true"], json: false, env: {}, inheritEnv: "core", sandbox: { backend: "none" } }))
+      const bwrap = yield* parseRun(["--sandbox", "bwrap", "--", "true"])
+      expect(Either.isRight(bwrap) && bwrap.right.sandbox).toStrictEqual({
+        backend: "bwrap",
+        policy: {
+          workspace: "/home/me",
+          network: "none",
+          limits: {
+            maxProcesses: undefined,
+            maxMemoryBytes: undefined,
+            maxFileSizeBytes: undefined,
+            maxCpuSeconds: undefined,
+            maxOpenFiles: undefined
+          }
+        }
+      })
+    }))
+})
+
+describe("toRunnerOptions", () => {
+  it("maps flags to runner options", () => {
+    const options = Either.getOrThrow(Cli.toRunnerOptions(request({
+      timeoutMs: 500,
+      killGraceMs: 0,
+      maxStdoutBytes: 1024,
+      cwd: "/tmp",
+      inheritEnv: "none"
+    })))
+    expect(Duration.toMillis(Duration.decode(options.timeout ?? 0))).toBe(500)
+    expect(Duration.toMillis(Duration.decode(options.killGrace ?? 1))).toBe(0)
+    expect(options).toMatchObject({ maxStdoutBytes: 1024, maxStderrBytes: undefined, cwd: "/tmp", inheritEnv: "none" })
+  })
+
+  it("refuses a bwrap sandbox in this build instead of running unsandboxed", () => {
+    const result = Cli.toRunnerOptions(request({
+      sandbox: { backend: "bwrap", policy: { workspace: "/tmp", network: "none", limits: { maxProcesses: 8 } } }
+    }))
+    expect(Cli.SANDBOX_BACKEND_BUILT).toBe(false)
+    expect(Either.isLeft(result) && result.left).toBeInstanceOf(SandboxUnavailable)
+    expect(Either.isLeft(result) && result.left.message).toBe(
+      "sandbox not available in this build (--sandbox bwrap); nothing was run"
+    )
+  })
+})
+
+const bytes = (text: string) => new TextEncoder().encode(text)
+
+const result = (overrides: Partial<ExecResult> = {}): ExecResult => ({
+  exitCode: 0,
+  stdout: new Uint8Array(),
+  stderr: new Uint8Array(),
+  truncatedStdout: false,
+  truncatedStderr: false,
+  timedOut: false,
+  durationMs: 1,
+  stdoutBytes: 0,
+  stderrBytes: 0,
+  audits: [],
+  ...overrides
+})
+
+describe("output rendering", () => {
+  it.prop("encodeOutput round-trips any bytes", [fc.uint8Array({ maxLength: 64 })], ([input]) => {
+    const { encoding, text } = Cli.encodeOutput(input)
+    const back = encoding === "utf8" ? bytes(text) : new Uint8Array(Buffer.from(text, "base64"))
+    expect(back).toStrictEqual(input)
+  })
+
+  it.prop("valid UTF-8 stays text, BOM included", [fc.string({ unit: "grapheme", maxLength: 32 })], ([text]) => {
+    expect(Cli.encodeOutput(bytes(`\uFEFF${text}`))).toStrictEqual({ text: `\uFEFF${text}`, encoding: "utf8" })
+  })
+
+  it("a UTF-8 character cut by truncation makes the output base64", () => {
+    expect(Cli.encodeOutput(bytes("é").subarray(0, 1))).toStrictEqual({ text: "ww==", encoding: "base64" })
+  })
+
+  it("builds a JSON result the schema accepts, with stable keys", () => {
+    const json = Cli.toJsonResult(result({ stdout: new Uint8Array([0xff]), stderr: bytes("oops"), exitCode: 3 }))
+    expect(json).toMatchObject({ stdout: "/w==", stdoutEncoding: "base64", stderr: "oops", signal: null })
+    expect(Object.keys(json).sort()).toStrictEqual(Object.keys(Cli.CliJsonResult.fields).sort())
+  })
+
+  it("says what happened besides a normal exit, one line each", () => {
+    expect(Cli.notices(result(), 1000)).toStrictEqual([])
+    expect(Cli.notices(result({ timedOut: true, exitCode: 124, signal: "SIGTERM" }), 500)).toStrictEqual([
+      "native-runner: timed out after 500ms (exit 124)"
+    ])
+    expect(
+      Cli.notices(
+        result({
+          signal: "SIGKILL",
+          exitCode: 137,
+          stdout: new Uint8Array(1_048_576),
+          stdoutBytes: 5_000_000,
+          truncatedStdout: true,
+          stderr: new Uint8Array(10),
+          stderrBytes: 11,
+          truncatedStderr: true,
+          limitExceeded: "memory"
+        }),
+        60_000
+      )
+    ).toStrictEqual([
+      "native-runner: killed by SIGKILL (exit 137)",
+      "native-runner: memory limit exceeded",
+      "native-runner: stdout truncated at 1048576 of 5000000 bytes",
+      "native-runner: stderr truncated at 10 of 11 bytes"
+    ])
+  })
+})
+
+describe("failures", () => {
+  const spawn = (reason: SpawnError["reason"]) =>
+    new SpawnError({ reason, command: "x", cwd: "/", message: `${reason}: x` })
+
+  it("map to the exit codes shells use", () => {
+    expect([
+      Cli.exitCodeOf(new Cli.UsageError({ message: "m", command: "run" })),
+      Cli.exitCodeOf(new InvalidInput({ message: "m", issues: [] })),
+      Cli.exitCodeOf(spawn("NotFound")),
+      Cli.exitCodeOf(spawn("PermissionDenied")),
+      Cli.exitCodeOf(spawn("CwdNotFound")),
+      Cli.exitCodeOf(spawn("Unknown")),
+      Cli.exitCodeOf(new SandboxUnavailable({ backend: "bwrap", message: "m", fix: "f" }))
+    ]).toStrictEqual([2, 2, 127, 126, 2, 125, 125])
+  })
+
+  it("print one line, plus a usage hint for bad usage", () => {
+    expect(Cli.errorLines(spawn("NotFound"))).toStrictEqual(["native-runner: NotFound: x"])
+    const usage = Cli.errorLines(new Cli.UsageError({ message: "unknown option '--x'", command: "doctor" }))
+    expect(usage).toHaveLength(2)
+    expect(usage[1]).toMatch(/^usage: native-runner doctor/)
+  })
+})
+
+describe("help", () => {
+  it("documents every option the '--' rule knows", () => {
+    const help = Cli.helpDocLine(Command.getHelp(Cli.runCommand, CliConfig.defaultConfig))
+    for (const name of Cli.RUN_OPTION_NAMES) expect(help).toContain(`${name} `)
+  })
+})
+
+describe("doctorReport", () => {
+  const facts: Cli.DoctorFacts = {
+    nodeVersion: "v20.19.0",
+    isRoot: false,
+    bwrapVersion: Either.right("bubblewrap 0.8.0"),
+    bwrapProbe: Either.right("exits 0"),
+    prlimitVersion: Either.right("prlimit from util-linux 2.38.1"),
+    unprivilegedUsernsClone: "1",
+    maxUserNamespaces: "63000",
+    apparmorRestrictUserns: undefined
+  }
+
+  it("a ready host with the backend built can sandbox", () => {
+    const report = Cli.doctorReport(facts, true)
+    expect(report).toMatchObject({ bwrapUsable: true, bwrapVerdict: "available" })
+    expect(report.rows.map((row) => row.status)).toStrictEqual(["ok", "ok", "ok", "ok", "ok", "ok"])
+  })
+
+  it("a ready host without the backend says so", () => {
+    expect(Cli.doctorReport(facts, false)).toMatchObject({
+      bwrapUsable: false,
+      bwrapVerdict: "unavailable: sandbox not available in this build (this host could run bwrap)"
+    })
+  })
+
+  it("names the reason when bwrap is missing or fails", () => {
+    const missing = Cli.doctorReport(
+      { ...facts, bwrapVersion: Either.left("not found on PATH"), bwrapProbe: undefined },
+      true
+    )
+    expect(missing).toMatchObject({ bwrapUsable: false, bwrapVerdict: "unavailable: bwrap is not installed" })
+    expect(missing.rows.find((row) => row.check === "bwrap works")?.status).toBe("skip")
+    const failing = Cli.doctorReport(
+      {
+        ...facts,
+        bwrapProbe: Either.left("exit 1: bwrap: No permissions to creating new namespace"),
+        maxUserNamespaces: "0",
+        apparmorRestrictUserns: "1"
+      },
+      true
+    )
+    expect(failing.bwrapVerdict).toBe(
+      "unavailable: bwrap fails here (exit 1: bwrap: No permissions to creating new namespace)"
+    )
+    expect(failing.rows.filter((row) => row.status !== "ok").map((row) => row.check)).toStrictEqual([
+      "bwrap works",
+      "max userns",
+      "apparmor userns"
+    ])
+  })
+})

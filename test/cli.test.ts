@@ -1,0 +1,339 @@
+/**
+ * The `native-runner` CLI. Most behaviour is checked in-process through `Cli.main` with a recording `Stdio` and the
+ * live runner (real processes, milliseconds each); a smaller set runs the real bin through tsx (about 3 s of startup
+ * each, so they run concurrently) to check what only a real process shows: exit codes reaching the OS, flushed
+ * output, our own stdin, help and doctor as a user sees them.
+ */
+import * as NodeContext from "@effect/platform-node/NodeContext"
+import { afterAll, describe, expect, it } from "@effect/vitest"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Schema from "effect/Schema"
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import { fileURLToPath } from "node:url"
+import * as Cli from "../src/Cli.js"
+import * as NativeRunner from "../src/NativeRunner.js"
+
+const ROOT = fileURLToPath(new URL("..", import.meta.url))
+const BIN = path.join(ROOT, "src", "bin.ts")
+const tmp = mkdtempSync(path.join(os.tmpdir(), "native-runner-cli-"))
+afterAll(() => rmSync(tmp, { recursive: true, force: true }))
+
+const encoder = new TextEncoder()
+const decoder = new TextDecoder()
+const toBytes = (data: Uint8Array | string) => (typeof data === "string" ? encoder.encode(data) : data)
+const concat = (chunks: ReadonlyArray<Uint8Array>) => new Uint8Array(Buffer.concat(chunks))
+
+interface Ran {
+  readonly code: number
+  readonly stdout: Uint8Array
+  readonly out: string
+  readonly err: string
+}
+
+/** Runs `Cli.main` in this process; what it prints is recorded, `stdin` is what `--stdin-file -` reads. */
+const cli = (args: ReadonlyArray<string>, stdin: string = "") =>
+  Effect.gen(function*() {
+    const out: Array<Uint8Array> = []
+    const err: Array<Uint8Array> = []
+    const stdio = Layer.succeed(Cli.Stdio, {
+      stdout: (data) => Effect.sync(() => void out.push(toBytes(data))),
+      stderr: (data) => Effect.sync(() => void err.push(toBytes(data))),
+      stdin: Effect.succeed(encoder.encode(stdin)),
+      stdoutIsTerminal: false
+    })
+    const code = yield* Cli.main(args).pipe(Effect.provide([stdio, NodeContext.layer]))
+    const stdout = concat(out)
+    const ran: Ran = { code, stdout, out: decoder.decode(stdout), err: decoder.decode(concat(err)) }
+    return ran
+  })
+
+/** Runs the real bin through tsx, with our own runner (it reports a real exit code or signal). */
+const bin = (args: ReadonlyArray<string>, stdin?: string) =>
+  NativeRunner.exec({
+    argv: [process.execPath, "--import", "tsx", BIN, ...args],
+    cwd: ROOT,
+    ...(stdin === undefined ? {} : { stdin: encoder.encode(stdin) })
+  }).pipe(
+    Effect.map((result) => ({ ...result, out: decoder.decode(result.stdout), err: decoder.decode(result.stderr) })),
+    Effect.provide(NativeRunner.layerNode({ timeout: "60 seconds" }))
+  )
+
+const decodeJson = Schema.decodeUnknownSync(Schema.parseJson(Cli.CliJsonResult), { onExcessProperty: "error" })
+const decodeAuditLine = Schema.decodeUnknownSync(
+  Schema.parseJson(Schema.extend(Cli.CliJsonAudit, Schema.Struct({ timestamp: Schema.String }))),
+  { onExcessProperty: "error" }
+)
+
+let markers = 0
+/** A command that would create a file: if the file exists afterwards, something was spawned. */
+const touching = () => {
+  const marker = path.join(tmp, `marker-${markers++}`)
+  return { marker, argv: ["sh", "-c", `touch '${marker}'`] }
+}
+
+const lines = (text: string) => text.split("\n").filter((line) => line !== "")
+
+const badUsage: ReadonlyArray<readonly [ReadonlyArray<string>, string]> = [
+    [["run", "--bogus", "--"], "native-runner: unknown option '--bogus'"],
+    [["run", "--json", "--json", "--"], "native-runner: '--json' given more than once"],
+    [["run", "--timeout", "--"], "native-runner: '--timeout' is missing its value or given more than once"],
+    [["run"], "native-runner: missing '--' before the command (e.g. native-runner run -- sh -c 'touch '\\''"],
+    [["run", "--max-stdout", "12x", "--"], "native-runner: --max-stdout: bad size '12x' (use e.g. 1000, 64KiB, 1MiB, 2GB)"],
+    [["run", "--max-stdout", "5GiB", "--"], "native-runner: --max-stdout: size must be at most 4294967296"],
+    [["run", "--timeout", "10", "--"], "native-runner: --timeout: duration '10' needs a unit (ms, s, m or h), e.g. 10s"],
+    [["run", "--timeout", "0ms", "--"], "native-runner: --timeout: must be at least 1ms"],
+    [["run", "--kill-grace", "soon", "--"], "native-runner: --kill-grace: bad duration 'soon' (use e.g. 500ms, 10s, 2m)"],
+    [["run", "--sandbox", "firejail", "--"], "native-runner: --sandbox: unknown value 'firejail' (use none or bwrap)"],
+    [["run", "--inherit-env", "some", "--"], "native-runner: --inherit-env: unknown value 'some' (use none or core or all)"],
+    [["run", "--env", "NOVALUE", "--"], "native-runner: --env: bad value 'NOVALUE' (use KEY=VALUE)"],
+    [["run", "--max-procs", "8", "--"], "native-runner: --max-procs only applies with --sandbox bwrap"],
+    [["run", "--sandbox", "bwrap", "--max-cpu", "1500ms", "--"], "native-runner: --max-cpu must be whole seconds (got 1500ms)"],
+    [["run", "--sandbox", "bwrap", "--max-open-files", "0", "--"], "native-runner: --max-open-files: must be at least 1"],
+    [["run", "--stdin-file", "/nonexistent/in", "--"], "native-runner: cannot read --stdin-file: ENOENT"],
+    [["run", "--audit-log", "/nonexistent/dir/a.jsonl", "--"], "native-runner: cannot write --audit-log: ENOENT"],
+    [["exec", "--"], "native-runner: Invalid subcommand for native-runner - use one of 'run', 'doctor'"]
+]
+
+describe("native-runner (in-process main)", () => {
+  it.live.each(badUsage)("bad usage %j: exit 2, one line and a usage hint, nothing spawned", ([args, message]) =>
+    Effect.gen(function*() {
+      const { argv, marker } = touching()
+      const ran = yield* cli([...args, ...argv])
+      expect(ran.code).toBe(2)
+      expect(ran.out).toBe("")
+      const [first, second, ...rest] = lines(ran.err)
+      expect(first?.startsWith(message)).toBe(true)
+      expect(second).toMatch(/^usage: native-runner /)
+      expect(rest).toStrictEqual([])
+      expect(existsSync(marker)).toBe(false)
+    }))
+
+  it.live("no argv after '--', or no arguments at all: exit 2", () =>
+    Effect.gen(function*() {
+      const empty = yield* cli(["run", "--json", "--"])
+      expect([empty.code, lines(empty.err)[0]]).toStrictEqual([2, "native-runner: Missing argument <command>"])
+      const none = yield* cli([])
+      expect([none.code, lines(none.err)]).toStrictEqual([2, [
+        "usage: native-runner run [options] -- <command> [args...] | native-runner doctor   (see --help)"
+      ]])
+    }))
+
+  it.live("--sandbox bwrap fails clearly (125) and never runs unsandboxed", () =>
+    Effect.gen(function*() {
+      const { argv, marker } = touching()
+      const ran = yield* cli(["run", "--sandbox", "bwrap", "--workspace", tmp, "--network", "host", "--", ...argv])
+      expect(ran.code).toBe(125)
+      expect(ran.err).toBe("native-runner: sandbox not available in this build (--sandbox bwrap); nothing was run\n")
+      expect(existsSync(marker)).toBe(false)
+    }))
+
+  it.live("spawn failures: 127 not found, 126 permission denied, 2 missing cwd", () =>
+    Effect.gen(function*() {
+      const notFound = yield* cli(["run", "--", "no-such-command-for-native-runner"])
+      expect([notFound.code, notFound.err]).toStrictEqual([
+        127,
+        "native-runner: command not found: no-such-command-for-native-runner\n"
+      ])
+      const script = path.join(tmp, "not-executable.sh")
+      writeFileSync(script, "#!/bin/sh\necho ran\n")
+      chmodSync(script, 0o644)
+      const denied = yield* cli(["run", "--", script])
+      expect([denied.code, denied.err]).toStrictEqual([126, `native-runner: permission denied: ${script}\n`])
+      const noCwd = yield* cli(["run", "--cwd", path.join(tmp, "missing"), "--", "true"])
+      expect(noCwd.code).toBe(2)
+      expect(noCwd.err).toMatch(/^native-runner: cannot use cwd .*missing/)
+    }))
+
+  it.live("--json: one object matching CliJsonResult, binary output as base64, the child's exit code", () =>
+    Effect.gen(function*() {
+      const ran = yield* cli(["run", "--json", "--", "sh", "-c", "printf '\\377\\376\\000'; printf 'h\\303\\251' >&2; exit 5"])
+      expect(ran.code).toBe(5)
+      expect(ran.err).toBe("")
+      expect(lines(ran.out)).toHaveLength(1)
+      const json = decodeJson(ran.out)
+      expect(json).toMatchObject({
+        exitCode: 5,
+        signal: null,
+        timedOut: false,
+        stdout: "//4A",
+        stdoutEncoding: "base64",
+        stdoutBytes: 3,
+        stderr: "hé",
+        stderrEncoding: "utf8",
+        stderrBytes: 3,
+        truncatedStdout: false
+      })
+      expect(json.audits).toHaveLength(1)
+      expect(json.audits[0]).toMatchObject({ cmd: "sh", exitCode: 5, sandbox: "none", cwd: process.cwd() })
+    }))
+
+  it.live("plain mode: output bytes first, then one notice per event; --max-stderr takes sizes", () =>
+    Effect.gen(function*() {
+      const ran = yield* cli(["run", "--max-stderr", "10", "--", "sh", "-c", "printf out; head -c 100 /dev/zero >&2"])
+      expect([ran.code, ran.out]).toStrictEqual([0, "out"])
+      expect(ran.err).toBe("\0".repeat(10) + "native-runner: stderr truncated at 10 of 100 bytes\n")
+    }))
+
+  it.live("--timeout: exit 124 and one line, without waiting for the command", () =>
+    Effect.gen(function*() {
+      const started = Date.now()
+      const ran = yield* cli(["run", "--timeout", "200ms", "--kill-grace", "100ms", "--", "sleep", "10"])
+      expect(Date.now() - started).toBeLessThan(3000)
+      expect([ran.code, ran.err]).toStrictEqual([124, "native-runner: timed out after 200ms (exit 124)\n"])
+    }))
+
+  it.live("--env, --inherit-env, --cwd (relative to ours) and --stdin-file reach the command", () =>
+    Effect.gen(function*() {
+      const env = yield* cli(["run", "--inherit-env", "none", "--env", "A=1", "--env", "B=x=y", "--", "/usr/bin/env"])
+      expect(lines(env.out).sort()).toStrictEqual(["A=1", "B=x=y"])
+      const cwd = yield* cli(["run", "--cwd", "test", "--", "pwd"])
+      expect(cwd.out).toBe(path.join(process.cwd(), "test") + "\n")
+      const input = path.join(tmp, "input.txt")
+      writeFileSync(input, "from a file")
+      const file = yield* cli(["run", "--stdin-file", input, "--", "cat"])
+      expect(file.out).toBe("from a file")
+      const ours = yield* cli(["run", "--stdin-file", "-", "--", "cat"], "from our stdin")
+      expect(ours.out).toBe("from our stdin")
+      const none = yield* cli(["run", "--", "cat"], "not passed on")
+      expect(none.out).toBe("")
+    }))
+
+  it.live("--audit-log appends one JSON line per run, the record --json reports", () =>
+    Effect.gen(function*() {
+      const log = path.join(tmp, "in-process.jsonl")
+      const ran = yield* cli(["run", "--json", "--audit-log", log, "--", "echo", "hi"])
+      const json = decodeJson(ran.out)
+      const [line, ...more] = lines(readFileSync(log, "utf8"))
+      expect(more).toStrictEqual([])
+      const { timestamp, ...record } = decodeAuditLine(line)
+      expect(record).toStrictEqual(json.audits[0])
+      expect(Number.isNaN(Date.parse(timestamp))).toBe(false)
+    }))
+
+  it.live("--help for every command, with examples and no ANSI styles when not a terminal", () =>
+    Effect.gen(function*() {
+      const run = yield* cli(["run", "--help"])
+      expect(run.code).toBe(0)
+      expect(run.out).toContain("EXAMPLES")
+      expect(run.out).toContain("$ native-runner run -- sh -c 'echo hi'")
+      for (const name of Cli.RUN_OPTION_NAMES) expect(run.out).toContain(name)
+      expect(run.out).not.toContain("\u001b[")
+      const doctor = yield* cli(["doctor", "-h"])
+      expect([doctor.code, doctor.out.includes("$ native-runner doctor --sandbox bwrap")]).toStrictEqual([0, true])
+      const root = yield* cli(["--help"])
+      expect(root.code).toBe(0)
+      expect(root.out).toMatch(/- run .*<command>/)
+      expect(root.out).toMatch(/- doctor /)
+      const version = yield* cli(["--version"])
+      expect([version.code, version.out.trim()]).toStrictEqual([0, Cli.VERSION])
+    }))
+
+  it.live("doctor: a table, exit 0 unless the requested sandbox is unusable", () =>
+    Effect.gen(function*() {
+      const plain = yield* cli(["doctor"])
+      expect(plain.code).toBe(0)
+      const checks = lines(plain.out).map((line) => line.split(/\s{2,}/)[0])
+      expect(checks).toEqual(expect.arrayContaining([
+        "node",
+        "bwrap present",
+        "bwrap works",
+        "userns clone",
+        "max userns",
+        "prlimit present"
+      ]))
+      expect(plain.out).toMatch(new RegExp(`^node\\s+ok\\s+${process.version}$`, "m"))
+      expect(plain.out).toMatch(/^--sandbox bwrap: (available|unavailable: .+)$/m)
+      const strict = yield* cli(["doctor", "--sandbox", "bwrap"])
+      const bwrapWorks = /^bwrap works\s+ok\s/m.test(strict.out)
+      expect(strict.code).toBe(Cli.SANDBOX_BACKEND_BUILT && bwrapWorks ? 0 : 1)
+      const none = yield* cli(["doctor", "--sandbox", "none"])
+      expect(none.code).toBe(0)
+    }))
+})
+
+describe.concurrent("native-runner bin (node --import tsx src/bin.ts)", () => {
+  it.live("run -- sh -c ...: the child's options are not ours; its exit code is ours", () =>
+    Effect.gen(function*() {
+      const result = yield* bin(["run", "--", "sh", "-c", "echo \"$@\"; exit 3", "sh", "-c", "--foo", "--json", "--help"])
+      expect([result.exitCode, result.out, result.err]).toStrictEqual([3, "-c --foo --json --help\n", ""])
+    }))
+
+  it.live("--timeout 300ms: exit 124 and the timeout line", () =>
+    Effect.gen(function*() {
+      const result = yield* bin(["run", "--timeout", "300ms", "--", "sleep", "10"])
+      expect([result.exitCode, result.err]).toStrictEqual([124, "native-runner: timed out after 300ms (exit 124)\n"])
+    }))
+
+  it.live("kill -9 $$: exit 137 (an exit code, not our own death); truncated stdout flushed before the notices", () =>
+    Effect.gen(function*() {
+      const result = yield* bin(["run", "--max-stdout", "1KiB", "--", "sh", "-c", "head -c 5000 /dev/zero; kill -9 $$"])
+      expect([result.exitCode, result.signal]).toStrictEqual([137, undefined])
+      expect(new Uint8Array(result.stdout)).toStrictEqual(new Uint8Array(1024))
+      expect(result.err).toBe(
+        "native-runner: killed by SIGKILL (exit 137)\nnative-runner: stdout truncated at 1024 of 5000 bytes\n"
+      )
+    }))
+
+  it.live("--json --audit-log: the schema's shape, base64 for binary, one audit line", () =>
+    Effect.gen(function*() {
+      const log = path.join(tmp, "bin.jsonl")
+      const result = yield* bin(["run", "--json", "--audit-log", log, "--", "printf", "\\377\\376"])
+      expect(result.exitCode).toBe(0)
+      const json = decodeJson(result.out)
+      expect([json.stdout, json.stdoutEncoding, json.stdoutBytes]).toStrictEqual(["//4=", "base64", 2])
+      const [line, ...more] = lines(readFileSync(log, "utf8"))
+      expect(more).toStrictEqual([])
+      const { timestamp: _, ...record } = decodeAuditLine(line)
+      expect(record).toStrictEqual(json.audits[0])
+    }))
+
+  it.live("bad usage: exit 2, nothing spawned", () =>
+    Effect.gen(function*() {
+      const { argv, marker } = touching()
+      const result = yield* bin(["run", "--max-stdout", "lots", "--", ...argv])
+      expect(result.exitCode).toBe(2)
+      expect(lines(result.err)).toStrictEqual([
+        "native-runner: --max-stdout: bad size 'lots' (use e.g. 1000, 64KiB, 1MiB, 2GB)",
+        "usage: native-runner run [options] -- <command> [args...]   (see 'native-runner run --help')"
+      ])
+      expect(existsSync(marker)).toBe(false)
+    }))
+
+  it.live("--sandbox bwrap: non-zero, one line, nothing spawned", () =>
+    Effect.gen(function*() {
+      const { argv, marker } = touching()
+      const result = yield* bin(["run", "--sandbox", "bwrap", "--", ...argv])
+      expect([result.exitCode, lines(result.err)]).toStrictEqual([
+        125,
+        ["native-runner: sandbox not available in this build (--sandbox bwrap); nothing was run"]
+      ])
+      expect(existsSync(marker)).toBe(false)
+    }))
+
+  it.live("command not found: 127", () =>
+    Effect.gen(function*() {
+      const result = yield* bin(["run", "--", "no-such-command-for-native-runner"])
+      expect([result.exitCode, result.err]).toStrictEqual([
+        127,
+        "native-runner: command not found: no-such-command-for-native-runner\n"
+      ])
+    }))
+
+  it.live("--stdin-file - feeds our own stdin", () =>
+    Effect.gen(function*() {
+      const result = yield* bin(["run", "--stdin-file", "-", "--", "wc", "-c"], "12345")
+      expect([result.exitCode, result.out.trim()]).toStrictEqual([0, "5"])
+    }))
+
+  it.live("doctor --sandbox bwrap: the table, and exit 1 unless the sandbox is usable", () =>
+    Effect.gen(function*() {
+      const result = yield* bin(["doctor", "--sandbox", "bwrap"])
+      const bwrapWorks = /^bwrap works\s+ok\s/m.test(result.out)
+      expect(result.out).toMatch(/^node\s+ok\s+v\d+/m)
+      expect(result.out).toMatch(/^--sandbox bwrap: (available|unavailable: .+)$/m)
+      expect(result.exitCode).toBe(Cli.SANDBOX_BACKEND_BUILT && bwrapWorks ? 0 : 1)
+    }))
+})

@@ -14,6 +14,7 @@ import * as fc from "effect/FastCheck"
 import * as Cli from "../src/Cli.js"
 import { InvalidInput, SandboxUnavailable, SpawnError } from "../src/Errors.js"
 import type { ExecResult } from "../src/Exec.js"
+import * as Sandbox from "../src/Sandbox.js"
 
 describe("parseSize", () => {
   it.each([
@@ -107,6 +108,7 @@ const request = (overrides: Partial<Cli.RunRequest> = {}): Cli.RunRequest => ({
   json: false,
   env: {},
   inheritEnv: "core",
+  limits: {},
   sandbox: { backend: "none" },
   ...overrides
 })
@@ -145,68 +147,86 @@ describe("toRunRequest", () => {
         cwd: "/home/me/sub",
         stdinFile: "-",
         auditLog: "/var/log/a.jsonl",
-        sandbox: {
-          backend: "bwrap",
-          policy: {
-            workspace: "/home/me/ws",
-            network: "host",
-            limits: {
-              maxProcesses: 64,
-              maxMemoryBytes: 512 * 1024 ** 2,
-              maxFileSizeBytes: 10_000_000,
-              maxCpuSeconds: 120,
-              maxOpenFiles: 256
-            }
-          }
-        }
+        limits: {
+          maxProcesses: 64,
+          maxMemoryBytes: 512 * 1024 ** 2,
+          maxFileSizeBytes: 10_000_000,
+          maxCpuSeconds: 120,
+          maxOpenFiles: 256
+        },
+        sandbox: { backend: "bwrap", workspace: "/home/me/ws", network: "host" }
       }))
     }))
 
-  it.live("defaults: core env, no sandbox; a bwrap sandbox defaults to our cwd and no network", () =>
+  it.live("defaults: core env, no sandbox, no limits; a bwrap sandbox: our cwd, no network, no host env", () =>
     Effect.gen(function*() {
       const plain = yield* parseRun(["--", "true"])
-      expect(plain).toMatchObject(Either.right({ argv: ["true"], json: false, env: {}, inheritEnv: "core", sandbox: { backend: "none" } }))
+      expect(plain).toMatchObject(Either.right({
+        argv: ["true"],
+        json: false,
+        env: {},
+        inheritEnv: "core",
+        limits: {},
+        sandbox: { backend: "none" }
+      }))
       const bwrap = yield* parseRun(["--sandbox", "bwrap", "--", "true"])
-      expect(Either.isRight(bwrap) && bwrap.right.sandbox).toStrictEqual({
-        backend: "bwrap",
-        policy: {
-          workspace: "/home/me",
-          network: "none",
-          limits: {
-            maxProcesses: undefined,
-            maxMemoryBytes: undefined,
-            maxFileSizeBytes: undefined,
-            maxCpuSeconds: undefined,
-            maxOpenFiles: undefined
-          }
-        }
-      })
+      expect(Either.map(bwrap, ({ inheritEnv, limits, sandbox }) => ({ inheritEnv, limits, sandbox }))).toStrictEqual(
+        Either.right({ inheritEnv: "none", limits: {}, sandbox: { backend: "bwrap", workspace: "/home/me", network: "none" } })
+      )
+      const asked = yield* parseRun(["--sandbox", "bwrap", "--inherit-env", "core", "--", "true"])
+      expect(Either.map(asked, (request) => request.inheritEnv)).toStrictEqual(Either.right("core"))
+    }))
+
+  it.live("resource limits apply without a sandbox; only the given ones are set", () =>
+    Effect.gen(function*() {
+      const request = yield* parseRun(["--max-procs", "8", "--max-file-size", "100KiB", "--", "true"])
+      expect(Either.map(request, ({ limits, sandbox }) => ({ limits, sandbox }))).toStrictEqual(Either.right({
+        limits: { maxProcesses: 8, maxFileSizeBytes: 102_400 },
+        sandbox: { backend: "none" }
+      }))
+    }))
+
+  it.live.each([["--workspace", "ws"], ["--network", "none"]] as const)("%j without --sandbox bwrap is bad usage", ([flag, value]) =>
+    Effect.gen(function*() {
+      const request = yield* parseRun([flag, value, "--", "true"])
+      expect(Either.flip(Either.map(request, () => "parsed"))).toStrictEqual(Either.right(
+        new Cli.UsageError({ message: `${flag} only applies with --sandbox bwrap`, command: "run" })
+      ))
     }))
 })
 
 describe("toRunnerOptions", () => {
-  it("maps flags to runner options", () => {
-    const options = Either.getOrThrow(Cli.toRunnerOptions(request({
+  it("maps flags to runner options; no sandbox and no limits add neither key", () => {
+    const options = Cli.toRunnerOptions(request({
       timeoutMs: 500,
       killGraceMs: 0,
       maxStdoutBytes: 1024,
       cwd: "/tmp",
       inheritEnv: "none"
-    })))
+    }))
     expect(Duration.toMillis(Duration.decode(options.timeout ?? 0))).toBe(500)
     expect(Duration.toMillis(Duration.decode(options.killGrace ?? 1))).toBe(0)
     expect(options).toMatchObject({ maxStdoutBytes: 1024, maxStderrBytes: undefined, cwd: "/tmp", inheritEnv: "none" })
+    expect(["sandbox" in options, "resourceLimits" in options]).toStrictEqual([false, false])
   })
 
-  it("refuses a bwrap sandbox in this build instead of running unsandboxed", () => {
-    const result = Cli.toRunnerOptions(request({
-      sandbox: { backend: "bwrap", policy: { workspace: "/tmp", network: "none", limits: { maxProcesses: 8 } } }
+  it("--sandbox bwrap: the policy with the limits, and never a fallback to running unsandboxed", () => {
+    const options = Cli.toRunnerOptions(request({
+      limits: { maxProcesses: 8, maxFileSizeBytes: 1000 },
+      sandbox: { backend: "bwrap", workspace: "/srv/job", network: "host" }
     }))
-    expect(Cli.SANDBOX_BACKEND_BUILT).toBe(false)
-    expect(Either.isLeft(result) && result.left).toBeInstanceOf(SandboxUnavailable)
-    expect(Either.isLeft(result) && result.left.message).toBe(
-      "sandbox not available in this build (--sandbox bwrap); nothing was run"
-    )
+    expect(options.sandbox).toStrictEqual({
+      policy: { workspace: "/srv/job", network: "host", limits: { maxProcesses: 8, maxFileSizeBytes: 1000 } },
+      fallback: "fail"
+    })
+    expect("resourceLimits" in options).toBe(false)
+    const bare = Cli.toRunnerOptions(request({ sandbox: { backend: "bwrap", workspace: "/srv/job", network: "none" } }))
+    expect(bare.sandbox).toStrictEqual({ policy: { workspace: "/srv/job", network: "none" }, fallback: "fail" })
+  })
+
+  it("limits without a sandbox become resourceLimits", () => {
+    const options = Cli.toRunnerOptions(request({ limits: { maxCpuSeconds: 2 } }))
+    expect([options.resourceLimits, "sandbox" in options]).toStrictEqual([{ maxCpuSeconds: 2 }, false])
   })
 })
 
@@ -269,10 +289,28 @@ describe("output rendering", () => {
       )
     ).toStrictEqual([
       "native-runner: killed by SIGKILL (exit 137)",
-      "native-runner: memory limit exceeded",
+      "native-runner: hit the memory limit",
       "native-runner: stdout truncated at 1048576 of 5000000 bytes",
       "native-runner: stderr truncated at 10 of 11 bytes"
     ])
+    expect(Cli.notices(result({ exitCode: 153, limitExceeded: "fileSize" }), 1000)).toStrictEqual([
+      "native-runner: stopped by the file-size limit"
+    ])
+  })
+
+  it("names every limit in its notice", () => {
+    expect(Sandbox.LimitExceeded.literals.map(Cli.limitNotice)).toStrictEqual([
+      "stopped by the CPU-time limit",
+      "stopped by the file-size limit",
+      "hit the memory limit",
+      "hit the process limit (forks were refused)",
+      "hit the open-files limit"
+    ])
+  })
+
+  it("keeps limitExceeded in the JSON result", () => {
+    expect(Cli.toJsonResult(result({ limitExceeded: "fileSize" })).limitExceeded).toBe("fileSize")
+    expect(Cli.toJsonResult(result()).limitExceeded).toBeNull()
   })
 })
 
@@ -294,6 +332,15 @@ describe("failures", () => {
 
   it("print one line, plus a usage hint for bad usage", () => {
     expect(Cli.errorLines(spawn("NotFound"))).toStrictEqual(["native-runner: NotFound: x"])
+    const unavailable = new SandboxUnavailable({
+      backend: "bwrap",
+      message: "bubblewrap could not create the sandbox (exit 1): bwrap: setting up uid map\nbwrap: Permission denied\n",
+      fix: "Allow user namespaces."
+    })
+    expect(Cli.errorLines(unavailable)).toStrictEqual([
+      "native-runner: bubblewrap could not create the sandbox (exit 1): bwrap: setting up uid map " +
+      "bwrap: Permission denied Fix: Allow user namespaces."
+    ])
     const usage = Cli.errorLines(new Cli.UsageError({ message: "unknown option '--x'", command: "doctor" }))
     expect(usage).toHaveLength(2)
     expect(usage[1]).toMatch(/^usage: native-runner doctor/)
@@ -308,53 +355,87 @@ describe("help", () => {
 })
 
 describe("doctorReport", () => {
+  const notFound = new SandboxUnavailable({
+    backend: "bwrap",
+    message: "bubblewrap was not found: \"bwrap\" does not exist or is not on PATH.",
+    fix: "Install bubblewrap"
+  })
   const facts: Cli.DoctorFacts = {
     nodeVersion: "v20.19.0",
     isRoot: false,
     bwrapVersion: Either.right("bubblewrap 0.8.0"),
-    bwrapProbe: Either.right("exits 0"),
+    bwrapPreflight: Either.right("preflight passed"),
+    processLimit: { route: "rlimit" },
     prlimitVersion: Either.right("prlimit from util-linux 2.38.1"),
     unprivilegedUsernsClone: "1",
     maxUserNamespaces: "63000",
     apparmorRestrictUserns: undefined
   }
+  const status = (report: Cli.DoctorReport, check: string) => report.rows.find((row) => row.check === check)
 
-  it("a ready host with the backend built can sandbox", () => {
-    const report = Cli.doctorReport(facts, true)
+  it("a host whose preflight passes can sandbox", () => {
+    const report = Cli.doctorReport(facts)
     expect(report).toMatchObject({ bwrapUsable: true, bwrapVerdict: "available" })
-    expect(report.rows.map((row) => row.status)).toStrictEqual(["ok", "ok", "ok", "ok", "ok", "ok"])
+    expect(report.rows.map((row) => row.status)).toStrictEqual(["ok", "ok", "ok", "ok", "ok", "ok", "ok"])
+    expect(status(report, "max-procs")?.detail).toBe("RLIMIT_NPROC (counts every process of this user)")
   })
 
-  it("a ready host without the backend says so", () => {
-    expect(Cli.doctorReport(facts, false)).toMatchObject({
+  it("the verdict is the preflight's: its message when it fails, whatever the other rows say", () => {
+    const missing = Cli.doctorReport({ ...facts, bwrapVersion: Either.left("not found on PATH"), bwrapPreflight: Either.left(notFound) })
+    expect(missing).toMatchObject({
       bwrapUsable: false,
-      bwrapVerdict: "unavailable: sandbox not available in this build (this host could run bwrap)"
+      bwrapVerdict: "unavailable: bubblewrap was not found: \"bwrap\" does not exist or is not on PATH."
     })
-  })
-
-  it("names the reason when bwrap is missing or fails", () => {
-    const missing = Cli.doctorReport(
-      { ...facts, bwrapVersion: Either.left("not found on PATH"), bwrapProbe: undefined },
-      true
-    )
-    expect(missing).toMatchObject({ bwrapUsable: false, bwrapVerdict: "unavailable: bwrap is not installed" })
-    expect(missing.rows.find((row) => row.check === "bwrap works")?.status).toBe("skip")
-    const failing = Cli.doctorReport(
-      {
-        ...facts,
-        bwrapProbe: Either.left("exit 1: bwrap: No permissions to creating new namespace"),
-        maxUserNamespaces: "0",
-        apparmorRestrictUserns: "1"
-      },
-      true
-    )
-    expect(failing.bwrapVerdict).toBe(
-      "unavailable: bwrap fails here (exit 1: bwrap: No permissions to creating new namespace)"
-    )
+    expect(status(missing, "bwrap works")).toMatchObject({ status: "FAIL", detail: notFound.message })
+    const failing = Cli.doctorReport({
+      ...facts,
+      bwrapPreflight: Either.left(new SandboxUnavailable({ backend: "bwrap", message: "bwrap: No permissions\nto create", fix: "f" })),
+      maxUserNamespaces: "0",
+      apparmorRestrictUserns: "1"
+    })
+    expect(failing.bwrapVerdict).toBe("unavailable: bwrap: No permissions to create")
     expect(failing.rows.filter((row) => row.status !== "ok").map((row) => row.check)).toStrictEqual([
       "bwrap works",
       "max userns",
       "apparmor userns"
     ])
+    // Only the preflight decides: a root host with userns switches off still sandboxes when the preflight passes.
+    const root = Cli.doctorReport({ ...facts, isRoot: true, unprivilegedUsernsClone: "0" })
+    expect(root).toMatchObject({ bwrapUsable: true, bwrapVerdict: "available" })
+  })
+
+  it("says how --max-procs is enforced, and when the sandbox works but a limit would fail", () => {
+    const cgroup = Cli.doctorReport({
+      ...facts,
+      isRoot: true,
+      processLimit: { route: "cgroup", pidsCgroup: Either.right("/sys/fs/cgroup/pids") }
+    })
+    expect(status(cgroup, "max-procs")).toMatchObject({
+      status: "ok",
+      detail: "pids cgroup (root): /sys/fs/cgroup/pids is writable"
+    })
+    const noCgroup = Cli.doctorReport({
+      ...facts,
+      isRoot: true,
+      processLimit: {
+        route: "cgroup",
+        pidsCgroup: Either.left(new SandboxUnavailable({ backend: "pids-cgroup", message: "No pids cgroup", fix: "f" }))
+      },
+      prlimitVersion: Either.left("not found on PATH")
+    })
+    expect(status(noCgroup, "max-procs")).toMatchObject({ status: "FAIL", detail: "pids cgroup (root): No pids cgroup" })
+    expect(noCgroup).toMatchObject({
+      bwrapUsable: true,
+      bwrapVerdict: "available, but --max-* limits fail here (prlimit missing); --max-procs fails here " +
+        "(no writable pids cgroup)"
+    })
+  })
+
+  it("renders aligned columns and the verdict line", () => {
+    expect(Cli.renderDoctor({
+      rows: [{ check: "node", status: "ok", detail: "v20" }, { check: "bwrap works", status: "FAIL", detail: "no" }],
+      bwrapUsable: false,
+      bwrapVerdict: "unavailable: no"
+    })).toBe("node         ok    v20\nbwrap works  FAIL  no\n\n--sandbox bwrap: unavailable: no\n")
   })
 })

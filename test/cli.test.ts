@@ -2,17 +2,23 @@
  * The `native-runner` CLI. Most behaviour is checked in-process through `Cli.main` with a recording `Stdio` and the
  * live runner (real processes, milliseconds each); a smaller set runs the real bin through tsx (about 3 s of startup
  * each, so they run concurrently) to check what only a real process shows: exit codes reaching the OS, flushed
- * output, our own stdin, help and doctor as a user sees them.
+ * output, our own stdin, our own PATH, help and doctor as a user sees them.
+ *
+ * Sandboxed runs use the real bubblewrap. In CI (CI=true) they must run: a missing bwrap fails them. Elsewhere,
+ * without a usable bwrap, they are not registered and the reason is printed.
  */
 import * as NodeContext from "@effect/platform-node/NodeContext"
 import { afterAll, describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs"
+import { createServer } from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
+import * as Bubblewrap from "../src/Bubblewrap.js"
 import * as Cli from "../src/Cli.js"
 import * as NativeRunner from "../src/NativeRunner.js"
 
@@ -20,6 +26,16 @@ const ROOT = fileURLToPath(new URL("..", import.meta.url))
 const BIN = path.join(ROOT, "src", "bin.ts")
 const tmp = mkdtempSync(path.join(os.tmpdir(), "native-runner-cli-"))
 afterAll(() => rmSync(tmp, { recursive: true, force: true }))
+
+// The check the live layer makes for `--sandbox bwrap`.
+const preflight = await Effect.runPromise(
+  Effect.either(Effect.flatMap(Bubblewrap.hostMasks(), (masks) => Bubblewrap.preflight({ masks })))
+)
+const inCI = process.env["CI"] === "true"
+const sandboxUsable = Either.isRight(preflight)
+if (Either.isLeft(preflight) && !inCI) {
+  console.warn(`CLI sandbox tests not run: ${preflight.left.message} Fix: ${preflight.left.fix}`)
+}
 
 const encoder = new TextEncoder()
 const decoder = new TextDecoder()
@@ -50,12 +66,16 @@ const cli = (args: ReadonlyArray<string>, stdin: string = "") =>
     return ran
   })
 
-/** Runs the real bin through tsx, with our own runner (it reports a real exit code or signal). */
-const bin = (args: ReadonlyArray<string>, stdin?: string) =>
+/**
+ * Runs the real bin through tsx, with our own runner (it reports a real exit code or signal). `env` is set on top of
+ * the core environment (node is started by absolute path, so `PATH` may lack anything).
+ */
+const bin = (args: ReadonlyArray<string>, options: { readonly stdin?: string; readonly env?: Record<string, string> } = {}) =>
   NativeRunner.exec({
     argv: [process.execPath, "--import", "tsx", BIN, ...args],
     cwd: ROOT,
-    ...(stdin === undefined ? {} : { stdin: encoder.encode(stdin) })
+    ...(options.env === undefined ? {} : { env: options.env }),
+    ...(options.stdin === undefined ? {} : { stdin: encoder.encode(options.stdin) })
   }).pipe(
     Effect.map((result) => ({ ...result, out: decoder.decode(result.stdout), err: decoder.decode(result.stderr) })),
     Effect.provide(NativeRunner.layerNode({ timeout: "60 seconds" }))
@@ -76,6 +96,28 @@ const touching = () => {
 
 const lines = (text: string) => text.split("\n").filter((line) => line !== "")
 
+const workspace = () => mkdtempSync(path.join(tmp, "ws-"))
+
+/** A TCP server on 127.0.0.1 counting connections, closed with the scope. */
+const tcpServer = Effect.acquireRelease(
+  Effect.async<{ readonly port: number; readonly connections: () => number; readonly close: () => void }>((resume) => {
+    let connections = 0
+    const server = createServer((socket) => {
+      connections++
+      socket.end()
+    })
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address()
+      resume(Effect.succeed({
+        port: typeof address === "object" && address !== null ? address.port : 0,
+        connections: () => connections,
+        close: () => server.close()
+      }))
+    })
+  }),
+  (server) => Effect.sync(server.close)
+)
+
 const badUsage: ReadonlyArray<readonly [ReadonlyArray<string>, string]> = [
     [["run", "--bogus", "--"], "native-runner: unknown option '--bogus'"],
     [["run", "--json", "--json", "--"], "native-runner: '--json' given more than once"],
@@ -89,7 +131,8 @@ const badUsage: ReadonlyArray<readonly [ReadonlyArray<string>, string]> = [
     [["run", "--sandbox", "firejail", "--"], "native-runner: --sandbox: unknown value 'firejail' (use none or bwrap)"],
     [["run", "--inherit-env", "some", "--"], "native-runner: --inherit-env: unknown value 'some' (use none or core or all)"],
     [["run", "--env", "NOVALUE", "--"], "native-runner: --env: bad value 'NOVALUE' (use KEY=VALUE)"],
-    [["run", "--max-procs", "8", "--"], "native-runner: --max-procs only applies with --sandbox bwrap"],
+    [["run", "--workspace", "/tmp", "--"], "native-runner: --workspace only applies with --sandbox bwrap"],
+    [["run", "--network", "none", "--"], "native-runner: --network only applies with --sandbox bwrap"],
     [["run", "--sandbox", "bwrap", "--max-cpu", "1500ms", "--"], "native-runner: --max-cpu must be whole seconds (got 1500ms)"],
     [["run", "--sandbox", "bwrap", "--max-open-files", "0", "--"], "native-runner: --max-open-files: must be at least 1"],
     [["run", "--stdin-file", "/nonexistent/in", "--"], "native-runner: cannot read --stdin-file: ENOENT"],
@@ -121,14 +164,36 @@ describe("native-runner (in-process main)", () => {
       ]])
     }))
 
-  it.live("--sandbox bwrap fails clearly (125) and never runs unsandboxed", () =>
+  it.live("--max-file-size without a sandbox: the write is stopped, a notice says why, JSON keeps limitExceeded", () =>
     Effect.gen(function*() {
-      const { argv, marker } = touching()
-      const ran = yield* cli(["run", "--sandbox", "bwrap", "--workspace", tmp, "--network", "host", "--", ...argv])
-      expect(ran.code).toBe(125)
-      expect(ran.err).toBe("native-runner: sandbox not available in this build (--sandbox bwrap); nothing was run\n")
-      expect(existsSync(marker)).toBe(false)
+      const dir = workspace()
+      const big = ["sh", "-c", "head -c 5000000 /dev/zero > big"]
+      const plain = yield* cli(["run", "--cwd", dir, "--max-file-size", "100KiB", "--", ...big])
+      expect(plain.code).toBe(128 + os.constants.signals.SIGXFSZ)
+      expect(lines(plain.err).at(-1)).toBe("native-runner: stopped by the file-size limit")
+      expect(statSync(path.join(dir, "big")).size).toBe(102_400)
+      const json = decodeJson((yield* cli(["run", "--json", "--cwd", dir, "--max-file-size", "100KiB", "--", ...big])).out)
+      expect(json.limitExceeded).toBe("fileSize")
+      expect(json.audits[0]).toMatchObject({ limitExceeded: "fileSize", sandbox: "none" })
+      const small = yield* cli(["run", "--cwd", dir, "--max-file-size", "100KiB", "--", "sh", "-c", "echo ok > small"])
+      expect([small.code, small.err]).toStrictEqual([0, ""])
     }))
+
+  it.live("a sandbox that cannot be built fails the run (125, the layer's message and fix), never unsandboxed", () =>
+    Effect.gen(function*() {
+      // The CLI has no --bwrap-path; its layer is `runnerLayer`, so a missing bwrap is simulated there.
+      const policy = { workspace: workspace() }
+      const error = yield* Effect.flip(NativeRunner.make({ sandbox: { policy, bwrapPath: "/nonexistent/bwrap" } }))
+      expect(error._tag).toBe("SandboxUnavailable")
+      expect(Cli.exitCodeOf(error)).toBe(125)
+      const [line, ...more] = Cli.errorLines(error)
+      expect(more).toStrictEqual([])
+      expect(line).toMatch(/^native-runner: bubblewrap was not found: .* Fix: Install bubblewrap/)
+      // doctor runs the same check, so its verdict names the same failure.
+      const report = Cli.doctorReport(yield* Cli.doctorFacts({ bwrapPath: "/nonexistent/bwrap" }))
+      expect(report.bwrapUsable).toBe(false)
+      expect(report.bwrapVerdict).toBe(`unavailable: ${error.message}`)
+    }).pipe(Effect.provide(NodeContext.layer)))
 
   it.live("spawn failures: 127 not found, 126 permission denied, 2 missing cwd", () =>
     Effect.gen(function*() {
@@ -242,15 +307,84 @@ describe("native-runner (in-process main)", () => {
         "bwrap works",
         "userns clone",
         "max userns",
-        "prlimit present"
+        "prlimit present",
+        "max-procs"
       ]))
       expect(plain.out).toMatch(new RegExp(`^node\\s+ok\\s+${process.version}$`, "m"))
       expect(plain.out).toMatch(/^--sandbox bwrap: (available|unavailable: .+)$/m)
-      const strict = yield* cli(["doctor", "--sandbox", "bwrap"])
-      const bwrapWorks = /^bwrap works\s+ok\s/m.test(strict.out)
-      expect(strict.code).toBe(Cli.SANDBOX_BACKEND_BUILT && bwrapWorks ? 0 : 1)
+      expect(plain.out).toMatch(
+        process.getuid?.() === 0 ? /^max-procs\s+(ok|FAIL)\s+pids cgroup \(root\): /m : /^max-procs\s+(ok|warn)\s+RLIMIT_NPROC/m
+      )
       const none = yield* cli(["doctor", "--sandbox", "none"])
       expect(none.code).toBe(0)
+    }))
+
+  it.live("doctor --sandbox bwrap agrees with run --sandbox bwrap", () =>
+    Effect.gen(function*() {
+      const doctor = yield* cli(["doctor", "--sandbox", "bwrap"])
+      const run = yield* cli(["run", "--sandbox", "bwrap", "--workspace", workspace(), "--", "true"])
+      expect(doctor.code).toBe(sandboxUsable ? 0 : 1)
+      expect(run.code).toBe(sandboxUsable ? 0 : 125)
+      if (Either.isLeft(preflight)) {
+        expect(doctor.out).toContain(`--sandbox bwrap: unavailable: ${preflight.left.message}`)
+        expect(run.err).toContain(preflight.left.message)
+      } else {
+        expect(doctor.out).toMatch(/^bwrap works\s+ok\s+preflight passed/m)
+        expect(doctor.out).toMatch(/^--sandbox bwrap: available/m)
+      }
+    }))
+})
+
+describe.runIf(sandboxUsable || inCI)("native-runner run --sandbox bwrap (in-process main, real bubblewrap)", () => {
+  it.live("writes land in the workspace on the host; --json audits say bwrap, network none", () =>
+    Effect.gen(function*() {
+      const ws = workspace()
+      const script = ["sh", "-c", "echo hi > /workspace/f; cat /workspace/f"]
+      const ran = yield* cli(["run", "--sandbox", "bwrap", "--workspace", ws, "--", ...script])
+      expect([ran.code, ran.out, ran.err]).toStrictEqual([0, "hi\n", ""])
+      expect(readFileSync(path.join(ws, "f"), "utf8")).toBe("hi\n")
+      const json = decodeJson((yield* cli(["run", "--json", "--sandbox", "bwrap", "--workspace", ws, "--", "pwd"])).out)
+      expect([json.exitCode, json.stdout, json.limitExceeded]).toStrictEqual([0, "/workspace\n", null])
+      expect(json.audits[0]).toMatchObject({ sandbox: "bwrap", network: "none", cwd: ws })
+    }))
+
+  it.live("--network none: a TCP connect to a host server fails; --network host reaches it", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const server = yield* tcpServer
+      const probe = ["bash", "-c", `echo hi > /dev/tcp/127.0.0.1/${server.port} && echo connected`]
+      const ws = workspace()
+      const denied = yield* cli(["run", "--sandbox", "bwrap", "--workspace", ws, "--network", "none", "--", ...probe])
+      expect(denied.code).not.toBe(0)
+      expect(denied.out).toBe("")
+      expect(server.connections()).toBe(0)
+      const allowed = yield* cli(["run", "--sandbox", "bwrap", "--workspace", ws, "--network", "host", "--", ...probe])
+      expect([allowed.code, allowed.out]).toStrictEqual([0, "connected\n"])
+      expect(server.connections()).toBe(1)
+    })))
+
+  it.live("no host variables unless asked; a cwd outside the workspace is bad usage (exit 2)", () =>
+    Effect.gen(function*() {
+      const ws = workspace()
+      const env = yield* cli(["run", "--sandbox", "bwrap", "--workspace", ws, "--env", "A=1", "--", "env"])
+      expect(lines(env.out).map((line) => line.split("=")[0]).sort()).toStrictEqual(["A", "HOME", "PATH", "PWD", "TMPDIR"])
+      const outside = yield* cli(["run", "--sandbox", "bwrap", "--workspace", ws, "--cwd", "/etc", "--", "true"])
+      expect(outside.code).toBe(2)
+      expect(lines(outside.err)).toStrictEqual([
+        `native-runner: Cannot sandbox the command: cwd must be inside the sandbox workspace ${ws}`,
+        Cli.usageHint("run")
+      ])
+    }))
+
+  it.live("limits apply inside the sandbox too: --max-file-size stops the write, with the notice", () =>
+    Effect.gen(function*() {
+      const ws = workspace()
+      const ran = yield* cli([
+        "run", "--sandbox", "bwrap", "--workspace", ws, "--max-file-size", "100KiB", "--",
+        "sh", "-c", "head -c 5000000 /dev/zero > /workspace/big"
+      ])
+      expect(ran.code).not.toBe(0)
+      expect(lines(ran.err).at(-1)).toBe("native-runner: stopped by the file-size limit")
+      expect(statSync(path.join(ws, "big")).size).toBe(102_400)
     }))
 })
 
@@ -302,15 +436,30 @@ describe.concurrent("native-runner bin (node --import tsx src/bin.ts)", () => {
       expect(existsSync(marker)).toBe(false)
     }))
 
-  it.live("--sandbox bwrap: non-zero, one line, nothing spawned", () =>
+  it.live("--sandbox bwrap with no bwrap on PATH: exit 125, one line with the fix, nothing run", () =>
     Effect.gen(function*() {
-      const { argv, marker } = touching()
-      const result = yield* bin(["run", "--sandbox", "bwrap", "--", ...argv])
-      expect([result.exitCode, lines(result.err)]).toStrictEqual([
-        125,
-        ["native-runner: sandbox not available in this build (--sandbox bwrap); nothing was run"]
+      const { marker } = touching()
+      // An absolute /bin/sh: run unsandboxed, it would still create the marker.
+      const result = yield* bin(["run", "--sandbox", "bwrap", "--", "/bin/sh", "-c", `touch '${marker}'`], {
+        env: { PATH: path.join(tmp, "no-bwrap-here") }
+      })
+      expect(result.exitCode).toBe(125)
+      expect(lines(result.err)).toStrictEqual([
+        "native-runner: bubblewrap was not found: \"bwrap\" does not exist or is not on PATH. Fix: Install bubblewrap " +
+        "(`apt-get install -y bubblewrap`, `dnf install bubblewrap`, `apk add bubblewrap`) or pass its location as " +
+        "`bwrapPath`; or run without a sandbox."
       ])
       expect(existsSync(marker)).toBe(false)
+    }))
+
+  it.live.runIf(sandboxUsable || inCI)("run --sandbox bwrap --workspace: 'hi' printed, the file on the host", () =>
+    Effect.gen(function*() {
+      const ws = workspace()
+      const result = yield* bin([
+        "run", "--sandbox", "bwrap", "--workspace", ws, "--", "sh", "-c", "echo hi > /workspace/f; cat /workspace/f"
+      ])
+      expect([result.exitCode, result.out, result.err]).toStrictEqual([0, "hi\n", ""])
+      expect(readFileSync(path.join(ws, "f"), "utf8")).toBe("hi\n")
     }))
 
   it.live("command not found: 127", () =>
@@ -324,16 +473,15 @@ describe.concurrent("native-runner bin (node --import tsx src/bin.ts)", () => {
 
   it.live("--stdin-file - feeds our own stdin", () =>
     Effect.gen(function*() {
-      const result = yield* bin(["run", "--stdin-file", "-", "--", "wc", "-c"], "12345")
+      const result = yield* bin(["run", "--stdin-file", "-", "--", "wc", "-c"], { stdin: "12345" })
       expect([result.exitCode, result.out.trim()]).toStrictEqual([0, "5"])
     }))
 
   it.live("doctor --sandbox bwrap: the table, and exit 1 unless the sandbox is usable", () =>
     Effect.gen(function*() {
       const result = yield* bin(["doctor", "--sandbox", "bwrap"])
-      const bwrapWorks = /^bwrap works\s+ok\s/m.test(result.out)
       expect(result.out).toMatch(/^node\s+ok\s+v\d+/m)
-      expect(result.out).toMatch(/^--sandbox bwrap: (available|unavailable: .+)$/m)
-      expect(result.exitCode).toBe(Cli.SANDBOX_BACKEND_BUILT && bwrapWorks ? 0 : 1)
+      expect(result.out).toMatch(sandboxUsable ? /^--sandbox bwrap: available/m : /^--sandbox bwrap: unavailable: .+$/m)
+      expect(result.exitCode).toBe(sandboxUsable ? 0 : 1)
     }))
 })

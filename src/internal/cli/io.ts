@@ -1,0 +1,63 @@
+/**
+ * The CLI's own I/O: our standard streams as a service (so tests can record them), and the files `run` reads or
+ * appends to before anything is spawned.
+ */
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import { open, readFile } from "node:fs/promises"
+import { UsageError } from "./failures.js"
+
+/** Our standard streams as the CLI uses them: everything it prints goes through here, so tests can record it. */
+export class Stdio extends Context.Tag("effect-native-runner/Cli/Stdio")<Stdio, {
+  /** Writes and waits until the bytes are handed to the OS, so exiting right after loses nothing. */
+  readonly stdout: (data: Uint8Array | string) => Effect.Effect<void>
+  readonly stderr: (data: Uint8Array | string) => Effect.Effect<void>
+  /** Our stdin, read to the end (for `--stdin-file -`). */
+  readonly stdin: Effect.Effect<Uint8Array, UsageError>
+  /** Whether stdout is a terminal (help keeps its ANSI styles only then). */
+  readonly stdoutIsTerminal: boolean
+}>() {}
+
+const errorText = (error: unknown): string => error instanceof Error ? error.message : String(error)
+
+const writeTo = (stream: NodeJS.WriteStream) => (data: Uint8Array | string) =>
+  Effect.async<void>((resume) => {
+    // A write error (EPIPE: the reader went away) leaves nobody to tell; the exit code still says how it ended.
+    stream.write(data, () => resume(Effect.void))
+  })
+
+/** `Stdio` over the process's own streams. */
+export const layerStdio: Layer.Layer<Stdio> = Layer.sync(Stdio, () => ({
+  stdout: writeTo(process.stdout),
+  stderr: writeTo(process.stderr),
+  stdin: Effect.tryPromise({
+    try: async () => {
+      const chunks: Array<Uint8Array> = []
+      for await (const chunk of process.stdin) {
+        chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(String(chunk)))
+      }
+      return new Uint8Array(Buffer.concat(chunks))
+    },
+    catch: (error) => new UsageError({ message: `cannot read our stdin: ${errorText(error)}`, command: "run" })
+  }),
+  stdoutIsTerminal: process.stdout.isTTY === true && process.env["NO_COLOR"] === undefined
+}))
+
+/** The bytes of `--stdin-file`: none, our own stdin ("-"), or a file. */
+export const readStdinFile = (file: string | undefined): Effect.Effect<Uint8Array | undefined, UsageError, Stdio> =>
+  file === undefined
+    ? Effect.succeed(undefined)
+    : file === "-"
+    ? Effect.flatMap(Stdio, (io) => io.stdin)
+    : Effect.tryPromise({
+      try: async () => new Uint8Array(await readFile(file)),
+      catch: (error) => new UsageError({ message: `cannot read --stdin-file: ${errorText(error)}`, command: "run" })
+    })
+
+/** Opens the log up front, so an unwritable path is bad usage before anything runs. */
+export const checkAuditLog = (file: string | undefined): Effect.Effect<void, UsageError> =>
+  file === undefined ? Effect.void : Effect.tryPromise({
+    try: () => open(file, "a").then((handle) => handle.close()),
+    catch: (error) => new UsageError({ message: `cannot write --audit-log: ${errorText(error)}`, command: "run" })
+  })

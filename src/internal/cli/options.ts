@@ -1,0 +1,175 @@
+/**
+ * The `@effect/cli` options of `run` and `doctor`. Each value is checked by a parser of `parse.ts` while parsing, so a
+ * bad value is a `ValidationError` that names its option.
+ */
+import * as Args from "@effect/cli/Args"
+import type * as Command from "@effect/cli/Command"
+import * as HelpDoc from "@effect/cli/HelpDoc"
+import * as Options from "@effect/cli/Options"
+import * as ValidationError from "@effect/cli/ValidationError"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import { MAX_BYTES_CAP, MAX_TIMEOUT_MS } from "../../Exec.js"
+import { formatMillis, parseDuration, parseEnvPair, parseSize } from "./parse.js"
+
+const checked = <A>(name: string, parse: (text: string) => Either.Either<A, string>) => (text: string) =>
+  Either.match(parse(text), {
+    onLeft: (reason) => Effect.fail(ValidationError.invalidValue(HelpDoc.p(`${name}: ${reason}`))),
+    onRight: Effect.succeed
+  })
+
+const atMost = (max: number, what: string) => (n: number): Either.Either<number, string> =>
+  n <= max ? Either.right(n) : Either.left(`${what} must be at most ${max}`)
+const atLeastOne = (n: number): Either.Either<number, string> =>
+  n >= 1 ? Either.right(n) : Either.left("must be at least 1")
+
+const sizeOption = (name: string, max: number, description: string) =>
+  Options.text(name).pipe(
+    Options.withPseudoName("size"),
+    Options.mapEffect(checked(`--${name}`, (s) => Either.flatMap(parseSize(s), atMost(max, "size")))),
+    Options.withDescription(description),
+    Options.optional
+  )
+
+const durationOption = (name: string, min: number, description: string) =>
+  Options.text(name).pipe(
+    Options.withPseudoName("duration"),
+    Options.mapEffect(checked(`--${name}`, (s) =>
+      Either.flatMap(parseDuration(s), (ms) =>
+        ms < min
+          ? Either.left(`must be at least ${formatMillis(min)}`)
+          : ms > MAX_TIMEOUT_MS
+          ? Either.left(`must be at most ${MAX_TIMEOUT_MS}ms`)
+          : Either.right(ms)))),
+    Options.withDescription(description),
+    Options.optional
+  )
+
+const countOption = (name: string, description: string) =>
+  Options.text(name).pipe(
+    Options.withPseudoName("n"),
+    Options.mapEffect(checked(`--${name}`, (s) =>
+      /^\d+$/.test(s) ? atLeastOne(Number(s)) : Either.left(`'${s}' is not a whole number`))),
+    Options.withDescription(description),
+    Options.optional
+  )
+
+// `Options.choice` reports "Expected one of ..." without naming the option; this names it.
+const choiceOption = <const C extends ReadonlyArray<string>>(name: string, choices: C, description: string) =>
+  Options.text(name).pipe(
+    Options.withPseudoName(choices.join("|")),
+    Options.mapEffect(checked(`--${name}`, (s): Either.Either<C[number], string> => {
+      const found = choices.find((choice) => choice === s)
+      return found === undefined
+        ? Either.left(`unknown value '${s}' (use ${choices.join(" or ")})`)
+        : Either.right(found)
+    })),
+    Options.withDescription(description)
+  )
+
+/** The options and argument of `run`. */
+export const runConfig = {
+  timeout: durationOption(
+    "timeout",
+    1,
+    "Wall-clock limit (default 60s). On expiry the process tree gets SIGTERM, then SIGKILL after --kill-grace; " +
+      "exit code 124."
+  ),
+  killGrace: durationOption("kill-grace", 0, "Time between SIGTERM and SIGKILL when a run is stopped (default 2s)."),
+  maxStdout: sizeOption(
+    "max-stdout",
+    MAX_BYTES_CAP,
+    "Bytes of stdout kept (default 1MiB). The rest is read and counted, not kept; a notice says so."
+  ),
+  maxStderr: sizeOption("max-stderr", MAX_BYTES_CAP, "Bytes of stderr kept (default 1MiB)."),
+  cwd: Options.text("cwd").pipe(
+    Options.withPseudoName("dir"),
+    Options.withDescription(
+      "Working directory (default: ours; with --sandbox bwrap, the workspace, and it must lie inside it). " +
+        "A missing directory is bad usage (exit 2)."
+    ),
+    Options.optional
+  ),
+  env: Options.text("env").pipe(
+    Options.withPseudoName("KEY=VALUE"),
+    Options.withDescription("Sets a variable for the command; repeatable. Always wins over inherited ones."),
+    Options.repeated,
+    Options.mapEffect(Effect.forEach(checked("--env", parseEnvPair)))
+  ),
+  inheritEnv: choiceOption(
+    "inherit-env",
+    ["none", "core", "all"],
+    "What the command inherits from our environment: none, core (PATH, HOME, LANG, ...) or all. Default core; " +
+      "none with --sandbox bwrap, whose PATH, HOME and TMPDIR are its own. Secret-looking names (KEY, TOKEN, ...) " +
+      "never pass."
+  ).pipe(Options.optional),
+  stdinFile: Options.text("stdin-file").pipe(
+    Options.withPseudoName("path"),
+    Options.withDescription(
+      "Feeds this file to the command's stdin; '-' feeds our own stdin (read to the end first). Default: empty stdin."
+    ),
+    Options.optional
+  ),
+  sandbox: choiceOption(
+    "sandbox",
+    ["none", "bwrap"],
+    "Run inside bubblewrap (own namespaces, read-only system, the workspace at /workspace), or not (default none). " +
+      "Never falls back: if bwrap cannot be used, nothing runs (exit 125)."
+  ).pipe(Options.withDefault("none")),
+  workspace: Options.text("workspace").pipe(
+    Options.withPseudoName("dir"),
+    Options.withDescription("[bwrap] Host directory bound read-write at /workspace (default: current directory)."),
+    Options.optional
+  ),
+  network: choiceOption(
+    "network",
+    ["none", "host"],
+    "[bwrap] Network inside the sandbox: none (loopback only; default) or host."
+  ).pipe(Options.optional),
+  maxProcs: countOption(
+    "max-procs",
+    "Processes and threads of the run (with --sandbox bwrap, bwrap's own two included). As root a pids cgroup " +
+      "enforces it, else RLIMIT_NPROC, which counts every process of the user ('native-runner doctor' says which)."
+  ),
+  maxMemory: sizeOption("max-memory", Number.MAX_SAFE_INTEGER, "Address space per process (RLIMIT_AS)."),
+  maxFileSize: sizeOption(
+    "max-file-size",
+    Number.MAX_SAFE_INTEGER,
+    "Largest file a process may write (RLIMIT_FSIZE); a write past it stops the process, and a notice says so."
+  ),
+  maxCpu: durationOption("max-cpu", 1000, "CPU time per process, whole seconds (RLIMIT_CPU), e.g. 30s."),
+  maxOpenFiles: countOption("max-open-files", "Open file descriptors per process (RLIMIT_NOFILE)."),
+  auditLog: Options.text("audit-log").pipe(
+    Options.withPseudoName("file.jsonl"),
+    Options.withDescription("Appends one JSON line per run (argv, cwd, exit, timing; never env values or output)."),
+    Options.optional
+  ),
+  json: Options.boolean("json").pipe(
+    Options.withDescription(
+      "Print one JSON object (exit, signal, timing, output as UTF-8 or base64, audits) instead of the output."
+    )
+  ),
+  argv: Args.text({ name: "command" }).pipe(
+    Args.withDescription("The command and its arguments, after '--'. Nothing after '--' is read as our option."),
+    Args.atLeast(1)
+  )
+} as const
+
+/** What `@effect/cli` parsed for `run`. */
+export type RunConfig = Command.Command.ParseConfig<typeof runConfig>
+
+/** The options of `doctor`. */
+export const doctorConfig = {
+  sandbox: choiceOption(
+    "sandbox",
+    ["none", "bwrap"],
+    "Exit non-zero unless this sandbox can be used by 'run' (default: just report)."
+  ).pipe(Options.optional)
+} as const
+
+/** An EXAMPLES section for a command's help. */
+export const examples = (lines: ReadonlyArray<readonly [string, string]>): HelpDoc.HelpDoc =>
+  HelpDoc.blocks([
+    HelpDoc.h2("EXAMPLES"),
+    ...lines.flatMap(([command, what]) => [HelpDoc.p(`$ ${command}`), HelpDoc.p(`    ${what}`)])
+  ])

@@ -1,0 +1,130 @@
+/**
+ * The CLI's value parsers (sizes, durations, `KEY=VALUE`) and the strict `--` rule. Pure: each returns the value or
+ * a one-line reason.
+ */
+import * as Either from "effect/Either"
+
+// GNU coreutils' convention: K = KiB = 1024, KB = 1000 (units are case-insensitive here).
+const SIZE_UNITS: Readonly<Record<string, number>> = {
+  "": 1,
+  b: 1,
+  k: 1024,
+  kib: 1024,
+  kb: 1000,
+  m: 1024 ** 2,
+  mib: 1024 ** 2,
+  mb: 1000 ** 2,
+  g: 1024 ** 3,
+  gib: 1024 ** 3,
+  gb: 1000 ** 3
+}
+
+/**
+ * Parses a byte size: `1000`, `64KiB`, `1MiB`, `1.5K`, `2MB`. The result is a whole number of bytes.
+ *
+ * @example
+ * parseSize("64KiB") // Either.right(65536)
+ */
+export const parseSize = (text: string): Either.Either<number, string> => {
+  const match = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/i.exec(text.trim())
+  const factor = match?.[2] === undefined ? undefined : SIZE_UNITS[match[2].toLowerCase()]
+  if (match?.[1] === undefined || factor === undefined) {
+    return Either.left(`bad size '${text}' (use e.g. 1000, 64KiB, 1MiB, 2GB)`)
+  }
+  const bytes = Number(match[1]) * factor
+  return Number.isSafeInteger(bytes)
+    ? Either.right(bytes)
+    : Either.left(`size '${text}' is not a whole number of bytes`)
+}
+
+const DURATION_UNITS: Readonly<Record<string, number>> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }
+
+/**
+ * Parses a duration with a unit: `500ms`, `10s`, `1.5s`, `2m`, `1h`. Bare numbers are refused: is `10` seconds or
+ * milliseconds? The result is a whole number of milliseconds.
+ *
+ * @example
+ * parseDuration("2m") // Either.right(120000)
+ */
+export const parseDuration = (text: string): Either.Either<number, string> => {
+  const match = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)$/.exec(text.trim())
+  const factor = match?.[2] === undefined ? undefined : DURATION_UNITS[match[2]]
+  if (match?.[1] === undefined || factor === undefined) {
+    return Either.left(
+      /^\d+(\.\d+)?$/.test(text.trim())
+        ? `duration '${text}' needs a unit (ms, s, m or h), e.g. ${text.trim()}s`
+        : `bad duration '${text}' (use e.g. 500ms, 10s, 2m)`
+    )
+  }
+  const millis = Number(match[1]) * factor
+  return Number.isSafeInteger(millis)
+    ? Either.right(millis)
+    : Either.left(`duration '${text}' is not a whole number of milliseconds`)
+}
+
+/** Formats milliseconds in the largest unit that divides them: 500 -> "500ms", 10000 -> "10s", 120000 -> "2m". */
+export const formatMillis = (millis: number): string =>
+  millis > 0 && millis % 3_600_000 === 0
+    ? `${millis / 3_600_000}h`
+    : millis > 0 && millis % 60_000 === 0
+    ? `${millis / 60_000}m`
+    : millis > 0 && millis % 1000 === 0
+    ? `${millis / 1000}s`
+    : `${millis}ms`
+
+/** Parses one `KEY=VALUE` (the value may be empty or contain `=`). */
+export const parseEnvPair = (text: string): Either.Either<readonly [string, string], string> => {
+  const eq = text.indexOf("=")
+  return eq <= 0
+    ? Either.left(`bad value '${text}' (use KEY=VALUE)`)
+    : Either.right([text.slice(0, eq), text.slice(eq + 1)] as const)
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The `--` rule. @effect/cli treats unknown options and tokens before `--` as positional arguments, so `argv` is
+// checked against what follows the first `--` of the raw command line.
+// ---------------------------------------------------------------------------------------------------------------
+
+/** Quotes an argument for a POSIX shell when it needs it. */
+export const shellQuote = (arg: string): string =>
+  /^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", `'\\''`)}'`
+
+/** Our own `run` options, to tell a misspelt or repeated one from a stray argument. */
+export const RUN_OPTION_NAMES: ReadonlyArray<string> = [
+  "--timeout", "--kill-grace", "--max-stdout", "--max-stderr", "--cwd", "--env", "--inherit-env", "--stdin-file",
+  "--sandbox", "--workspace", "--network", "--max-procs", "--max-memory", "--max-file-size", "--max-cpu",
+  "--max-open-files", "--audit-log", "--json"
+]
+
+/**
+ * Checks that the parsed argv is exactly what follows `--` in the raw arguments, and says what is wrong if not.
+ *
+ * @example
+ * checkForcedArgv(["run", "--bogus", "--", "ls"], ["--bogus", "ls"]) // Either.left("unknown option '--bogus'")
+ */
+export const checkForcedArgv = (
+  raw: ReadonlyArray<string>,
+  parsed: ReadonlyArray<string>
+): Either.Either<void, string> => {
+  const dashes = raw.indexOf("--")
+  if (dashes < 0) {
+    const example = parsed.map(shellQuote).join(" ")
+    return Either.left(`missing '--' before the command (e.g. native-runner run -- ${example})`)
+  }
+  const forced = raw.length - dashes - 1
+  const stray = parsed.slice(0, Math.max(0, parsed.length - forced))
+  const first = stray[0]
+  if (first === undefined) return Either.right(undefined)
+  const name = first.split("=")[0] ?? first
+  return Either.left(
+    !first.startsWith("-")
+      ? `unexpected argument '${first}' before '--' (the command goes after '--')`
+      : name === "--json"
+      ? "'--json' given more than once"
+      : RUN_OPTION_NAMES.includes(name) && first.includes("=")
+      ? `write '${name} ${first.slice(name.length + 1)}' (with a space) instead of '${first}'`
+      : RUN_OPTION_NAMES.includes(name)
+      ? `'${name}' is missing its value or given more than once`
+      : `unknown option '${first}'`
+  )
+}

@@ -1,0 +1,131 @@
+/**
+ * What `native-runner run` was asked to do: the parsed options validated into a `RunRequest`, and the one place a
+ * request becomes `NativeRunner` options and an exec input.
+ */
+import * as Duration from "effect/Duration"
+import * as Either from "effect/Either"
+import * as Option from "effect/Option"
+import * as path from "node:path"
+import type { ExecInput } from "../../Exec.js"
+import type * as NativeRunner from "../../NativeRunner.js"
+import type * as Sandbox from "../../Sandbox.js"
+import { UsageError } from "./failures.js"
+import type { RunConfig } from "./options.js"
+import { checkForcedArgv, formatMillis } from "./parse.js"
+
+/** The sandbox the user asked for. */
+export type SandboxRequest =
+  | { readonly backend: "none" }
+  | {
+    readonly backend: "bwrap"
+    /** Absolute host directory, bound at `/workspace`. */
+    readonly workspace: string
+    readonly network: Sandbox.Network
+  }
+
+/** Everything `native-runner run` was asked to do, validated, paths absolute. */
+export interface RunRequest {
+  readonly argv: readonly [string, ...Array<string>]
+  readonly json: boolean
+  readonly timeoutMs?: number | undefined
+  readonly killGraceMs?: number | undefined
+  readonly maxStdoutBytes?: number | undefined
+  readonly maxStderrBytes?: number | undefined
+  readonly cwd?: string | undefined
+  readonly env: Readonly<Record<string, string>>
+  readonly inheritEnv: "none" | "core" | "all"
+  /** An absolute path, or "-" for our own stdin. */
+  readonly stdinFile?: string | undefined
+  readonly auditLog?: string | undefined
+  /** Only the limits that were given; `{}` for none. They apply with or without a sandbox. */
+  readonly limits: Sandbox.ResourceLimits
+  readonly sandbox: SandboxRequest
+}
+
+/** Validates what @effect/cli parsed into a `RunRequest`; `raw` is the command line, for the `--` rule. */
+export const toRunRequest = (
+  config: RunConfig,
+  raw: ReadonlyArray<string>,
+  hostCwd: string
+): Either.Either<RunRequest, UsageError> => {
+  const usage = (message: string) => Either.left(new UsageError({ message, command: "run" }))
+  const forced = checkForcedArgv(raw, config.argv)
+  if (Either.isLeft(forced)) return usage(forced.left)
+  const sandboxOnly = [
+    ["--workspace", Option.isSome(config.workspace)],
+    ["--network", Option.isSome(config.network)]
+  ] as const
+  const given = sandboxOnly.find(([, isSet]) => isSet)
+  // A sandbox setting that is silently ignored is worse than an error.
+  if (config.sandbox === "none" && given !== undefined) return usage(`${given[0]} only applies with --sandbox bwrap`)
+  const maxCpu = Option.getOrUndefined(config.maxCpu)
+  if (maxCpu !== undefined && maxCpu % 1000 !== 0) {
+    return usage(`--max-cpu must be whole seconds (got ${formatMillis(maxCpu)})`)
+  }
+  const absolute = (p: Option.Option<string>) =>
+    Option.getOrUndefined(Option.map(p, (s) => (s === "-" ? s : path.resolve(hostCwd, s))))
+  const only = <A extends object>(value: Option.Option<number>, field: (n: number) => A): A | {} =>
+    Option.match(value, { onNone: () => ({}), onSome: field })
+  const limits: Sandbox.ResourceLimits = {
+    ...only(config.maxProcs, (maxProcesses) => ({ maxProcesses })),
+    ...only(config.maxMemory, (maxMemoryBytes) => ({ maxMemoryBytes })),
+    ...only(config.maxFileSize, (maxFileSizeBytes) => ({ maxFileSizeBytes })),
+    ...only(config.maxCpu, (ms) => ({ maxCpuSeconds: ms / 1000 })),
+    ...only(config.maxOpenFiles, (maxOpenFiles) => ({ maxOpenFiles }))
+  }
+  return Either.right({
+    argv: config.argv,
+    json: config.json,
+    env: Object.fromEntries(config.env),
+    // A sandbox has its own PATH, HOME and TMPDIR and, like the library's sandbox, inherits nothing unless asked.
+    inheritEnv: Option.getOrElse(config.inheritEnv, () => (config.sandbox === "bwrap" ? "none" : "core")),
+    timeoutMs: Option.getOrUndefined(config.timeout),
+    killGraceMs: Option.getOrUndefined(config.killGrace),
+    maxStdoutBytes: Option.getOrUndefined(config.maxStdout),
+    maxStderrBytes: Option.getOrUndefined(config.maxStderr),
+    cwd: absolute(config.cwd),
+    stdinFile: absolute(config.stdinFile),
+    auditLog: absolute(config.auditLog),
+    limits,
+    sandbox: config.sandbox === "none" ? { backend: "none" } : {
+      backend: "bwrap",
+      workspace: path.resolve(hostCwd, Option.getOrElse(config.workspace, () => ".")),
+      network: Option.getOrElse(config.network, () => "none" as const)
+    }
+  })
+}
+
+/**
+ * The one place CLI flags become `NativeRunner` options. A bwrap sandbox never falls back (`fallback: "fail"`):
+ * when bubblewrap cannot be used the layer fails with `SandboxUnavailable` and nothing runs. Limits go into the
+ * sandbox policy, or, without a sandbox, into `resourceLimits`.
+ *
+ * @example
+ * toRunnerOptions(request) // { ..., sandbox: { policy: { workspace: "/srv/job", network: "none" }, fallback: "fail" } }
+ */
+export const toRunnerOptions = (request: RunRequest): NativeRunner.Options => {
+  const hasLimits = Object.keys(request.limits).length > 0
+  const base: NativeRunner.Options = {
+    inheritEnv: request.inheritEnv,
+    timeout: request.timeoutMs === undefined ? undefined : Duration.millis(request.timeoutMs),
+    killGrace: request.killGraceMs === undefined ? undefined : Duration.millis(request.killGraceMs),
+    maxStdoutBytes: request.maxStdoutBytes,
+    maxStderrBytes: request.maxStderrBytes,
+    cwd: request.cwd
+  }
+  const { sandbox } = request
+  if (sandbox.backend === "none") return hasLimits ? { ...base, resourceLimits: request.limits } : base
+  const policy: Sandbox.Policy = {
+    workspace: sandbox.workspace,
+    network: sandbox.network,
+    ...(hasLimits ? { limits: request.limits } : {})
+  }
+  return { ...base, sandbox: { policy, fallback: "fail" } }
+}
+
+/** The exec input of a request; `stdin` is read by the caller (it may be our own stdin). */
+export const toExecInput = (request: RunRequest, stdin: Uint8Array | undefined): ExecInput => ({
+  argv: request.argv,
+  ...(Object.keys(request.env).length === 0 ? {} : { env: request.env }),
+  ...(stdin === undefined ? {} : { stdin })
+})

@@ -339,7 +339,8 @@ const startFake = (fake: FakeProcess): Effect.Effect<RunningProcess, never, Scop
       if (exit === "never") return yield* Effect.never
       yield* finish(typeof exit === "number" ? { code: exit, signal: null } : { code: null, signal: exit.signal })
     })
-    const fiber = yield* Effect.forkScoped(run)
+    // Interruptible explicitly: the engine spawns uninterruptibly, and a fork inherits that.
+    const fiber = yield* Effect.forkScoped(Effect.interruptible(run))
     const killWith = (signal: KillSignal) => Effect.zipRight(Fiber.interrupt(fiber), finish({ code: null, signal }))
     // Whatever closes the spawn's scope, the fake is gone afterwards, like a process whose tree was killed.
     yield* Effect.addFinalizer(() => killWith("SIGKILL"))

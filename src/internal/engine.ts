@@ -127,15 +127,17 @@ export const runProcess = (
 
     const run = Effect.scoped(
       Effect.gen(function*() {
-        const proc = yield* spawner.spawn(command, stdin)
-        // Added after the backend's own release, so it runs first: nothing outlives the scope, whatever ends it.
-        yield* Effect.addFinalizer(() =>
-          finalExit !== undefined
-            ? Effect.void
-            : Effect.map(terminate(proc, settings.killGrace), (exit) => {
-              finalExit = exit
-            })
-        )
+        // Spawn and kill finalizer as one uninterruptible step: an interrupt landing in between would leave only the
+        // backend's own release, which (for the platform's) sends TERM and waits forever for a child that ignores it.
+        const proc = yield* Effect.uninterruptible(Effect.tap(spawner.spawn(command, stdin), (proc) =>
+          // Added after the backend's own release, so it runs first: nothing outlives the scope, whatever ends it.
+          Effect.addFinalizer(() =>
+            finalExit !== undefined
+              ? Effect.void
+              : Effect.map(terminate(proc, settings.killGrace), (exit) => {
+                finalExit = exit
+              })
+          )))
         // Readers start before we wait for the exit, or a chatty child blocks on a full pipe.
         const readers = yield* Effect.forkScoped(
           Effect.all([drain(proc.stdout, stdout), drain(proc.stderr, stderr)], { concurrency: 2, discard: true })

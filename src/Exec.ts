@@ -76,6 +76,9 @@ const isNegative = (u: unknown): boolean =>
 
 const isDurationInput = (u: unknown): u is Duration.DurationInput =>
   !isNegative(u) &&
+  // `Duration.decode` turns NaN into zero: a NaN grace would silently mean "SIGKILL at once".
+  !(typeof u === "number" && Number.isNaN(u)) &&
+  !(Array.isArray(u) && u.some((part) => typeof part === "number" && Number.isNaN(part))) &&
   (typeof u === "number" || typeof u === "bigint" || typeof u === "string" || Array.isArray(u) || Duration.isDuration(u)) &&
   Option.isSome(Duration.decodeUnknown(u))
 

@@ -126,21 +126,13 @@ const cases: ReadonlyArray<Case> = [
   { name: "cwd that is a file, via Promise", input: (m) => ({ ...valid(m), cwd: aFile }), expected: { _tag: "SpawnError", reason: "CwdNotDirectory" }, viaPromise: true },
   // the program itself cannot be started (spawn is attempted, no process comes of it)
   { name: "program not found", input: (m) => ({ argv: ["/nonexistent/sh", "-c", `touch '${m}'`] }), expected: { _tag: "SpawnError", reason: "NotFound" } },
-  { name: "program is a directory", input: (m) => ({ argv: [dir, "-c", `touch '${m}'`] }), expected: { _tag: "SpawnError", reason: "PermissionDenied" } }
-]
-
-/**
- * Known defects: each should be refused like the cases above, and is not yet. `it.fails` keeps the suite green
- * while they stand and turns red when one is fixed, so the case can move to the table above.
- */
-const knownDefects: ReadonlyArray<Case> = [
-  // `Duration.decode` turns NaN into zero and `isNegative(NaN)` is false, so a NaN grace passes and silently means
-  // "SIGKILL at once". (A NaN timeout is caught only by its `> 0` check.)
-  { name: "NaN killGrace (BUG: accepted, runs)", input: (m) => ({ ...valid(m), killGrace: Number.NaN }), expected: invalid("killGrace") },
-  // Node's spawn throws E2BIG synchronously (not as an "error" event) inside the platform's Effect.async: the exec
-  // dies with a defect instead of failing with a SpawnError.
-  { name: "argument beyond the kernel's limit (BUG: defect, not SpawnError)", input: (m) => ({ argv: [...touch(m), "x".repeat(200_000)] }), expected: { _tag: "SpawnError", reason: "Unknown" } },
-  { name: "env value beyond the kernel's limit (BUG: defect, not SpawnError)", input: (m) => ({ ...valid(m), env: { BIG: "x".repeat(200_000) } }), expected: { _tag: "SpawnError", reason: "Unknown" } }
+  { name: "program is a directory", input: (m) => ({ argv: [dir, "-c", `touch '${m}'`] }), expected: { _tag: "SpawnError", reason: "PermissionDenied" } },
+  // `Duration.decode` turns NaN into zero: a NaN grace would silently mean "SIGKILL at once".
+  { name: "NaN killGrace", input: (m) => ({ ...valid(m), killGrace: Number.NaN }), expected: invalid("killGrace") },
+  { name: "NaN in an hrtime killGrace", input: (m) => ({ ...valid(m), killGrace: [Number.NaN, 0] }), expected: invalid("killGrace") },
+  // Node's spawn throws E2BIG synchronously (not as an "error" event) inside the platform's Effect.async.
+  { name: "argument beyond the kernel's limit", input: (m) => ({ argv: [...touch(m), "x".repeat(200_000)] }), expected: { _tag: "SpawnError", reason: "Unknown" } },
+  { name: "env value beyond the kernel's limit", input: (m) => ({ ...valid(m), env: { BIG: "x".repeat(200_000) } }), expected: { _tag: "SpawnError", reason: "Unknown" } }
 ]
 
 const runtime = ManagedRuntime.make(NativeRunner.layerNode())
@@ -210,8 +202,6 @@ describe("malformed exec input gets a typed error and spawns nothing", () => {
   })
 
   it.each(cases)("$name", (kase) => check(kase))
-
-  it.fails.each(knownDefects)("$name", (kase) => check(kase))
 })
 
 describe("bad layer options fail the layer with InvalidInput", () => {
@@ -223,6 +213,9 @@ describe("bad layer options fail the layer with InvalidInput", () => {
     ["negative maxStdoutBytes", { maxStdoutBytes: -1 }],
     ["huge maxStderrBytes", { maxStderrBytes: 2 ** 40 }],
     ["timeout 0", { timeout: 0 }],
+    ["NaN killGrace", { killGrace: Number.NaN }],
+    ["NaN drainTimeout", { drainTimeout: Number.NaN }],
+    ["redactArgv not a function", { redactArgv: "yes" }],
     ["timeout not a duration", { timeout: "soon" }],
     ["relative cwd", { cwd: "relative/dir" }],
     ["unknown inheritEnv", { inheritEnv: "some" }],
@@ -251,14 +244,4 @@ describe("bad layer options fail the layer with InvalidInput", () => {
     expect(Either.isRight(built)).toBe(true)
   })
 
-  // Known defects, as above: accepted today.
-  it.fails.each([
-    ["NaN killGrace (BUG: accepted)", { killGrace: Number.NaN }],
-    ["NaN drainTimeout (BUG: accepted)", { drainTimeout: Number.NaN }],
-    // Accepted, then every exec dies with "redact is not a function".
-    ["redactArgv not a function (BUG: accepted)", { redactArgv: "yes" }]
-  ] as const)("%s", async (_name, options) => {
-    const built = await build(options)
-    expect(Either.isLeft(built) && built.left._tag).toBe("InvalidInput")
-  })
 })

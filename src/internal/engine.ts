@@ -75,15 +75,20 @@ const signalNumber = (name: string): number => {
 export const exitCodeOf = (exit: ProcessExit): number =>
   exit.code !== null ? exit.code : 128 + (exit.signal === null ? 0 : signalNumber(exit.signal))
 
-const drain = (stream: Stream.Stream<Uint8Array, unknown>, capture: Capture) =>
-  Stream.runForEachChunk(stream, (chunk) =>
-    Effect.sync(() => {
-      for (const bytes of chunk) capture.push(bytes)
+/** Reads a stream to its end into `capture`, pulling chunk by chunk (cheaper per run than `Stream.runForEachChunk`). */
+const drain = (stream: Stream.Stream<Uint8Array, unknown>, capture: Capture): Effect.Effect<void> =>
+  Effect.scoped(Effect.flatMap(Stream.toPull(stream), (pull) => {
+    const loop: Effect.Effect<void> = Effect.matchEffect(pull, {
+      // None: the end of the stream. Some(error): a read error, which only ends the capture early; how the process
+      // ended is still reported from its exit status.
+      onFailure: () => Effect.void,
+      onSuccess: (chunk) => {
+        for (const bytes of chunk) capture.push(bytes)
+        return loop
+      }
     })
-  ).pipe(
-    // A read error only ends the capture early: how the process ended is still reported from its exit status.
-    Effect.catchAll(() => Effect.void)
-  )
+    return loop
+  }))
 
 /**
  * TERM to the tree, up to `grace` for the process to exit, then KILL. Also KILLs leftover members of the tree
@@ -139,8 +144,10 @@ export const runProcess = (
               })
           )))
         // Readers start before we wait for the exit, or a chatty child blocks on a full pipe.
-        const readers = yield* Effect.forkScoped(
-          Effect.all([drain(proc.stdout, stdout), drain(proc.stderr, stderr)], { concurrency: 2, discard: true })
+        const readers = Fiber.zipWith(
+          yield* Effect.forkScoped(drain(proc.stdout, stdout)),
+          yield* Effect.forkScoped(drain(proc.stderr, stderr)),
+          () => undefined
         )
         const exited = yield* proc.exit.pipe(Effect.timeoutOption(settings.timeout))
         const timedOut = Option.isNone(exited)

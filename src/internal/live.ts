@@ -6,6 +6,7 @@ import * as Command from "@effect/platform/Command"
 import type * as CommandExecutor from "@effect/platform/CommandExecutor"
 import type { PlatformError } from "@effect/platform/Error"
 import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import { stat } from "node:fs/promises"
 import { SpawnError, type SpawnFailure } from "../Errors.js"
@@ -77,19 +78,49 @@ const killGroup = (pid: number, signal: KillSignal) =>
     }
   })
 
-/** A `Spawner` over a `CommandExecutor`. */
+// With no input the child's stdin is /dev/null: it sees EOF at once, and no pipe or writer fiber is made for it.
+// The platform hands a string stdin straight to Node's `stdio` option; its type lists only "inherit" and "pipe".
+const NO_INPUT = "ignore" as unknown as Command.CommandInput
+
+/** A failed start: was it the cwd? Node reports a missing cwd as ENOENT, like a missing program. */
+const classifyFailure = (command: PreparedCommand, otherwise: SpawnError): Effect.Effect<never, SpawnError> =>
+  Effect.flatMap(Effect.either(checkCwd(command)), (cwd) => Effect.fail(cwd._tag === "Left" ? cwd.left : otherwise))
+
+/**
+ * Node's spawn throws (instead of emitting "error") for some errnos: E2BIG for an argv or env beyond the kernel's
+ * limits, ENOTDIR for a cwd that is a file. Inside the platform's `Effect.async` that is a defect; it is a failed
+ * spawn all the same.
+ */
+const spawnDefect = (command: PreparedCommand) => (defect: unknown): Option.Option<Effect.Effect<never, SpawnError>> => {
+  const code = errnoOf(defect)
+  if (code === undefined) return Option.none()
+  const message = code === "E2BIG"
+    ? `cannot spawn ${command.argv[0]}: argument list or environment too long (E2BIG)`
+    : `cannot spawn ${command.argv[0]}: ${code}`
+  return Option.some(classifyFailure(command, spawnError(command, "Unknown", message)))
+}
+
+/**
+ * A `Spawner` over a `CommandExecutor`. Kept cheap per exec (each item measured with `npm run bench`): the cwd is
+ * only examined after a failed start; a cwd equal to the host's is not passed (the platform would check it again);
+ * stdin is /dev/null unless there are bytes to write.
+ */
 export const makeSpawner = (executor: CommandExecutor.CommandExecutor): Spawner => ({
   spawn: (command, stdin) =>
     Effect.gen(function*() {
-      yield* checkCwd(command)
       const [program, ...args] = command.argv
-      const platformCommand = Command.make(program, ...args).pipe(
-        Command.env(command.env, { extendEnv: false }),
-        Command.workingDirectory(command.cwd),
-        // Explicit input so the pipe is closed after it: the child sees EOF at once when there is none.
-        Command.stdin(stdin === undefined ? Stream.empty : Stream.succeed(stdin))
+      const base = Command.make(program, ...args).pipe(Command.env(command.env, { extendEnv: false }))
+      const withCwd = command.cwd === globalThis.process.cwd() ? base : Command.workingDirectory(base, command.cwd)
+      const platformCommand = stdin === undefined ? Command.stdin(withCwd, NO_INPUT) : withCwd
+      const process = yield* executor.start(platformCommand).pipe(
+        Effect.catchAll((error) => classifyFailure(command, fromPlatformError(command)(error))),
+        Effect.catchSomeDefect(spawnDefect(command))
       )
-      const process = yield* executor.start(platformCommand).pipe(Effect.mapError(fromPlatformError(command)))
+      if (stdin !== undefined) {
+        // Our own writer, in the run's scope: written then closed, and interrupted when the run ends whatever the
+        // child did with its stdin (one that exits without reading is not an error).
+        yield* Effect.forkScoped(Effect.interruptible(Stream.run(Stream.succeed(stdin), process.stdin).pipe(Effect.ignore)))
+      }
       const running: RunningProcess = {
         stdout: process.stdout,
         stderr: process.stderr,

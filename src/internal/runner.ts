@@ -83,6 +83,11 @@ const OptionsData = Schema.Struct({
   env: Schema.optional(Env),
   maxConcurrent: Schema.optional(
     Schema.Number.pipe(Schema.filter((n) => Number.isSafeInteger(n) && n >= 1 || "must be a whole number >= 1"))
+  ),
+  redactArgv: Schema.optional(
+    Schema.declare((u: unknown): u is (argv: ReadonlyArray<string>) => ReadonlyArray<string> => typeof u === "function", {
+      description: "a function from argv to argv"
+    })
   )
 })
 

@@ -22,7 +22,7 @@ import { statSync, type Stats } from "node:fs"
 import type { InvalidInput, SpawnError, SpawnFailure } from "./Errors.js"
 import { decodeInput, type ExecInput } from "./Exec.js"
 import type { KillSignal, ProcessExit, RunningProcess, Spawner } from "./internal/engine.js"
-import { spawnError } from "./internal/live.js"
+import { cwdNotDirectory, cwdStatFailure, spawnError } from "./internal/live.js"
 import type { PreparedCommand } from "./internal/prepared.js"
 import { makeRunner, plainPolicy, type RunnerOptions, type RunnerService } from "./internal/runner.js"
 import { NativeRunner } from "./NativeRunner.js"
@@ -266,11 +266,6 @@ const toBytes = (data: Data): Uint8Array => (typeof data === "string" ? encoder.
 const chunksOf = (data: Data | ReadonlyArray<Data> | undefined): ReadonlyArray<Data> =>
   data === undefined ? [] : typeof data === "string" || data instanceof Uint8Array ? [data] : data
 
-const errnoOf = (error: unknown): string | undefined =>
-  typeof error === "object" && error !== null && "code" in error && typeof error.code === "string"
-    ? error.code
-    : undefined
-
 /**
  * The live layer's cwd check (`checkCwd` in internal/live.ts), same reasons and messages, but synchronous. The live
  * one awaits `fs.promises.stat`; on a TestClock that async step lets `TestClock.adjust` run before the engine has
@@ -282,17 +277,9 @@ const checkCwdNow = (command: PreparedCommand): Effect.Effect<void, SpawnError> 
     try {
       stats = statSync(command.cwd)
     } catch (error) {
-      const code = errnoOf(error)
-      const reason: SpawnFailure = code === "ENOENT" || code === "ENOTDIR"
-        ? "CwdNotFound"
-        : code === "EACCES"
-        ? "PermissionDenied"
-        : "Unknown"
-      return Effect.fail(spawnError(command, reason, `cannot use cwd ${command.cwd}: ${String(error)}`))
+      return Effect.fail(cwdStatFailure(command, error))
     }
-    return stats.isDirectory()
-      ? Effect.void
-      : Effect.fail(spawnError(command, "CwdNotDirectory", `cwd ${command.cwd} is not a directory`))
+    return stats.isDirectory() ? Effect.void : Effect.fail(cwdNotDirectory(command))
   })
 
 const isSpawnFails = (response: Response): response is SpawnFails =>

@@ -18,26 +18,28 @@ const errnoOf = (error: unknown): string | undefined =>
     ? error.code
     : undefined
 
+/** The error for a cwd that `stat` refused (shared with the test layer's synchronous check). */
+export const cwdStatFailure = (command: PreparedCommand, error: unknown): SpawnError => {
+  const code = errnoOf(error)
+  const reason: SpawnFailure = code === "ENOENT" || code === "ENOTDIR"
+    ? "CwdNotFound"
+    : code === "EACCES"
+    ? "PermissionDenied"
+    : "Unknown"
+  return spawnError(command, reason, `cannot use cwd ${command.cwd}: ${String(error)}`)
+}
+
+/** The error for a cwd that exists but is not a directory. */
+export const cwdNotDirectory = (command: PreparedCommand): SpawnError =>
+  spawnError(command, "CwdNotDirectory", `cwd ${command.cwd} is not a directory`)
+
 /** Checks the cwd ourselves: Node reports a missing cwd as ENOENT, indistinguishable from a missing program. */
 export const checkCwd = (command: PreparedCommand): Effect.Effect<void, SpawnError> =>
   Effect.tryPromise({
     try: () => stat(command.cwd),
-    catch: (error) => error
+    catch: (error) => cwdStatFailure(command, error)
   }).pipe(
-    Effect.catchAll((error) => {
-      const code = errnoOf(error)
-      const reason: SpawnFailure = code === "ENOENT" || code === "ENOTDIR"
-        ? "CwdNotFound"
-        : code === "EACCES"
-        ? "PermissionDenied"
-        : "Unknown"
-      return Effect.fail(spawnError(command, reason, `cannot use cwd ${command.cwd}: ${String(error)}`))
-    }),
-    Effect.flatMap((stats) =>
-      stats.isDirectory()
-        ? Effect.void
-        : Effect.fail(spawnError(command, "CwdNotDirectory", `cwd ${command.cwd} is not a directory`))
-    )
+    Effect.flatMap((stats) => stats.isDirectory() ? Effect.void : Effect.fail(cwdNotDirectory(command)))
   )
 
 export const spawnError = (command: PreparedCommand, reason: SpawnFailure, message: string) =>

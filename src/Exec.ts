@@ -7,7 +7,7 @@ import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
-import { InvalidInput } from "./Errors.js"
+import { InvalidInput, type SpawnFailure } from "./Errors.js"
 import type * as Sandbox from "./Sandbox.js"
 import type { NativeAuditRecord } from "./types.js"
 
@@ -160,6 +160,11 @@ export interface AuditRecord extends NativeAuditRecord {
   /** Network mode inside the sandbox ("none" | "host"), absent without a sandbox. */
   network?: string
   limitExceeded?: LimitExceeded
+  /**
+   * Set when no process could be started (the exec failed with this `SpawnError` reason); `exitCode` is then 127 for
+   * a program not found and 126 otherwise, as shells report them, and nothing ran.
+   */
+  spawnError?: SpawnFailure
 }
 
 /** What one run produced. Assignable to the seed's `NativeExecResult`. */

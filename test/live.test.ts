@@ -297,6 +297,21 @@ describe("live NativeRunner", () => {
       expect(JSON.stringify(records)).not.toContain("value-never-logged")
     }).pipe(Effect.provide(NativeRunner.layerNode().pipe(Layer.provideMerge(Audit.layerMemory)))))
 
+  it.live("audits an exec whose program could not be started, with the reason and nothing run", () =>
+    Effect.gen(function*() {
+      const notFound = yield* Effect.flip(NativeRunner.exec({ argv: ["/nonexistent/program", "--token", "x"] }))
+      const badCwd = yield* Effect.flip(NativeRunner.exec({ argv: ["true"], cwd: "/nonexistent/dir" }))
+      expect([notFound._tag, badCwd._tag]).toEqual(["SpawnError", "SpawnError"])
+      const records = yield* Effect.flatMap(Audit.AuditMemory, (m) => m.records)
+      expect(records.map((r) => [r.cmd, r.exitCode, r.spawnError, r.stdoutBytes, r.timedOut, r.interrupted])).toEqual([
+        ["/nonexistent/program", 127, "NotFound", 0, false, false],
+        ["true", 126, "CwdNotFound", 0, false, false]
+      ])
+      expect(records[0]?.argv).toEqual(["/nonexistent/program", "--token", "x"])
+      expect(records[1]?.cwd).toBe("/nonexistent/dir")
+      expect(new Set(records.map((r) => r.runId)).size).toBe(2)
+    }).pipe(Effect.provide(NativeRunner.layerNode().pipe(Layer.provideMerge(Audit.layerMemory)))))
+
   it.live("redacts argv in audits with the redaction hook", () =>
     Effect.gen(function*() {
       const result = yield* NativeRunner.exec({ argv: ["echo", "--password", "pw1", "--token=tk2", "plain"] })

@@ -198,7 +198,8 @@ export const makeRunner = (
       )
 
       const runId = randomUUID()
-      const startedAt = new Date(yield* Clock.currentTimeMillis).toISOString()
+      const startedMillis = yield* Clock.currentTimeMillis
+      const startedAt = new Date(startedMillis).toISOString()
       const auditOf = (outcome: Outcome, limitExceeded?: LimitExceeded): AuditRecord => {
         return {
           kind: "native.exec",
@@ -222,6 +223,26 @@ export const makeRunner = (
         }
       }
 
+      const spawnFailureAudit = (error: SpawnError, durationMs: number): AuditRecord => ({
+        kind: "native.exec",
+        runId,
+        startedAt,
+        cmd: program ?? "",
+        argv: [...redact(input.argv)],
+        cwd,
+        durationMs,
+        timedOut: false,
+        exitCode: error.reason === "NotFound" ? 127 : 126,
+        stdoutBytes: 0,
+        stderrBytes: 0,
+        truncatedStdout: false,
+        truncatedStderr: false,
+        interrupted: false,
+        sandbox: policy.sandbox,
+        ...(policy.network === undefined ? {} : { network: policy.network }),
+        spawnError: error.reason
+      })
+
       const [outcome, limitExceeded] = yield* Effect.scoped(Effect.gen(function*() {
         const run = yield* policy.prepare({ argv: [program ?? "", ...args], cwd, env })
         const outcome = yield* slots.withPermits(1)(
@@ -237,7 +258,13 @@ export const makeRunner = (
         )
         return [outcome, yield* run.finish(outcome)] as const
       })).pipe(Effect.tapError((error) =>
-        error._tag === "SpawnError" ? Metrics.recordOutcome("spawn_error") : Effect.void
+        error._tag === "SpawnError"
+          ? Effect.zipRight(
+            Metrics.recordOutcome("spawn_error"),
+            // Nothing ran, but the attempt is audited all the same.
+            Effect.flatMap(Clock.currentTimeMillis, (now) => publish(spawnFailureAudit(error, now - startedMillis)))
+          )
+          : Effect.void
       ))
       const record = auditOf(outcome, limitExceeded)
       yield* publish(record)

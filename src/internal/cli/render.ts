@@ -4,6 +4,7 @@
  */
 import * as Schema from "effect/Schema"
 import type { ExecResult } from "../../Exec.js"
+import { SpawnFailure } from "../../Errors.js"
 import { LimitExceeded } from "../../Sandbox.js"
 import { formatMillis } from "./parse.js"
 
@@ -34,7 +35,8 @@ export const CliJsonAudit = Schema.Struct({
   sandbox: Schema.String,
   /** "none" or "host"; present only for a sandboxed run. */
   network: Schema.optional(Schema.String),
-  limitExceeded: Schema.optional(LimitExceeded)
+  limitExceeded: Schema.optional(LimitExceeded),
+  spawnError: Schema.optional(SpawnFailure)
 })
 
 /** The single JSON object `native-runner run --json` prints. Keys are always present; `signal` may be null. */

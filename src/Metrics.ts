@@ -32,6 +32,11 @@ export const bytesDropped = Metric.counter("native_runner_bytes_dropped_total", 
 /** Processes running right now. */
 export const inFlight = Metric.gauge("native_runner_in_flight", { description: "Processes running now" })
 
+// One tagged counter per outcome, made once: `Metric.tagged` per exec would build and hash a new key every time.
+const outcomes: ReadonlyArray<Outcome> = ["ok", "non_zero", "timeout", "signal", "interrupted", "spawn_error", "invalid_input"]
+const execsByOutcome = Object.fromEntries(
+  outcomes.map((outcome) => [outcome, Metric.increment(Metric.tagged(execs, "outcome", outcome))])
+) as Record<Outcome, Effect.Effect<void>>
+
 /** Counts one exec under its outcome. */
-export const recordOutcome = (outcome: Outcome): Effect.Effect<void> =>
-  Metric.increment(Metric.tagged(execs, "outcome", outcome))
+export const recordOutcome = (outcome: Outcome): Effect.Effect<void> => execsByOutcome[outcome]

@@ -156,7 +156,11 @@ export const runProcess = (
         if (!timedOut) yield* proc.kill("SIGKILL")
         finalExit = exit
         // The pipes close once every holder is dead; one that survives (e.g. setsid) only gets a bounded wait.
-        const drained = yield* Fiber.join(readers).pipe(Effect.timeoutOption(settings.drainTimeout))
+        // Usually both pipes have ended by now: then no timer is needed.
+        const early = yield* Fiber.poll(readers)
+        const drained = Option.isSome(early)
+          ? early
+          : yield* Fiber.join(readers).pipe(Effect.timeoutOption(settings.drainTimeout))
         if (Option.isNone(drained)) yield* Fiber.interrupt(readers)
         return yield* outcomeOf(exit, timedOut, false)
       })

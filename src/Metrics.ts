@@ -33,10 +33,16 @@ export const bytesDropped = Metric.counter("native_runner_bytes_dropped_total", 
 export const inFlight = Metric.gauge("native_runner_in_flight", { description: "Processes running now" })
 
 // One tagged counter per outcome, made once: `Metric.tagged` per exec would build and hash a new key every time.
-const outcomes: ReadonlyArray<Outcome> = ["ok", "non_zero", "timeout", "signal", "interrupted", "spawn_error", "invalid_input"]
-const execsByOutcome = Object.fromEntries(
-  outcomes.map((outcome) => [outcome, Metric.increment(Metric.tagged(execs, "outcome", outcome))])
-) as Record<Outcome, Effect.Effect<void>>
+const countAs = (outcome: Outcome): Effect.Effect<void> => Metric.increment(Metric.tagged(execs, "outcome", outcome))
+const execsByOutcome: Readonly<Record<Outcome, Effect.Effect<void>>> = {
+  ok: countAs("ok"),
+  non_zero: countAs("non_zero"),
+  timeout: countAs("timeout"),
+  signal: countAs("signal"),
+  interrupted: countAs("interrupted"),
+  spawn_error: countAs("spawn_error"),
+  invalid_input: countAs("invalid_input")
+}
 
 /** Counts one exec under its outcome. */
 export const recordOutcome = (outcome: Outcome): Effect.Effect<void> => execsByOutcome[outcome]

@@ -606,6 +606,27 @@ export const runnerBehaviourSuite = <E>(name: string, fixture: Fixture<E>): void
           }
           for (const record of audits) expect(Object.keys(record)).not.toContain("env")
         }).pipe(Effect.provide(withAudit({ cwd: dir, env: { NR_LAYER_VALUE: "layer-value-4d1b" } }))))
+
+      test()("an exec that could not start is audited too: spawnError set, exit 126, nothing ran", () =>
+        Effect.gen(function*() {
+          const touched = marker()
+          const missing = join(dir, "missing")
+          const argv = commands.touch(touched)
+          const error = yield* Effect.flip(NativeRunner.exec({ argv, cwd: missing }))
+          expect(error).toMatchObject({ _tag: "SpawnError", reason: "CwdNotFound" })
+          expect(yield* records).toEqual([expect.objectContaining({
+            kind: "native.exec",
+            cmd: argv[0],
+            argv: [...argv],
+            cwd: missing,
+            exitCode: 126,
+            spawnError: "CwdNotFound",
+            stdoutBytes: 0,
+            timedOut: false,
+            interrupted: false
+          })])
+          expect(existsSync(touched)).toBe(false)
+        }).pipe(Effect.provide(withAudit({ cwd: dir }))))
     })
   })
 }

@@ -200,17 +200,11 @@ const scenarioC = async () => {
     { name: "full", bytes: 256 * MiB, cap: 512 * MiB }
   ] as const
   for (const kase of cases) {
-    const results = names.map((): Array<LargeResult> => [])
-    for (let round = 0; round < rounds; round++) {
-      for (let k = 0; k < names.length; k++) {
-        const index = (k + round) % names.length
-        const name = names[index]
-        if (name === undefined) continue
-        const result = await runLarge(name, kase.bytes, kase.cap)
-        if (!result.ok) throw new Error(`${name}: wrong output accounting: ${JSON.stringify(result)}`)
-        results[index]?.push(result)
-      }
-    }
+    const results = await roundRobin(names, rounds, async (name) => {
+      const result = await runLarge(name, kase.bytes, kase.cap)
+      if (!result.ok) throw new Error(`${name}: wrong output accounting: ${JSON.stringify(result)}`)
+      return result
+    })
     const throughput = results.map((rs) => median(rs.map((r) => r.mibPerSec)))
     const base = throughput[0] ?? Number.NaN
     const rows: Array<Row> = names.map((name, i) => ({

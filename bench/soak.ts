@@ -164,6 +164,14 @@ const readPgids = (): Set<number> => {
   }
 }
 
+/** Open fds, RSS and JS heap after garbage collection and `settleMs` for the runtime to let go of what it can. */
+const settledUsage = async (settleMs: number) => {
+  gc()
+  await new Promise((resolve) => setTimeout(resolve, settleMs))
+  gc()
+  return { fds: openFds(), rss: rssBytes(), heap: process.memoryUsage().heapUsed }
+}
+
 const main = async () => {
   // Children this process had before any run (none expected; a loader's helper process would be one): not ours.
   const preexisting = new Set(childrenOf(process.pid).map((p) => p.pid))
@@ -172,12 +180,7 @@ const main = async () => {
 
   // Warm-up: one of each kind a few times, so baselines include what the runtime keeps for good.
   await runtime.runPromise(Effect.forEach(Array.from({ length: 60 }, (_, i) => i), (i) => runOne(wheel[i % wheel.length] ?? "normal", i), { concurrency: inFlight }))
-  gc()
-  await new Promise((resolve) => setTimeout(resolve, 300))
-  gc()
-  const fdsBefore = openFds()
-  const rssBefore = rssBytes()
-  const heapBefore = process.memoryUsage().heapUsed
+  const { fds: fdsBefore, rss: rssBefore, heap: heapBefore } = await settledUsage(300)
 
   const started = performance.now()
   const byKind = new Map<Kind, { runs: number; bad: number; ms: Array<number>; interrupted: number; errors: number }>()
@@ -217,12 +220,7 @@ const main = async () => {
   const groupLeft = await waitUntilEmpty(() => inGroups(pgids), 2_000)
   const markedLeft = await waitUntilEmpty(() => withEnvMarker(MARK, mark), 2_000)
   await runtime.dispose()
-  gc()
-  await new Promise((resolve) => setTimeout(resolve, 500))
-  gc()
-  const fdsAfter = openFds()
-  const rssAfter = rssBytes()
-  const heapAfter = process.memoryUsage().heapUsed
+  const { fds: fdsAfter, rss: rssAfter, heap: heapAfter } = await settledUsage(500)
 
   console.log(`\n${count} runs in ${fmt(wallMs / 1000, 1)} s (${fmt(count / (wallMs / 1000), 0)} runs/s)`)
   console.log(table(

@@ -66,19 +66,19 @@ export const TimeoutMs = Schema.Number.pipe(
   )
 )
 
-// Duration.decode clamps negative numbers to zero, so negativity is checked on the raw value first.
-const isNegative = (u: unknown): boolean =>
-  typeof u === "number" || typeof u === "bigint"
+// Duration.decode turns negative numbers and NaN into zero (a NaN grace would silently mean "SIGKILL at once"), so
+// both are checked on the raw value first.
+const isNegativeOrNaN = (u: unknown): boolean =>
+  typeof u === "number"
+    ? u < 0 || Number.isNaN(u)
+    : typeof u === "bigint"
     ? u < 0
     : typeof u === "string"
     ? u.trim().startsWith("-")
-    : Array.isArray(u) && u.some((part) => typeof part === "number" && part < 0)
+    : Array.isArray(u) && u.some((part) => typeof part === "number" && (part < 0 || Number.isNaN(part)))
 
 const isDurationInput = (u: unknown): u is Duration.DurationInput =>
-  !isNegative(u) &&
-  // `Duration.decode` turns NaN into zero: a NaN grace would silently mean "SIGKILL at once".
-  !(typeof u === "number" && Number.isNaN(u)) &&
-  !(Array.isArray(u) && u.some((part) => typeof part === "number" && Number.isNaN(part))) &&
+  !isNegativeOrNaN(u) &&
   (typeof u === "number" || typeof u === "bigint" || typeof u === "string" || Array.isArray(u) || Duration.isDuration(u)) &&
   Option.isSome(Duration.decodeUnknown(u))
 

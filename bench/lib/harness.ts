@@ -2,7 +2,6 @@
  * Interleaving harness: contenders take turns in small batches, with the order rotated every round, so that
  * machine noise (other jobs, GC, thermal) lands on all of them alike instead of on whoever ran last.
  */
-import type { Contender } from "./contenders.js"
 
 /** `BENCH_SCALE` (default 1) scales iteration counts; never below `min`. */
 export const scale = (): number => {
@@ -25,21 +24,21 @@ export const pool = async (count: number, inFlight: number, fn: (i: number) => P
 }
 
 /**
- * Round-robin: in each round every contender (order rotated) runs `batch(contender)` once; returns each
- * contender's list of batch results, in the order of `contenders`.
+ * Round-robin: in each round every item (a contender, or a contender's name; order rotated) runs `batch(item)` once;
+ * returns each item's list of batch results, in the order of `items`.
  */
-export const roundRobin = async <A>(
-  contenders: ReadonlyArray<Contender>,
+export const roundRobin = async <T, A>(
+  items: ReadonlyArray<T>,
   rounds: number,
-  batch: (contender: Contender, round: number) => Promise<A>
+  batch: (item: T, round: number) => Promise<A>
 ): Promise<Array<Array<A>>> => {
-  const results = contenders.map((): Array<A> => [])
+  const results = items.map((): Array<A> => [])
   for (let round = 0; round < rounds; round++) {
-    for (let k = 0; k < contenders.length; k++) {
-      const index = (k + round) % contenders.length
-      const contender = contenders[index]
-      if (contender === undefined) continue
-      results[index]?.push(await batch(contender, round))
+    for (let k = 0; k < items.length; k++) {
+      const index = (k + round) % items.length
+      const item = items[index]
+      if (item === undefined) continue
+      results[index]?.push(await batch(item, round))
     }
   }
   return results

@@ -200,14 +200,23 @@ export const makeRunner = (
       const runId = randomUUID()
       const startedMillis = yield* Clock.currentTimeMillis
       const startedAt = new Date(startedMillis).toISOString()
-      const auditOf = (outcome: Outcome, limitExceeded?: LimitExceeded): AuditRecord => {
-        return {
-          kind: "native.exec",
-          runId,
-          startedAt,
-          cmd: program ?? "",
-          argv: [...redact(input.argv)],
-          cwd,
+      // Argv as audits show it, redacted once per exec.
+      const auditArgv = redact(input.argv)
+      const recordOf = (
+        run: Omit<AuditRecord, "kind" | "runId" | "startedAt" | "cmd" | "argv" | "cwd" | "sandbox" | "network">
+      ): AuditRecord => ({
+        kind: "native.exec",
+        runId,
+        startedAt,
+        cmd: program ?? "",
+        argv: [...auditArgv],
+        cwd,
+        ...run,
+        sandbox: policy.sandbox,
+        ...(policy.network === undefined ? {} : { network: policy.network })
+      })
+      const auditOf = (outcome: Outcome, limitExceeded?: LimitExceeded): AuditRecord =>
+        recordOf({
           durationMs: outcome.durationMs,
           timedOut: outcome.timedOut,
           ...(outcome.signal === undefined ? {} : { signal: outcome.signal }),
@@ -217,31 +226,21 @@ export const makeRunner = (
           truncatedStdout: outcome.stdout.truncated(),
           truncatedStderr: outcome.stderr.truncated(),
           interrupted: outcome.interrupted,
-          sandbox: policy.sandbox,
-          ...(policy.network === undefined ? {} : { network: policy.network }),
           ...(limitExceeded === undefined ? {} : { limitExceeded })
-        }
-      }
-
-      const spawnFailureAudit = (error: SpawnError, durationMs: number): AuditRecord => ({
-        kind: "native.exec",
-        runId,
-        startedAt,
-        cmd: program ?? "",
-        argv: [...redact(input.argv)],
-        cwd,
-        durationMs,
-        timedOut: false,
-        exitCode: error.reason === "NotFound" ? 127 : 126,
-        stdoutBytes: 0,
-        stderrBytes: 0,
-        truncatedStdout: false,
-        truncatedStderr: false,
-        interrupted: false,
-        sandbox: policy.sandbox,
-        ...(policy.network === undefined ? {} : { network: policy.network }),
-        spawnError: error.reason
-      })
+        })
+      // Nothing ran: no output, no timeout; the exit code a shell would report for the failed start.
+      const spawnFailureAudit = (error: SpawnError, durationMs: number): AuditRecord =>
+        recordOf({
+          durationMs,
+          timedOut: false,
+          exitCode: error.reason === "NotFound" ? 127 : 126,
+          stdoutBytes: 0,
+          stderrBytes: 0,
+          truncatedStdout: false,
+          truncatedStderr: false,
+          interrupted: false,
+          spawnError: error.reason
+        })
 
       const [outcome, limitExceeded] = yield* Effect.scoped(Effect.gen(function*() {
         const run = yield* policy.prepare({ argv: [program ?? "", ...args], cwd, env })

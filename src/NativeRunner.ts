@@ -1,9 +1,9 @@
 /**
- * The runner as an Effect service. `layer` spawns real processes through `@effect/platform`'s `CommandExecutor`;
- * `layerNode` comes with the Node context; `toPromiseRunner` bridges to the seed's Promise `NativeRunner`.
+ * The runner as an Effect service. `layerNode` spawns real processes with the project's own Node spawner (and is the
+ * only live layer that can sandbox); `layer` runs over any `@effect/platform` `CommandExecutor` you bring;
+ * `toPromiseRunner` bridges to the seed's Promise `NativeRunner`.
  */
 import * as CommandExecutor from "@effect/platform/CommandExecutor"
-import * as NodeContext from "@effect/platform-node/NodeContext"
 import * as Cause from "effect/Cause"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
@@ -12,7 +12,9 @@ import * as Layer from "effect/Layer"
 import * as ManagedRuntime from "effect/ManagedRuntime"
 import type { NativeRunnerError } from "./Errors.js"
 import type { ExecInput, ExecResult } from "./Exec.js"
+import type { Spawner } from "./internal/engine.js"
 import { makeSpawner } from "./internal/live.js"
+import { makeNodeSpawner } from "./internal/nodeSpawner.js"
 import { makePolicy, type PolicyOptions } from "./internal/policy.js"
 import { makeRunner, type RunnerOptions, type RunnerService } from "./internal/runner.js"
 import type * as Types from "./types.js"
@@ -36,34 +38,47 @@ export class NativeRunner extends Context.Tag("effect-native-runner/NativeRunner
 export const exec = (input: ExecInput): Effect.Effect<ExecResult, NativeRunnerError, NativeRunner> =>
   Effect.flatMap(NativeRunner, (runner) => runner.exec(input))
 
-/**
- * Builds the live runner over the `CommandExecutor` in context. Bad options fail with `InvalidInput`; a sandbox
- * that cannot run here fails with `SandboxUnavailable` (unless `sandbox.fallback` is `"unsandboxed"`).
- *
- * @example
- * const runner = yield* NativeRunner.make({ sandbox: { policy: { workspace: "/srv/job" } } })
- */
-export const make = (
-  options: Options = {}
-): Effect.Effect<RunnerService, NativeRunnerError, CommandExecutor.CommandExecutor> =>
+const makeWith = (spawner: Spawner, canSandbox: boolean, options: Options) =>
   Effect.gen(function*() {
-    const executor = yield* CommandExecutor.CommandExecutor
     return yield* makeRunner({
-      spawner: makeSpawner(executor),
-      policy: yield* makePolicy(options),
+      spawner,
+      policy: yield* makePolicy(options, { canSandbox }),
       hostEnv: process.env,
       hostCwd: process.cwd()
     }, options)
   })
 
-/** The live layer; needs a `CommandExecutor` (e.g. `NodeContext.layer`). */
+/**
+ * Builds the live runner over the `CommandExecutor` in context. Bad options fail with `InvalidInput`. A sandbox needs
+ * descriptors `Command` cannot pass, so here it fails with `SandboxUnavailable` (use `makeNode`), unless
+ * `sandbox.fallback` is `"unsandboxed"`.
+ *
+ * @example
+ * const runner = yield* NativeRunner.make({ timeout: "10 seconds" })
+ */
+export const make = (
+  options: Options = {}
+): Effect.Effect<RunnerService, NativeRunnerError, CommandExecutor.CommandExecutor> =>
+  Effect.flatMap(CommandExecutor.CommandExecutor, (executor) => makeWith(makeSpawner(executor), false, options))
+
+/**
+ * Builds the live runner on the project's own Node spawner. Bad options fail with `InvalidInput`; a sandbox that
+ * cannot run here fails with `SandboxUnavailable` (unless `sandbox.fallback` is `"unsandboxed"`).
+ *
+ * @example
+ * const runner = yield* NativeRunner.makeNode({ sandbox: { policy: { workspace: "/srv/job" } } })
+ */
+export const makeNode = (options: Options = {}): Effect.Effect<RunnerService, NativeRunnerError> =>
+  makeWith(makeNodeSpawner(), true, options)
+
+/** The live layer over the `CommandExecutor` in context (bring your own); no sandbox. */
 export const layer = (
   options: Options = {}
 ): Layer.Layer<NativeRunner, NativeRunnerError, CommandExecutor.CommandExecutor> => Layer.effect(NativeRunner, make(options))
 
-/** The live layer with Node's `CommandExecutor` (and file system) provided. */
+/** The live layer on the project's own Node spawner: no requirements, sandbox and limits supported. */
 export const layerNode = (options: Options = {}): Layer.Layer<NativeRunner, NativeRunnerError> =>
-  layer(options).pipe(Layer.provide(NodeContext.layer))
+  Layer.effect(NativeRunner, makeNode(options))
 
 /** A Promise runner backed by a layer, for code outside Effect. Call `dispose` to release the layer. */
 export interface PromiseRunner extends Types.NativeRunner {

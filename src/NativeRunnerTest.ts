@@ -21,7 +21,7 @@ import type * as Scope from "effect/Scope"
 import { statSync, type Stats } from "node:fs"
 import type { InvalidInput, SpawnError, SpawnFailure } from "./Errors.js"
 import { decodeInput, type ExecInput } from "./Exec.js"
-import type { KillSignal, ProcessExit, RunningProcess, Spawner } from "./internal/engine.js"
+import { drainStreams, type KillSignal, type ProcessExit, type RunningProcess, type Spawner } from "./internal/engine.js"
 import { cwdNotDirectory, cwdStatFailure, spawnError } from "./internal/live.js"
 import type { PreparedCommand } from "./internal/prepared.js"
 import { makeRunner, plainPolicy, type RunnerOptions, type RunnerService } from "./internal/runner.js"
@@ -296,6 +296,8 @@ const defaultSpawnMessage = (reason: SpawnFailure, command: PreparedCommand): st
       return `cannot use cwd ${command.cwd}: no such directory`
     case "CwdNotDirectory":
       return `cwd ${command.cwd} is not a directory`
+    case "SandboxSetup":
+      return `the sandbox for ${program} could not be set up`
     case "Unknown":
       return `cannot spawn ${program}`
   }
@@ -332,8 +334,7 @@ const startFake = (fake: FakeProcess): Effect.Effect<RunningProcess, never, Scop
     // Whatever closes the spawn's scope, the fake is gone afterwards, like a process whose tree was killed.
     yield* Effect.addFinalizer(() => killWith("SIGKILL"))
     const running: RunningProcess = {
-      stdout: Mailbox.toStream(out),
-      stderr: Mailbox.toStream(err),
+      output: drainStreams(Mailbox.toStream(out), Mailbox.toStream(err)),
       exit: Deferred.await(exited),
       kill: (signal) =>
         Effect.flatMap(Deferred.isDone(exited), (done) =>

@@ -26,8 +26,11 @@ export type KillSignal = "SIGTERM" | "SIGKILL"
 
 /** A started process, as a backend hands it to the engine. */
 export interface RunningProcess {
-  readonly stdout: Stream.Stream<Uint8Array, unknown>
-  readonly stderr: Stream.Stream<Uint8Array, unknown>
+  /**
+   * Feeds both output pipes into the captures until both have ended. Started once, right after the spawn; the
+   * engine interrupts it when a pipe held open by an escaped grandchild outlives the drain timeout.
+   */
+  readonly output: (stdout: Capture, stderr: Capture) => Effect.Effect<void>
   /** Completes when the process has exited; can be awaited any number of times. */
   readonly exit: Effect.Effect<ProcessExit>
   /** Sends `signal` to the whole process tree; a tree that is already gone is not an error. */
@@ -76,7 +79,7 @@ export const exitCodeOf = (exit: ProcessExit): number =>
   exit.code !== null ? exit.code : 128 + (exit.signal === null ? 0 : signalNumber(exit.signal))
 
 /** Reads a stream to its end into `capture`, pulling chunk by chunk (cheaper per run than `Stream.runForEachChunk`). */
-const drain = (stream: Stream.Stream<Uint8Array, unknown>, capture: Capture): Effect.Effect<void> =>
+const drainStream = (stream: Stream.Stream<Uint8Array, unknown>, capture: Capture): Effect.Effect<void> =>
   Effect.scoped(Effect.flatMap(Stream.toPull(stream), (pull) => {
     const loop: Effect.Effect<void> = Effect.matchEffect(pull, {
       // None: the end of the stream. Some(error): a read error, which only ends the capture early; how the process
@@ -89,6 +92,16 @@ const drain = (stream: Stream.Stream<Uint8Array, unknown>, capture: Capture): Ef
     })
     return loop
   }))
+
+/** `RunningProcess.output` for a backend whose pipes are `Stream`s: both drained concurrently. */
+export const drainStreams = (
+  stdout: Stream.Stream<Uint8Array, unknown>,
+  stderr: Stream.Stream<Uint8Array, unknown>
+) =>
+(stdoutCapture: Capture, stderrCapture: Capture): Effect.Effect<void> =>
+  Effect.zipWith(drainStream(stdout, stdoutCapture), drainStream(stderr, stderrCapture), () => undefined, {
+    concurrent: true
+  })
 
 /**
  * TERM to the tree, up to `grace` for the process to exit, then KILL. Also KILLs leftover members of the tree
@@ -144,11 +157,7 @@ export const runProcess = (
               })
           )))
         // Readers start before we wait for the exit, or a chatty child blocks on a full pipe.
-        const readers = Fiber.zipWith(
-          yield* Effect.forkScoped(drain(proc.stdout, stdout)),
-          yield* Effect.forkScoped(drain(proc.stderr, stderr)),
-          () => undefined
-        )
+        const readers = yield* Effect.forkScoped(proc.output(stdout, stderr))
         const exited = yield* proc.exit.pipe(Effect.timeoutOption(settings.timeout))
         const timedOut = Option.isNone(exited)
         // Timed out: kill the tree. Exited: kill what it left behind in its group (background children).
@@ -158,10 +167,10 @@ export const runProcess = (
         // The pipes close once every holder is dead; one that survives (e.g. setsid) only gets a bounded wait.
         // Usually both pipes have ended by now: then no timer is needed.
         const early = yield* Fiber.poll(readers)
-        const drained = Option.isSome(early)
-          ? early
-          : yield* Fiber.join(readers).pipe(Effect.timeoutOption(settings.drainTimeout))
-        if (Option.isNone(drained)) yield* Fiber.interrupt(readers)
+        if (Option.isNone(early)) {
+          const drained = yield* Fiber.join(readers).pipe(Effect.timeoutOption(settings.drainTimeout))
+          if (Option.isNone(drained)) yield* Fiber.interrupt(readers)
+        }
         return yield* outcomeOf(exit, timedOut, false)
       })
     )

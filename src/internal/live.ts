@@ -10,10 +10,10 @@ import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import { stat } from "node:fs/promises"
 import { SpawnError, type SpawnFailure } from "../Errors.js"
-import type { KillSignal, ProcessExit, RunningProcess, Spawner } from "./engine.js"
+import { drainStreams, type KillSignal, type ProcessExit, type RunningProcess, type Spawner } from "./engine.js"
 import type { PreparedCommand } from "./prepared.js"
 
-const errnoOf = (error: unknown): string | undefined =>
+export const errnoOf = (error: unknown): string | undefined =>
   typeof error === "object" && error !== null && "code" in error && typeof error.code === "string"
     ? error.code
     : undefined
@@ -85,7 +85,7 @@ const killGroup = (pid: number, signal: KillSignal) =>
 const NO_INPUT = "ignore" as unknown as Command.CommandInput
 
 /** A failed start: was it the cwd? Node reports a missing cwd as ENOENT, like a missing program. */
-const classifyFailure = (command: PreparedCommand, otherwise: SpawnError): Effect.Effect<never, SpawnError> =>
+export const classifyFailure = (command: PreparedCommand, otherwise: SpawnError): Effect.Effect<never, SpawnError> =>
   Effect.flatMap(Effect.either(checkCwd(command)), (cwd) => Effect.fail(cwd._tag === "Left" ? cwd.left : otherwise))
 
 /**
@@ -124,8 +124,7 @@ export const makeSpawner = (executor: CommandExecutor.CommandExecutor): Spawner 
         yield* Effect.forkScoped(Effect.interruptible(Stream.run(Stream.succeed(stdin), process.stdin).pipe(Effect.ignore)))
       }
       const running: RunningProcess = {
-        stdout: process.stdout,
-        stderr: process.stderr,
+        output: drainStreams(process.stdout, process.stderr),
         exit: exitOf(process),
         kill: (signal) => killGroup(process.pid, signal)
       }

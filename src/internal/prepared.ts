@@ -6,4 +6,16 @@ export interface PreparedCommand {
   readonly cwd: string
   /** The complete environment of the spawned process (nothing else is inherited). */
   readonly env: Readonly<Record<string, string>>
+  /**
+   * Descriptors from 3 on, in order: data the child reads (bwrap's `--args`, a seccomp program), or a pipe the child
+   * writes and the host reads (bwrap's `--json-status-fd`). Secrets travel here, never on a command line.
+   */
+  readonly extraFds?: ReadonlyArray<ExtraFd> | undefined
 }
+
+/** One descriptor handed to the child beyond stdin, stdout and stderr. */
+export type ExtraFd =
+  /** Written whole, then closed: the child reads `bytes` and sees EOF. */
+  | { readonly _tag: "Input"; readonly bytes: Uint8Array }
+  /** The child writes; every chunk goes to `onData` as it arrives. */
+  | { readonly _tag: "Output"; readonly onData: (chunk: Uint8Array) => void }

@@ -25,7 +25,7 @@ import {
   type LimitExceeded,
   toInvalidInput
 } from "../Exec.js"
-import { type Outcome, runProcess, type RunSettings, type Spawner } from "./engine.js"
+import { type Outcome, runProcess, type RunningProcess, type RunSettings, type Spawner } from "./engine.js"
 import { buildEnv, type InheritEnv } from "./env.js"
 import type { PreparedCommand } from "./prepared.js"
 
@@ -101,6 +101,8 @@ export const validateOptions = (options: RunnerOptions): Effect.Effect<void, Inv
 /** A command adapted for one run, and what to learn from the run before its per-run resources go. */
 export interface PreparedRun {
   readonly command: PreparedCommand
+  /** How the started process is signalled, when not as a plain process group (a sandbox signals inside). */
+  readonly adapt?: (proc: RunningProcess) => RunningProcess
   /** Which limit ended the run, if known; fails when a wrapper reports that the real program could not start. */
   readonly finish: (outcome: Outcome) => Effect.Effect<LimitExceeded | undefined, SpawnError>
 }
@@ -147,6 +149,9 @@ const recordMetrics = (record: AuditRecord, outcome: Outcome): Effect.Effect<voi
     Metric.incrementBy(Metrics.bytesDropped, seen - kept)
   ], { discard: true })
 }
+
+const adapted = (spawner: Spawner, adapt: PreparedRun["adapt"]): Spawner =>
+  adapt === undefined ? spawner : { spawn: (command, stdin) => Effect.map(spawner.spawn(command, stdin), adapt) }
 
 /** Everything `makeRunner` needs from its environment. */
 export interface RunnerContext {
@@ -248,7 +253,7 @@ export const makeRunner = (
           Effect.acquireUseRelease(
             Metric.increment(Metrics.inFlight),
             () =>
-              runProcess(spawner, run.command, input.stdin, settings, (partial) => {
+              runProcess(adapted(spawner, run.adapt), run.command, input.stdin, settings, (partial) => {
                 const record = auditOf(partial)
                 return Effect.zipRight(publish(record), recordMetrics(record, partial))
               }),

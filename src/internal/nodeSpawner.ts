@@ -1,0 +1,155 @@
+/**
+ * The Node backend: spawns with `node:child_process` directly. Output goes from each pipe's `data` events straight
+ * into the capture (no Stream machinery per chunk), and descriptors beyond stdio can be handed to the child (bwrap's
+ * `--args`, `--seccomp`, `--json-status-fd`), which `@effect/platform`'s `Command` cannot express.
+ */
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as FiberId from "effect/FiberId"
+import { type ChildProcess, spawn, type StdioOptions } from "node:child_process"
+import type { Readable, Writable } from "node:stream"
+import type { KillSignal, ProcessExit, RunningProcess, Spawner } from "./engine.js"
+import { classifyFailure, errnoOf, spawnError } from "./live.js"
+import type { ExtraFd, PreparedCommand } from "./prepared.js"
+
+const ignore = () => {}
+
+/** Writes `bytes` and closes; a child that exits without reading (EPIPE) is not an error. */
+const feed = (stream: Writable | null | undefined, bytes: Uint8Array) => {
+  if (stream === null || stream === undefined) return
+  stream.on("error", ignore)
+  stream.end(bytes)
+}
+
+/** Signals the process group led by `pid`. ESRCH (gone) and EPERM (no longer ours to signal) are outcomes. */
+export const killGroup = (pid: number, signal: KillSignal): void => {
+  try {
+    process.kill(-pid, signal)
+  } catch (error) {
+    const code = errnoOf(error)
+    if (code !== "ESRCH" && code !== "EPERM") throw error
+  }
+}
+
+const spawnFailure = (command: PreparedCommand, error: unknown) => {
+  const code = errnoOf(error)
+  const program = command.argv[0]
+  const otherwise = code === "ENOENT"
+    ? spawnError(command, "NotFound", `command not found: ${program}`)
+    : code === "EACCES"
+    ? spawnError(command, "PermissionDenied", `permission denied: ${program}`)
+    : code === "E2BIG"
+    ? spawnError(command, "Unknown", `cannot spawn ${program}: argument list or environment too long (E2BIG)`)
+    : spawnError(command, "Unknown", `cannot spawn ${program}: ${code ?? String(error)}`)
+  // Node reports a missing cwd as ENOENT, like a missing program: look at the cwd only now that the start failed.
+  return classifyFailure(command, otherwise)
+}
+
+const stdioOf = (stdin: Uint8Array | undefined, extra: ReadonlyArray<ExtraFd>): StdioOptions => [
+  // No input: /dev/null, so the child sees EOF at once and no pipe is made.
+  stdin === undefined ? "ignore" : "pipe",
+  "pipe",
+  "pipe",
+  ...extra.map(() => "pipe" as const)
+]
+
+/** A child that has started, with its exit already being watched (registered before any async boundary). */
+interface Started {
+  readonly child: ChildProcess
+  readonly pid: number
+  readonly exited: Deferred.Deferred<ProcessExit>
+}
+
+const isWritable = (stream: Readable | Writable | null | undefined): stream is Writable =>
+  stream !== null && stream !== undefined && "write" in stream
+
+const isReadable = (stream: Readable | Writable | null | undefined): stream is Readable =>
+  stream !== null && stream !== undefined && "read" in stream
+
+const start = (command: PreparedCommand, stdin: Uint8Array | undefined) =>
+  Effect.async<Started, { readonly error: unknown }>((resume) => {
+    const [program, ...args] = command.argv
+    let child: ChildProcess
+    try {
+      // detached: the child leads a new session and process group, so the whole tree is signalled with kill(-pid).
+      child = spawn(program, args, {
+        cwd: command.cwd,
+        env: command.env,
+        detached: true,
+        stdio: stdioOf(stdin, command.extraFds ?? [])
+      })
+    } catch (error) {
+      // Some errnos (E2BIG, ENOTDIR for a cwd that is a file) are thrown instead of emitted.
+      resume(Effect.fail({ error }))
+      return
+    }
+    const exited = Deferred.unsafeMake<ProcessExit>(FiberId.none)
+    child.once("exit", (code, signal) => Deferred.unsafeDone(exited, Exit.succeed({ code, signal })))
+    const onError = (error: unknown) => {
+      child.off("spawn", onSpawn)
+      resume(Effect.fail({ error }))
+    }
+    const onSpawn = () => {
+      child.off("error", onError)
+      const pid = child.pid
+      if (pid === undefined) return resume(Effect.fail({ error: new Error("spawned without a pid") }))
+      if (stdin !== undefined) feed(child.stdin, stdin)
+      ;(command.extraFds ?? []).forEach((fd, index) => {
+        const stream = child.stdio[3 + index]
+        if (fd._tag === "Input") feed(isWritable(stream) ? stream : undefined, fd.bytes)
+        else if (isReadable(stream)) {
+          stream.on("error", ignore)
+          stream.on("data", fd.onData)
+        }
+      })
+      resume(Effect.succeed({ child, pid, exited }))
+    }
+    child.once("error", onError)
+    child.once("spawn", onSpawn)
+  })
+
+/** Reads both pipes into the captures; completes when both have closed, destroys them when interrupted. */
+const outputOf = (stdout: Readable | null, stderr: Readable | null): RunningProcess["output"] =>
+(stdoutCapture, stderrCapture) =>
+  Effect.async<void>((resume) => {
+    let open = 2
+    const closed = () => {
+      if (--open === 0) resume(Effect.void)
+    }
+    for (const [stream, capture] of [[stdout, stdoutCapture], [stderr, stderrCapture]] as const) {
+      if (stream === null) {
+        closed()
+        continue
+      }
+      // A read error ends the stream ("close" follows "error"); the exit status still says how the process ended.
+      stream.on("error", ignore)
+      stream.on("data", (chunk: Uint8Array) => capture.push(chunk))
+      if (stream.destroyed) closed()
+      else stream.once("close", closed)
+    }
+    return Effect.sync(() => {
+      stdout?.destroy()
+      stderr?.destroy()
+    })
+  })
+
+/**
+ * A `Spawner` on `node:child_process`. Each child leads its own process group; closing the spawn's scope while it
+ * still runs SIGKILLs the group (the engine's TERM -> grace -> KILL finalizer runs before this one).
+ */
+export const makeNodeSpawner = (): Spawner => ({
+  spawn: (command, stdin) =>
+    Effect.map(
+      Effect.acquireRelease(
+        start(command, stdin).pipe(Effect.catchAll(({ error }) => spawnFailure(command, error))),
+        ({ exited, pid }) =>
+          Effect.flatMap(Deferred.isDone(exited), (done) => done ? Effect.void : Effect.sync(() => killGroup(pid, "SIGKILL")))
+      ),
+      ({ child, exited, pid }): RunningProcess => ({
+        output: outputOf(child.stdout, child.stderr),
+        exit: Deferred.await(exited),
+        kill: (signal) => Effect.sync(() => killGroup(pid, signal))
+      })
+    )
+})

@@ -1,17 +1,24 @@
 /**
  * The bubblewrap backend: a pure function from a `Sandbox.Policy` and a prepared command to the command to spawn
  * instead, plus the host checks it relies on (`preflight`, `hostMasks`).
+ *
+ * What is spawned is `[setpriv ..., bwrap, "--args", "3", "--", ...prlimit, ...argv]` with absolute paths, an empty
+ * environment and `/` as cwd: nothing the workload controls (its env, PATH, workspace) chooses the binaries. bwrap's
+ * flags, the sandbox's environment among them, travel on descriptor 3 (never on a command line, where `ps` shows
+ * them to every host user), the seccomp program on another, and bwrap reports on `--json-status-fd`.
  */
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
-import { type ExecFileException, execFile } from "node:child_process"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import { InvalidInput, SandboxUnavailable } from "./Errors.js"
-import type { PreparedCommand } from "./internal/prepared.js"
+import { runProcess } from "./internal/engine.js"
+import { resolveExecutable } from "./internal/executables.js"
+import { makeNodeSpawner } from "./internal/nodeSpawner.js"
+import type { ExtraFd, PreparedCommand } from "./internal/prepared.js"
 import { prlimitArgv } from "./internal/resourceLimits.js"
-import { type Bind, type Network, type Policy, workspaceMount } from "./Sandbox.js"
+import { type Bind, type Network, type Policy, type SandboxUser, workspaceMount } from "./Sandbox.js"
 
 /** A host path hidden inside the sandbox: a file is covered by `/dev/null`, a directory by an empty tmpfs. */
 export interface Mask {
@@ -76,8 +83,6 @@ export const hostMasks = Effect.fn("Bubblewrap.hostMasks")(function* (
   return found.flat()
 })
 
-const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
 const maskFlags = (mask: Mask): Array<string> =>
   mask.kind === "file"
     ? ["--ro-bind", "/dev/null", mask.path]
@@ -111,17 +116,80 @@ const sandboxFlags = (
   "/tmp"
 ]
 
-/** Options of `wrap`. */
+/** Options of `wrap`. Paths are absolute: resolve them once, on the host's PATH (`resolveExecutable`). */
 export interface WrapOptions {
-  /** The bwrap executable, resolved on the returned `PATH`. Default `"bwrap"`. */
+  /** The bwrap executable. Default `"/usr/bin/bwrap"`. */
   readonly bwrapPath?: string
+  /**
+   * util-linux setpriv, run first: it gives bwrap a parent-death signal (KILL) so a killed host leaves nothing
+   * running, and switches to `identity`. Required with `identity`; without both, bwrap is spawned directly.
+   */
+  readonly setprivPath?: string | undefined
+  /** The host uid:gid the sandbox runs as (for a root host: never root inside). Default: this process's own. */
+  readonly identity?: SandboxUser | undefined
   /** Secrets to hide. Default `defaultMasks`; use `hostMasks()` for every known secret present on this host. */
   readonly masks?: ReadonlyArray<Mask>
   /**
    * prlimit inside the sandbox (util-linux, visible through the `/usr` bind), used when `policy.limits` is set.
-   * Absolute so the command's own `PATH` cannot hide it. Default `"/usr/bin/prlimit"`.
+   * Default `"/usr/bin/prlimit"`.
    */
   readonly prlimitPath?: string
+  /** A seccomp BPF program (`internal/seccomp.defaultFilter`), loaded by bwrap from a descriptor. Default: none. */
+  readonly seccomp?: Uint8Array | undefined
+  /** Receives bwrap's `--json-status-fd` reports (`internal/bwrapStatus`). Default: not requested. */
+  readonly onStatus?: ((chunk: Uint8Array) => void) | undefined
+}
+
+/** NUL-terminated strings, as bwrap's `--args FD` reads them. */
+const nulSeparated = (args: ReadonlyArray<string>): Uint8Array =>
+  new TextEncoder().encode(args.map((arg) => `${arg}\0`).join(""))
+
+/**
+ * The spawnable command: setpriv (when given), bwrap reading `flags` from descriptor 3, then `inner` on the command
+ * line (bwrap takes the program only there; it is the workload's own argv, visible in its /proc entry anyway).
+ * Status and seccomp descriptors follow, numbered in order.
+ */
+const bwrapCommand = (
+  flags: ReadonlyArray<string>,
+  inner: ReadonlyArray<string>,
+  options: WrapOptions | undefined
+): PreparedCommand => {
+  const extraFds: Array<ExtraFd> = [{ _tag: "Input", bytes: new Uint8Array(0) }]
+  const fdFlags: Array<string> = []
+  if (options?.onStatus !== undefined) {
+    fdFlags.push("--json-status-fd", String(3 + extraFds.length))
+    extraFds.push({ _tag: "Output", onData: options.onStatus })
+  }
+  if (options?.seccomp !== undefined) {
+    fdFlags.push("--seccomp", String(3 + extraFds.length))
+    extraFds.push({ _tag: "Input", bytes: options.seccomp })
+  }
+  extraFds[0] = { _tag: "Input", bytes: nulSeparated([...flags, ...fdFlags]) }
+  const identity = options?.identity
+  const bwrap = [options?.bwrapPath ?? "/usr/bin/bwrap", "--args", "3", "--", ...inner] as const
+  const switchUser = identity === undefined
+    ? []
+    : [`--reuid=${identity.uid}`, `--regid=${identity.gid}`, "--clear-groups"]
+  return {
+    argv: options?.setprivPath === undefined
+      ? bwrap
+      : [options.setprivPath, ...switchUser, "--pdeathsig", "KILL", ...bwrap],
+    cwd: "/",
+    env: {},
+    extraFds
+  }
+}
+
+/**
+ * The argv as bwrap parses it: `--args 3` replaced by the flags it reads from descriptor 3. For tests, logs and
+ * `doctor`; it holds the sandbox's environment, so never print it where secrets must not go.
+ */
+export const expandArgs = (command: PreparedCommand): Array<string> => {
+  const index = command.argv.indexOf("--args")
+  const fd = command.extraFds?.[0]
+  if (index < 0 || fd === undefined || fd._tag !== "Input") return [...command.argv]
+  const flags = new TextDecoder().decode(fd.bytes).split("\0").slice(0, -1)
+  return [...command.argv.slice(0, index), ...flags, ...command.argv.slice(index + 2)]
 }
 
 type Issue = { readonly path: string; readonly message: string }
@@ -153,17 +221,17 @@ const bindFlags = (flag: "--bind" | "--ro-bind", binds: ReadonlyArray<Bind> | un
 
 /**
  * The command to spawn instead of `command` to run it inside bubblewrap under `policy`:
- * `[bwrap, ...flags, "--", ...prlimit prefix, ...command.argv]`, started in the workspace with only `PATH` set.
- * Inside, the environment is exactly `command.env` merged with `policy.env` (the policy wins: it is the operator's
- * setting), the cwd is `command.cwd` mapped under `/workspace`. Fails with `InvalidInput` when the cwd is outside
- * the workspace or a path is relative.
+ * `[setpriv ..., bwrap, "--args", "3", "--", ...prlimit prefix, ...command.argv]`, started in `/` with an empty
+ * environment; bwrap's flags are on descriptor 3 (`expandArgs` shows them). Inside, the environment is exactly
+ * `command.env` merged with `policy.env` (the policy wins: it is the operator's setting), the cwd is `command.cwd`
+ * mapped under `/workspace`. Fails with `InvalidInput` when the cwd is outside the workspace or a path is relative.
  *
  * `maxProcesses` is passed to prlimit, which holds only for a non-root uid; as root, also spawn the result through
  * a pids cgroup (`internal/resourceLimits.pidsCgroup`).
  *
  * @example
  * const wrapped = Bubblewrap.wrap({ workspace: "/srv/job" }, { argv: ["make"], cwd: "/srv/job/src", env: {} })
- * // Right: argv ["bwrap", ..., "--chdir", "/workspace/src", "--", "make"], cwd "/srv/job"
+ * // Right: argv ["/usr/bin/bwrap", "--args", "3", "--", "make"], cwd "/", flags on fd 3 end with --chdir /workspace/src
  */
 export const wrap = (
   policy: Policy,
@@ -207,18 +275,12 @@ export const wrap = (
   ]
   const prlimitPath = options?.prlimitPath ?? "/usr/bin/prlimit"
   const limits = policy.limits === undefined ? [] : prlimitArgv(policy.limits, { prlimitPath })
-  return Either.right({
-    argv: [options?.bwrapPath ?? "bwrap", ...flags, "--", ...limits, ...command.argv],
-    cwd: policy.workspace,
-    // bwrap clears the environment inside; outside it needs only PATH to be found, and nothing that could
-    // influence bwrap itself (LD_PRELOAD and friends) is passed.
-    env: { PATH: command.env["PATH"] ?? defaultPath }
-  })
+  return Either.right(bwrapCommand(flags, [...limits, ...command.argv], options))
 }
 
-/** Options of `preflight`. */
-export interface PreflightOptions {
-  /** The bwrap executable. Default `"bwrap"` on `PATH`. */
+/** Options of `preflight`: the same helpers, identity and seccomp program as the runs it vouches for. */
+export interface PreflightOptions extends Pick<WrapOptions, "setprivPath" | "identity" | "seccomp"> {
+  /** The bwrap executable, an absolute path. Default: `bwrap` on this process's `PATH` (absolute entries only). */
   readonly bwrapPath?: string
   /** The masks `wrap` will use, so a missing mount point is found here. Default `defaultMasks`. */
   readonly masks?: ReadonlyArray<Mask>
@@ -236,47 +298,53 @@ const namespaceFix =
   "`sysctl -w kernel.apparmor_restrict_unprivileged_userns=0`. In a container, allow unshare/mount/clone " +
   "(e.g. `--security-opt seccomp=unconfined --security-opt apparmor=unconfined`)."
 
-/** Why the trial sandbox failed, from `execFile`'s error and bwrap's stderr. */
-const diagnose = (
-  bwrap: string,
-  timeoutMs: number,
-  error: ExecFileException,
-  stderr: string
-): SandboxUnavailable => {
-  const fail = (message: string, fix: string) => new SandboxUnavailable({ backend: "bwrap", message, fix })
-  if (error.code === "ENOENT") {
-    return fail(`bubblewrap was not found: "${bwrap}" does not exist or is not on PATH.`, installFix)
-  }
-  if (error.code === "EACCES") return fail(`bubblewrap is not executable: "${bwrap}": ${error.message}`, installFix)
-  if (error.killed === true) {
-    return fail(
-      `bubblewrap did not finish a trivial sandboxed command within ${timeoutMs} ms.`,
-      "Check the host load and whether bwrap hangs on a mount; raise `timeout`."
-    )
-  }
+const unavailable = (message: string, fix: string) => new SandboxUnavailable({ backend: "bwrap", message, fix })
+
+/** Why the trial sandbox failed, from bwrap's exit and stderr. */
+const diagnose = (exitCode: number, stderr: string): SandboxUnavailable => {
   const detail = stderr.trim().slice(0, 2000)
-  const message = `bubblewrap could not create the sandbox (exit ${String(error.code ?? error.signal)}): ${
-    detail || error.message
-  }`
+  const message = `bubblewrap could not create the sandbox (exit ${exitCode}): ${detail || "no message"}`
   // A mask without a mount point is a policy problem, not a namespace one.
   return /Can't (create file|mkdir)/.test(detail)
-    ? fail(message, "Pass `masks: yield* Bubblewrap.hostMasks()` so only existing paths are masked.")
-    : fail(message, namespaceFix)
+    ? unavailable(message, "Pass `masks: yield* Bubblewrap.hostMasks()` so only existing paths are masked.")
+    : unavailable(message, namespaceFix)
 }
 
 /**
  * Checks that bubblewrap exists and can build the sandbox `wrap` describes, by running `/bin/true` with the same
- * namespaces, system binds and masks. Fails with `SandboxUnavailable` saying why (not found, not executable,
- * namespace or mount setup refused, timed out) and how to fix it.
+ * helpers, identity, seccomp program, namespaces, system binds and masks. Fails with `SandboxUnavailable` saying why
+ * (not found, not executable, namespace or mount setup refused, timed out) and how to fix it.
  */
-export const preflight = Effect.fn("Bubblewrap.preflight")(function* (options?: PreflightOptions) {
-  const bwrap = options?.bwrapPath ?? "bwrap"
-  const timeoutMs = Duration.toMillis(options?.timeout ?? Duration.seconds(5))
-  const argv = [...sandboxFlags("none", {}, options?.masks ?? defaultMasks), "--", "/bin/true"]
-  const env = { PATH: process.env["PATH"] ?? defaultPath }
-  yield* Effect.async<void, SandboxUnavailable>((resume, signal) => {
-    // The AbortSignal kills bwrap when the fiber is interrupted; `timeout` kills it when it hangs.
-    execFile(bwrap, argv, { cwd: "/", env, timeout: timeoutMs, killSignal: "SIGKILL", signal }, (error, _out, stderr) =>
-      resume(error === null ? Effect.void : Effect.fail(diagnose(bwrap, timeoutMs, error, stderr))))
-  })
+export const preflight = Effect.fn("Bubblewrap.preflight")(function*(options?: PreflightOptions) {
+  const bwrap = options?.bwrapPath ?? (yield* resolveExecutable("bwrap"))
+  if (bwrap === undefined) {
+    return yield* Effect.fail(unavailable("bubblewrap was not found: no `bwrap` on PATH.", installFix))
+  }
+  const timeout = Duration.decode(options?.timeout ?? Duration.seconds(5))
+  const command = bwrapCommand([...sandboxFlags("none", {}, options?.masks ?? defaultMasks), "--"].slice(0, -1), [
+    "/bin/true"
+  ], { ...options, bwrapPath: bwrap })
+  const outcome = yield* runProcess(makeNodeSpawner(), command, undefined, {
+    maxStdoutBytes: 4096,
+    maxStderrBytes: 16384,
+    timeout,
+    killGrace: Duration.zero,
+    drainTimeout: Duration.seconds(1)
+  }).pipe(Effect.mapError((error) =>
+    unavailable(
+      error.reason === "NotFound"
+        ? `bubblewrap was not found: "${error.command}" does not exist.`
+        : `cannot start the sandbox: ${error.message}`,
+      installFix
+    )
+  ))
+  if (outcome.timedOut) {
+    return yield* Effect.fail(unavailable(
+      `bubblewrap did not finish a trivial sandboxed command within ${Duration.toMillis(timeout)} ms.`,
+      "Check the host load and whether bwrap hangs on a mount; raise `timeout`."
+    ))
+  }
+  if (outcome.exitCode !== 0) {
+    return yield* Effect.fail(diagnose(outcome.exitCode, new TextDecoder().decode(outcome.stderr.bytes())))
+  }
 })

@@ -13,12 +13,16 @@ export class InvalidInput extends Schema.TaggedError<InvalidInput>("effect-nativ
   }
 ) {}
 
-/** Why a spawn failed. */
+/**
+ * Why a spawn failed. `SandboxSetup`: the sandbox itself could not be set up before the program started (a bind
+ * source missing, a mount refused, a workspace that cannot be handed to the sandbox user); the message is bwrap's.
+ */
 export const SpawnFailure = Schema.Literal(
   "NotFound",
   "PermissionDenied",
   "CwdNotFound",
   "CwdNotDirectory",
+  "SandboxSetup",
   "Unknown"
 )
 export type SpawnFailure = typeof SpawnFailure.Type

@@ -53,6 +53,19 @@ export const Bind = Schema.Struct({
 export type Bind = typeof Bind.Type
 
 /**
+ * The unprivileged host identity a sandboxed program runs as when the host process is root. uid or gid 0 is
+ * refused: host root inside the sandbox still owns root's files (`/proc/sys` among them) even without capabilities.
+ */
+export const SandboxUser = Schema.Struct({
+  uid: Schema.Int.pipe(Schema.greaterThan(0, { message: () => "uid must be a whole number above 0 (never root)" })),
+  gid: Schema.Int.pipe(Schema.greaterThan(0, { message: () => "gid must be a whole number above 0 (never root)" }))
+})
+export type SandboxUser = typeof SandboxUser.Type
+
+/** The default sandbox user of a root host: `nobody:nogroup` (65534:65534). */
+export const defaultSandboxUser: SandboxUser = { uid: 65534, gid: 65534 }
+
+/**
  * What a sandboxed command may see and use.
  *
  * - `workspace`: host directory bound read-write at `/workspace`, the default cwd inside.
@@ -61,6 +74,9 @@ export type Bind = typeof Bind.Type
  * - `network`: default `"none"`.
  * - `env`: variables set inside the sandbox; they win over the command's own environment.
  * - `limits`: resource limits of the run.
+ * - `user`: when the host process is root, the host uid:gid the program runs as (default 65534:65534); the workspace
+ *   and read-write binds are handed to it for the run. A non-root host runs the sandbox as itself.
+ * - `seccomp`: the default seccomp filter (default `true`); `false` only for debugging.
  *
  * @example
  * const policy: Sandbox.Policy = { workspace: "/home/me/project", network: "none", limits: { maxProcesses: 64 } }
@@ -71,7 +87,9 @@ export const Policy = Schema.Struct({
   readWriteBinds: Schema.optional(Schema.Array(Bind)),
   network: Schema.optional(Network),
   env: Schema.optional(Schema.Record({ key: Schema.String, value: Schema.String })),
-  limits: Schema.optional(ResourceLimits)
+  limits: Schema.optional(ResourceLimits),
+  user: Schema.optional(SandboxUser),
+  seccomp: Schema.optional(Schema.Boolean)
 })
 export type Policy = typeof Policy.Type
 

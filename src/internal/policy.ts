@@ -1,26 +1,30 @@
 /**
  * The live layer's policy: resource limits (prlimit, a pids cgroup as root) and the bubblewrap sandbox, checked once
- * when the layer is built (fail closed) and applied to every command as a pure argv rewrite.
+ * when the layer is built (fail closed) and applied to every command as a pure argv rewrite, plus what a sandboxed
+ * run needs around it: the workspace handed to the sandbox user, signals delivered inside, set-up failures typed.
  */
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Schema from "effect/Schema"
 import * as Bubblewrap from "../Bubblewrap.js"
-import { type InvalidInput, type SandboxUnavailable, SpawnError, type SpawnFailure } from "../Errors.js"
+import { type InvalidInput, SandboxUnavailable, SpawnError, type SpawnFailure } from "../Errors.js"
 import { toInvalidInput } from "../Exec.js"
 import * as Sandbox from "../Sandbox.js"
-import type { Outcome } from "./engine.js"
+import { type BwrapStatus, descendantsOf, makeBwrapStatus } from "./bwrapStatus.js"
+import type { Outcome, RunningProcess } from "./engine.js"
+import { resolveExecutable } from "./executables.js"
+import { handOver } from "./handover.js"
 import { checkCwd } from "./live.js"
 import type { PreparedCommand } from "./prepared.js"
+import type * as Scope from "effect/Scope"
 import { limitExceeded, pidsCgroup, prlimitArgv, processLimitRoute } from "./resourceLimits.js"
 import { plainPolicy, type Policy, type PreparedRun } from "./runner.js"
+import { preflightHost, resolveSandboxHost, type SandboxHost, type SandboxPaths } from "./sandboxHost.js"
 
 /** The sandbox of a live layer. */
-export interface SandboxOptions {
+export interface SandboxOptions extends SandboxPaths {
   /** What the sandboxed command may see and use. */
   readonly policy: Sandbox.Policy
-  /** The bwrap executable (default `"bwrap"` on `PATH`). */
-  readonly bwrapPath?: string | undefined
   /**
    * When bubblewrap is unusable: `"fail"` (default) fails the layer with `SandboxUnavailable`; `"unsandboxed"`
    * logs a warning and runs commands directly on the host (resource limits still apply).
@@ -38,7 +42,9 @@ export interface PolicyOptions {
 const PolicyOptionsData = Schema.Struct({
   sandbox: Schema.optional(Schema.Struct({
     policy: Sandbox.Policy,
-    bwrapPath: Schema.optional(Schema.String),
+    bwrapPath: Schema.optional(Sandbox.AbsolutePath),
+    setprivPath: Schema.optional(Sandbox.AbsolutePath),
+    prlimitPath: Schema.optional(Sandbox.AbsolutePath),
     fallback: Schema.optional(Schema.Literal("fail", "unsandboxed"))
   })),
   resourceLimits: Schema.optional(Sandbox.ResourceLimits)
@@ -73,21 +79,36 @@ const wrappedSpawnFailure = (command: PreparedCommand, outcome: Outcome): SpawnE
   })
 }
 
+/** What a sandbox adds around the limits of one run. */
+interface Around {
+  /** Per-run resources acquired before the spawn (the workspace handed to the sandbox user). */
+  readonly acquire: Effect.Effect<void, SpawnError, Scope.Scope>
+  readonly adapt?: (proc: RunningProcess) => RunningProcess
+  /** A failure of the wrapper itself, found in the outcome (bwrap's set-up). */
+  readonly setupFailure: (outcome: Outcome) => SpawnError | undefined
+}
+
+const nothingAround: Around = { acquire: Effect.void, setupFailure: () => undefined }
+
 const limitsPolicy = (
   limits: Sandbox.ResourceLimits | undefined,
-  wrap: (command: PreparedCommand) => Either.Either<PreparedCommand, InvalidInput>,
+  wrap: (command: PreparedCommand) => Either.Either<readonly [PreparedCommand, Around], InvalidInput>,
   useCgroup: boolean
 ): Policy["prepare"] =>
 (command) =>
   Effect.gen(function*() {
-    const wrapped = yield* wrap(command)
+    const [wrapped, around] = yield* wrap(command)
     yield* checkCwd(command)
+    yield* around.acquire
     const cgroup = useCgroup && limits?.maxProcesses !== undefined ? yield* pidsCgroup(limits.maxProcesses) : undefined
     const run: PreparedRun = {
       command: cgroup === undefined ? wrapped : cgroup.enter(wrapped),
+      ...(around.adapt === undefined ? {} : { adapt: around.adapt }),
       finish: (outcome) =>
         Effect.gen(function*() {
-          const failure = wrapped === command && cgroup === undefined ? undefined : wrappedSpawnFailure(command, outcome)
+          const failure = wrapped === command && cgroup === undefined
+            ? undefined
+            : around.setupFailure(outcome) ?? wrappedSpawnFailure(command, outcome)
           if (failure !== undefined) return yield* Effect.fail(failure)
           if (limits === undefined) return undefined
           const refusedForks = cgroup === undefined ? 0 : yield* cgroup.refusedForks
@@ -97,50 +118,127 @@ const limitsPolicy = (
     return run
   })
 
-const withPrlimit = (limits: Sandbox.ResourceLimits) => (command: PreparedCommand) => {
-  const prefix = prlimitArgv(limits)
-  const [program, ...rest] = prefix
-  return Either.right<PreparedCommand>(
-    program === undefined ? command : { ...command, argv: [program, ...rest, ...command.argv] }
+const withPrlimit = (limits: Sandbox.ResourceLimits, prlimitPath: string) => (command: PreparedCommand) => {
+  const [program, ...rest] = prlimitArgv(limits, { prlimitPath })
+  const wrapped: PreparedCommand = program === undefined ? command : { ...command, argv: [program, ...rest, ...command.argv] }
+  return Either.right([wrapped, nothingAround] as const)
+}
+
+/**
+ * TERM goes to the processes inside the sandbox's PID namespace (bwrap neither forwards signals nor lets its init
+ * receive them), so a program that traps TERM runs its handler; KILL ends bwrap, whose death takes the namespace.
+ */
+const signalInside = (status: BwrapStatus) => (proc: RunningProcess): RunningProcess => ({
+  ...proc,
+  kill: (signal) => {
+    const init = status.childPid()
+    if (signal === "SIGKILL" || init === undefined) return proc.kill(signal)
+    return Effect.sync(() => {
+      for (const pid of descendantsOf(init)) {
+        try {
+          process.kill(pid, signal)
+        } catch {
+          // Gone already (ESRCH): it was reaped by the sandbox's own init.
+        }
+      }
+    })
+  }
+})
+
+/** bwrap reports `exit-code` only once the program was exec'd: without it, bwrap's own set-up failed. */
+const bwrapSetupFailure = (command: PreparedCommand, status: BwrapStatus) => (outcome: Outcome) => {
+  if (outcome.timedOut || status.exitCode() !== undefined) return undefined
+  const stderr = new TextDecoder().decode(outcome.stderr.bytes())
+  if (WRAPPED_EXEC_FAILURE.test(stderr)) return undefined
+  const lines = stderr.split("\n").filter((line) => line.startsWith("bwrap: ") || line.startsWith("setpriv: "))
+  return new SpawnError({
+    reason: "SandboxSetup",
+    command: command.argv[0],
+    cwd: command.cwd,
+    message: `the sandbox could not be set up (exit ${outcome.exitCode}): ${
+      (lines.length > 0 ? lines.join("; ") : stderr.trim()).slice(0, 2000) || "no message from bwrap"
+    }`
+  })
+}
+
+const sandboxWrap = (policy: Sandbox.Policy, host: SandboxHost) => (command: PreparedCommand) => {
+  const status = makeBwrapStatus()
+  return Either.map(
+    Bubblewrap.wrap(policy, command, {
+      bwrapPath: host.bwrap,
+      setprivPath: host.setpriv,
+      identity: host.identity,
+      masks: host.masks,
+      ...(host.prlimit === undefined ? {} : { prlimitPath: host.prlimit }),
+      seccomp: host.seccomp?.program,
+      onStatus: status.onData
+    }),
+    (wrapped) => {
+      const writable = [policy.workspace, ...(policy.readWriteBinds ?? []).map((bind) => bind.host)]
+      const around: Around = {
+        acquire: host.identity === undefined ? Effect.void : handOver(writable, host.identity),
+        adapt: signalInside(status),
+        setupFailure: bwrapSetupFailure(command, status)
+      }
+      return [wrapped, around] as const
+    }
   )
 }
 
 /**
- * Builds the policy of a live layer. With a sandbox, runs bubblewrap's preflight first and fails with
- * `SandboxUnavailable` (or falls back, only if asked to) when it cannot confine commands here.
+ * Builds the policy of a live layer. With a sandbox, settles its helpers, identity and seccomp program and runs
+ * bubblewrap's preflight with them, failing with `SandboxUnavailable` (or falling back, only if asked to) when it
+ * cannot confine commands here. `canSandbox`: whether the spawner can pass descriptors (the Node spawner can,
+ * a `CommandExecutor` cannot).
  */
 export const makePolicy = (
-  options: PolicyOptions
+  options: PolicyOptions,
+  spawner: { readonly canSandbox: boolean }
 ): Effect.Effect<Policy, InvalidInput | SandboxUnavailable> =>
   Effect.gen(function*() {
     yield* Schema.decodeUnknown(PolicyOptionsData, { errors: "all" })(options).pipe(
       Effect.mapError(toInvalidInput("invalid runner options"))
     )
     const useCgroup = (yield* processLimitRoute) === "cgroup"
-    const unsandboxed = (limits: Sandbox.ResourceLimits | undefined): Policy =>
-      limits === undefined ? plainPolicy : { sandbox: "none", prepare: limitsPolicy(limits, withPrlimit(limits), useCgroup) }
+    const unsandboxed = (limits: Sandbox.ResourceLimits | undefined) =>
+      Effect.gen(function*(): Effect.fn.Return<Policy, SandboxUnavailable> {
+        if (limits === undefined) return plainPolicy
+        // Resolved now, on the host's PATH: a per-exec PATH must not choose what enforces the limits.
+        const prlimit = options.sandbox?.prlimitPath ?? (yield* resolveExecutable("prlimit"))
+        if (prlimit === undefined) {
+          return yield* Effect.fail(new SandboxUnavailable({
+            backend: "prlimit",
+            message: "prlimit (util-linux) was not found on PATH; resource limits need it.",
+            fix: "Install util-linux (`apt-get install -y util-linux`)."
+          }))
+        }
+        return { sandbox: "none", prepare: limitsPolicy(limits, withPrlimit(limits, prlimit), useCgroup) }
+      })
     const sandbox = options.sandbox
-    if (sandbox === undefined) return unsandboxed(options.resourceLimits)
+    if (sandbox === undefined) return yield* unsandboxed(options.resourceLimits)
 
-    const bwrapOptions = sandbox.bwrapPath === undefined ? {} : { bwrapPath: sandbox.bwrapPath }
-    const masks = yield* Bubblewrap.hostMasks()
-    const available = yield* Effect.either(Bubblewrap.preflight({ ...bwrapOptions, masks }))
+    const { policy } = sandbox
+    const available = yield* Effect.either(
+      spawner.canSandbox
+        ? Effect.tap(resolveSandboxHost(policy, sandbox), preflightHost)
+        : Effect.fail(new SandboxUnavailable({
+          backend: "bwrap",
+          message: "the sandbox passes its flags, environment and seccomp program on descriptors, which a " +
+            "CommandExecutor cannot pass.",
+          fix: "Use NativeRunner.layerNode / NativeRunner.makeNode for sandboxed runs."
+        }))
+    )
     if (Either.isLeft(available)) {
       if (sandbox.fallback !== "unsandboxed") return yield* Effect.fail(available.left)
       yield* Effect.logWarning(`sandbox unavailable, running unsandboxed as asked: ${available.left.message}`)
-      return unsandboxed(sandbox.policy.limits)
+      return yield* unsandboxed(policy.limits)
     }
-    const { policy } = sandbox
     return {
       sandbox: "bwrap",
       network: policy.network ?? "none",
       defaultCwd: policy.workspace,
       defaultInheritEnv: "none",
       baseEnv: SANDBOX_BASE_ENV,
-      prepare: limitsPolicy(
-        policy.limits,
-        (command) => Bubblewrap.wrap(policy, command, { ...bwrapOptions, masks }),
-        useCgroup
-      )
+      prepare: limitsPolicy(policy.limits, sandboxWrap(policy, available.right), useCgroup)
     }
   })

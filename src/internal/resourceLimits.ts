@@ -82,6 +82,7 @@ export interface PidsCgroup {
  * it unlimited. A missing program then shows as exit 127 from `sh` rather than a spawn error.
  */
 export const enterCgroup = (cgroupPath: string, command: PreparedCommand): PreparedCommand => ({
+  ...command,
   argv: [
     "/bin/sh",
     "-c",
@@ -89,9 +90,7 @@ export const enterCgroup = (cgroupPath: string, command: PreparedCommand): Prepa
     "sh",
     path.join(cgroupPath, "cgroup.procs"),
     ...command.argv
-  ],
-  cwd: command.cwd,
-  env: command.env
+  ]
 })
 
 interface PidsHierarchy {

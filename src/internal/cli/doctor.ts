@@ -7,10 +7,12 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import { readFile } from "node:fs/promises"
 import * as path from "node:path"
-import * as Bubblewrap from "../../Bubblewrap.js"
 import type { NativeRunnerError, SandboxUnavailable } from "../../Errors.js"
 import * as NativeRunner from "../../NativeRunner.js"
+import type { SandboxUser } from "../../Sandbox.js"
 import { pidsCgroup, processLimitRoute } from "../resourceLimits.js"
+import { preflightHost, resolveSandboxHost, type SandboxHost } from "../sandboxHost.js"
+import { deniedSyscalls } from "../seccomp.js"
 
 /** How `--max-procs` is enforced here; for the cgroup route, whether a pids cgroup could be created. */
 export type ProcessLimitFact =
@@ -22,6 +24,8 @@ export interface DoctorFacts {
   readonly nodeVersion: string
   readonly isRoot: boolean
   readonly bwrapVersion: Either.Either<string, string>
+  /** What `run --sandbox bwrap` settles when its layer is built: helper paths, identity, seccomp program. */
+  readonly sandboxHost: Either.Either<SandboxHost, SandboxUnavailable>
   /** `Bubblewrap.preflight` with this host's masks: the check `run --sandbox bwrap` makes before running anything. */
   readonly bwrapPreflight: Either.Either<string, SandboxUnavailable>
   readonly processLimit: ProcessLimitFact
@@ -63,6 +67,32 @@ const processLimitRow = (facts: DoctorFacts): DoctorRow => {
   })
 }
 
+const sandboxHostRows = (facts: DoctorFacts): Array<DoctorRow> =>
+  Either.match(facts.sandboxHost, {
+    onLeft: (error) => [row("sandbox paths", "FAIL", oneLine(error.message))],
+    onRight: (host) => [
+      row(
+        "sandbox paths",
+        "ok",
+        `bwrap ${host.bwrap}, setpriv ${host.setpriv ?? "(none: no parent-death signal)"}, prlimit ${
+          host.prlimit ?? "(none: --max-* unavailable)"
+        }`
+      ),
+      host.identity === undefined
+        ? row("sandbox user", "ok", "this process's own user (not root)")
+        : row("sandbox user", "ok", `${host.identity.uid}:${host.identity.gid} (host is root; never root inside)`),
+      host.seccomp === undefined
+        ? row("seccomp", "warn", "off (policy seccomp: false)")
+        : row(
+          "seccomp",
+          "ok",
+          `default filter (${host.seccomp.arch}): ${
+            deniedSyscalls(host.seccomp.arch).length
+          } syscalls refused, namespace flags of clone/unshare refused, clone3 ENOSYS`
+        )
+    ]
+  })
+
 /** Judges the facts. The verdict is `Bubblewrap.preflight`'s: "unavailable" carries the message `run` would print. */
 export const doctorReport = (facts: DoctorFacts): DoctorReport => {
   const major = Number(/^v(\d+)/.exec(facts.nodeVersion)?.[1] ?? 0)
@@ -72,6 +102,7 @@ export const doctorReport = (facts: DoctorFacts): DoctorReport => {
       onRight: (version) => row("bwrap present", "ok", version),
       onLeft: (why) => row("bwrap present", "FAIL", `${why} (install bubblewrap)`)
     }),
+    ...sandboxHostRows(facts),
     Either.match(facts.bwrapPreflight, {
       onRight: (detail) => row("bwrap works", "ok", detail),
       onLeft: (error) => row("bwrap works", "FAIL", oneLine(error.message))
@@ -149,12 +180,12 @@ const probe = (
 const readSysctl = (file: string): Effect.Effect<string | undefined> =>
   Effect.promise(() => readFile(file, "utf8").then((text) => text.trim(), () => undefined))
 
-/** The live layer's own sandbox check, as `NativeRunner.make` runs it for `sandbox.policy`. */
-const bwrapPreflight = (bwrapPath: string | undefined) =>
+/** The live layer's own sandbox check, as `NativeRunner.makeNode` runs it for `sandbox.policy`. */
+const bwrapPreflight = (host: Either.Either<SandboxHost, SandboxUnavailable>) =>
   Effect.gen(function*() {
-    const masks = yield* Bubblewrap.hostMasks()
-    yield* Bubblewrap.preflight({ ...(bwrapPath === undefined ? {} : { bwrapPath }), masks })
-    return `preflight passed: the sandbox of 'run --sandbox bwrap' runs /bin/true (${masks.length} host secrets masked)`
+    const settled = yield* host
+    yield* preflightHost(settled)
+    return `preflight passed: the sandbox of 'run --sandbox bwrap' runs /bin/true (${settled.masks.length} host secrets masked)`
   }).pipe(Effect.either)
 
 /** What `--max-procs` will use; as root, a pids cgroup is created and removed again to prove the hierarchy writable. */
@@ -170,16 +201,24 @@ const processLimitFact: Effect.Effect<ProcessLimitFact> = Effect.flatMap(
       )
 )
 
-/** Gathers the facts on this host. `bwrapPath` (default `bwrap` on `PATH`) is what the layer would be given. */
+/**
+ * Gathers the facts on this host. `bwrapPath` (default `bwrap` on `PATH`), `user` and `seccomp` are what the layer
+ * would be given.
+ */
 export const doctorFacts = (
-  options: { readonly bwrapPath?: string } = {}
+  options: { readonly bwrapPath?: string; readonly user?: SandboxUser; readonly seccomp?: boolean } = {}
 ): Effect.Effect<DoctorFacts, NativeRunnerError> =>
   Effect.gen(function*() {
+    const sandboxHost = yield* Effect.either(resolveSandboxHost(
+      { workspace: "/", ...(options.user === undefined ? {} : { user: options.user }), ...(options.seccomp === undefined ? {} : { seccomp: options.seccomp }) },
+      { bwrapPath: options.bwrapPath }
+    ))
     return {
       nodeVersion: process.version,
       isRoot: process.getuid?.() === 0,
-      bwrapVersion: yield* probe([options.bwrapPath ?? "bwrap", "--version"]),
-      bwrapPreflight: yield* bwrapPreflight(options.bwrapPath),
+      bwrapVersion: yield* probe([Either.isRight(sandboxHost) ? sandboxHost.right.bwrap : options.bwrapPath ?? "bwrap", "--version"]),
+      sandboxHost,
+      bwrapPreflight: yield* bwrapPreflight(sandboxHost),
       processLimit: yield* processLimitFact,
       prlimitVersion: yield* probe(["prlimit", "--version"]),
       unprivilegedUsernsClone: yield* readSysctl("/proc/sys/kernel/unprivileged_userns_clone"),

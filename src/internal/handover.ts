@@ -1,0 +1,112 @@
+/**
+ * Handing the workspace (and read-write binds) to the sandbox user for a run, when the host is root: the program runs
+ * as an unprivileged uid, which must still write where the policy says it may. Ownership goes to the sandbox user when
+ * the first run on a path starts and back to the path's original owner when the last one ends, so between runs the
+ * tree looks as the host left it.
+ *
+ * What is never touched: anything across a mount point (another device), symlink targets (links are changed
+ * themselves, never followed), and, on the way in, regular files with more than one link (a hard link could be a
+ * host file outside the workspace). On the way back only entries owned by the sandbox user change, and set-uid/set-gid
+ * bits are cleared on them, so nothing the sandbox made becomes a privileged program of the original owner.
+ */
+import * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
+import type { Stats } from "node:fs"
+import { chmod, lchown, lstat, readdir } from "node:fs/promises"
+import * as path from "node:path"
+import { SpawnError } from "../Errors.js"
+import type { SandboxUser } from "../Sandbox.js"
+
+interface Owner {
+  readonly uid: number
+  readonly gid: number
+}
+
+interface Holding {
+  readonly original: Owner
+  readonly user: SandboxUser
+  count: number
+}
+
+// Per host path, across every layer of this process; one walk at a time keeps the counts and walks consistent.
+const holdings = new Map<string, Holding>()
+const lock = Effect.unsafeMakeSemaphore(1)
+
+/** Visits `root` and every entry below it on the same device, parents before children, never following links. */
+const walk = async (root: string, visit: (entry: string, stats: Stats) => Promise<void>): Promise<void> => {
+  const rootStats = await lstat(root)
+  await visit(root, rootStats)
+  if (!rootStats.isDirectory()) return
+  const pending = [root]
+  for (let dir = pending.pop(); dir !== undefined; dir = pending.pop()) {
+    const names = await readdir(dir)
+    await Promise.all(names.map(async (name) => {
+      const entry = path.join(dir, name)
+      const stats = await lstat(entry)
+      if (stats.dev !== rootStats.dev) return
+      await visit(entry, stats)
+      if (stats.isDirectory()) pending.push(entry)
+    }))
+  }
+}
+
+const giveTo = (user: SandboxUser) => async (entry: string, stats: Stats) => {
+  if (stats.isFile() && stats.nlink > 1) return
+  if (stats.uid !== user.uid || stats.gid !== user.gid) await lchown(entry, user.uid, user.gid)
+}
+
+const giveBack = (user: SandboxUser, original: Owner) => async (entry: string, stats: Stats) => {
+  if (stats.uid !== user.uid && stats.gid !== user.gid) return
+  if (stats.isFile() && (stats.mode & 0o6000) !== 0) await chmod(entry, stats.mode & 0o1777)
+  await lchown(entry, original.uid, original.gid)
+}
+
+const setupError = (host: string, what: string, error: unknown) =>
+  new SpawnError({
+    reason: "SandboxSetup",
+    command: "bwrap",
+    cwd: host,
+    message: `cannot ${what} ${host}: ${error instanceof Error ? error.message : String(error)}`
+  })
+
+const acquire = (host: string, user: SandboxUser): Effect.Effect<void, SpawnError> =>
+  lock.withPermits(1)(Effect.tryPromise({
+    try: async () => {
+      const held = holdings.get(host)
+      if (held !== undefined) {
+        if (held.user.uid !== user.uid || held.user.gid !== user.gid) {
+          throw new Error(`it is in use by a run as ${held.user.uid}:${held.user.gid}`)
+        }
+        held.count++
+        return
+      }
+      const stats = await lstat(host)
+      const original = { uid: stats.uid, gid: stats.gid }
+      await walk(host, giveTo(user)).catch(async (error: unknown) => {
+        // Undo what was handed before the failure, then report it.
+        await walk(host, giveBack(user, original)).catch(() => undefined)
+        throw error
+      })
+      holdings.set(host, { original, user, count: 1 })
+    },
+    catch: (error) => setupError(host, `hand to uid ${user.uid}`, error)
+  }))
+
+const release = (host: string): Effect.Effect<void> =>
+  lock.withPermits(1)(Effect.promise(async () => {
+    const held = holdings.get(host)
+    if (held === undefined || --held.count > 0) return
+    holdings.delete(host)
+    // Best effort: a path removed meanwhile has nothing left to give back.
+    await walk(host, giveBack(held.user, held.original)).catch(() => undefined)
+  }))
+
+/**
+ * Hands each of `hosts` to `user` for as long as the scope is open. Fails with `SpawnError` (`SandboxSetup`) when
+ * ownership cannot be changed (a read-only file system, no CAP_CHOWN), before anything runs.
+ */
+export const handOver = (
+  hosts: ReadonlyArray<string>,
+  user: SandboxUser
+): Effect.Effect<void, SpawnError, Scope.Scope> =>
+  Effect.forEach(hosts, (host) => Effect.acquireRelease(acquire(host, user), () => release(host)), { discard: true })

@@ -1,0 +1,95 @@
+/**
+ * What a bubblewrap sandbox needs from this host, settled once when a layer is built: absolute paths of bwrap,
+ * setpriv and prlimit (from the host's PATH or the options, never a workload's), the identity of the sandboxed program,
+ * the seccomp program and the masks. `doctor` prints the same facts the layer uses.
+ */
+import * as Effect from "effect/Effect"
+import * as Bubblewrap from "../Bubblewrap.js"
+import { SandboxUnavailable } from "../Errors.js"
+import { defaultSandboxUser, type Policy, type SandboxUser } from "../Sandbox.js"
+import { checkExecutable, resolveExecutable } from "./executables.js"
+import { defaultFilter, hostSeccompArch, type SeccompArch } from "./seccomp.js"
+
+/** Where the sandbox's helpers are, given as absolute paths; each defaults to the host's PATH. */
+export interface SandboxPaths {
+  readonly bwrapPath?: string | undefined
+  readonly setprivPath?: string | undefined
+  readonly prlimitPath?: string | undefined
+}
+
+/** The settled facts. */
+export interface SandboxHost {
+  readonly bwrap: string
+  /** Runs first: parent-death signal, and the switch to `identity`. Absent only for a non-root host without it. */
+  readonly setpriv: string | undefined
+  /** prlimit, visible inside the sandbox through a system bind; absent when not installed. */
+  readonly prlimit: string | undefined
+  /** The host uid:gid of the program when this process is root; `undefined`: it runs as this process's user. */
+  readonly identity: SandboxUser | undefined
+  readonly seccomp: { readonly arch: SeccompArch; readonly program: Uint8Array } | undefined
+  readonly masks: ReadonlyArray<Bubblewrap.Mask>
+}
+
+const unavailable = (message: string, fix: string) => new SandboxUnavailable({ backend: "bwrap", message, fix })
+
+const locate = (name: string, explicit: string | undefined) =>
+  explicit === undefined ? resolveExecutable(name) : checkExecutable(explicit)
+
+const hasLimits = (policy: Policy): boolean => Object.values(policy.limits ?? {}).some((value) => value !== undefined)
+
+/** Settles the facts for `policy`; fails with `SandboxUnavailable` saying what is missing and how to fix it. */
+export const resolveSandboxHost = (
+  policy: Policy,
+  paths: SandboxPaths
+): Effect.Effect<SandboxHost, SandboxUnavailable> =>
+  Effect.gen(function*() {
+    const isRoot = process.getuid?.() === 0
+    const bwrap = yield* locate("bwrap", paths.bwrapPath)
+    if (bwrap === undefined) {
+      return yield* Effect.fail(unavailable(
+        `bubblewrap was not found: ${paths.bwrapPath ?? "no `bwrap` on PATH"} is not an executable file.`,
+        "Install bubblewrap (`apt-get install -y bubblewrap`, `dnf install bubblewrap`, `apk add bubblewrap`) or " +
+          "pass its absolute path as `bwrapPath`; or run without a sandbox."
+      ))
+    }
+    const setpriv = yield* locate("setpriv", paths.setprivPath)
+    if (setpriv === undefined && isRoot) {
+      return yield* Effect.fail(unavailable(
+        "setpriv (util-linux) was not found; as root the sandbox needs it to run the program as an unprivileged user.",
+        "Install util-linux (`apt-get install -y util-linux`) or pass its absolute path as `setprivPath`."
+      ))
+    }
+    const prlimit = yield* locate("prlimit", paths.prlimitPath)
+    const visible = prlimit !== undefined && Bubblewrap.systemDirs.some((dir) => prlimit.startsWith(`${dir}/`))
+    if (hasLimits(policy) && !visible) {
+      return yield* Effect.fail(unavailable(
+        `prlimit ${prlimit === undefined ? "was not found" : `at ${prlimit} is not under a system directory bound into the sandboxes (${Bubblewrap.systemDirs.join(", ")})`}; resource limits need it.`,
+        "Install util-linux (`apt-get install -y util-linux`) or pass its absolute path as `prlimitPath`."
+      ))
+    }
+    const arch = hostSeccompArch()
+    if (policy.seccomp !== false && arch === undefined) {
+      return yield* Effect.fail(unavailable(
+        `no seccomp filter is built for this architecture (${process.arch}); the sandbox fails closed.`,
+        "Run on x86_64 or aarch64, or set `seccomp: false` in the policy (not recommended)."
+      ))
+    }
+    return {
+      bwrap,
+      setpriv,
+      prlimit,
+      identity: isRoot ? policy.user ?? defaultSandboxUser : undefined,
+      seccomp: policy.seccomp === false || arch === undefined ? undefined : { arch, program: defaultFilter(arch) },
+      masks: yield* Bubblewrap.hostMasks()
+    }
+  })
+
+/** `Bubblewrap.preflight` with exactly the helpers, identity, seccomp program and masks the runs will use. */
+export const preflightHost = (host: SandboxHost) =>
+  Bubblewrap.preflight({
+    bwrapPath: host.bwrap,
+    setprivPath: host.setpriv,
+    identity: host.identity,
+    seccomp: host.seccomp?.program,
+    masks: host.masks
+  })

@@ -147,17 +147,21 @@ export const runProcess = (
       Effect.gen(function*() {
         // Spawn and kill finalizer as one uninterruptible step: an interrupt landing in between would leave only the
         // backend's own release, which (for the platform's) sends TERM and waits forever for a child that ignores it.
-        const proc = yield* Effect.uninterruptible(Effect.tap(spawner.spawn(command, stdin), (proc) =>
-          // Added after the backend's own release, so it runs first: nothing outlives the scope, whatever ends it.
-          Effect.addFinalizer(() =>
-            finalExit !== undefined
-              ? Effect.void
-              : Effect.map(terminate(proc, settings.killGrace), (exit) => {
-                finalExit = exit
-              })
+        // Readers start before we wait for the exit, or a chatty child blocks on a full pipe. They are forked before the
+        // kill finalizer is added, so on interruption they stop only after it: a program handling TERM can still write
+        // (closing its pipes first would kill it with SIGPIPE in its own handler), and what it writes is kept.
+        const [proc, readers] = yield* Effect.uninterruptible(Effect.flatMap(spawner.spawn(command, stdin), (proc) =>
+          Effect.zipLeft(
+            Effect.map(Effect.forkScoped(Effect.interruptible(proc.output(stdout, stderr))), (readers) => [proc, readers] as const),
+            // Added after the backend's own release, so it runs first: nothing outlives the scope, whatever ends it.
+            Effect.addFinalizer(() =>
+              finalExit !== undefined
+                ? Effect.void
+                : Effect.map(terminate(proc, settings.killGrace), (exit) => {
+                  finalExit = exit
+                })
+            )
           )))
-        // Readers start before we wait for the exit, or a chatty child blocks on a full pipe.
-        const readers = yield* Effect.forkScoped(proc.output(stdout, stderr))
         const exited = yield* proc.exit.pipe(Effect.timeoutOption(settings.timeout))
         const timedOut = Option.isNone(exited)
         // Timed out: kill the tree. Exited: kill what it left behind in its group (background children).

@@ -9,6 +9,9 @@ import * as Ref from "effect/Ref"
 import { appendFile } from "node:fs/promises"
 import type { AuditRecord } from "./Exec.js"
 
+/** The mode of an audit file `layerJsonl` creates: read and write for its owner only. */
+export const AUDIT_FILE_MODE = 0o600
+
 /** A sink for audit records. `publish` must not fail: a sink that cannot write should die loudly instead. */
 export interface AuditSink {
   readonly publish: (record: AuditRecord) => Effect.Effect<void>
@@ -33,7 +36,8 @@ export const layerMemory: Layer.Layer<Audit | AuditMemory> = Layer.effectContext
 
 /**
  * Appends one JSON line per exec to `path`: the audit record plus a `timestamp` (ISO-8601, when it was written).
- * Lines from concurrent execs are written one at a time, so they never interleave.
+ * Lines from concurrent execs are written one at a time, so they never interleave. A file it creates is readable by
+ * its owner only (mode 0600: argv can hold secrets the redaction missed); an existing file keeps its mode.
  *
  * @example
  * const AppLive = NativeRunner.layerNode().pipe(Layer.provide(Audit.layerJsonl("/var/log/runner.jsonl")))
@@ -47,7 +51,9 @@ export const layerJsonl = (path: string): Layer.Layer<Audit> =>
         publish: (record) =>
           lock.withPermits(1)(
             Effect.promise(() =>
-              appendFile(path, JSON.stringify({ ...record, timestamp: new Date().toISOString() }) + "\n")
+              appendFile(path, JSON.stringify({ ...record, timestamp: new Date().toISOString() }) + "\n", {
+                mode: AUDIT_FILE_MODE
+              })
             )
           ).pipe(Effect.uninterruptible)
       }

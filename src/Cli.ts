@@ -51,6 +51,7 @@ export {
   formatMillis,
   parseDuration,
   parseEnvPair,
+  parseSandboxUser,
   parseSize,
   RUN_OPTION_NAMES,
   shellQuote

@@ -2,11 +2,13 @@
  * The data of one exec: the input (decoded once, at the edge, with `effect/Schema`), the result and the audit record.
  * The input accepts everything the seed's `NativeExecInput` has; the result is a superset of `NativeExecResult`.
  */
+import * as Arr from "effect/Array"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
+import * as AST from "effect/SchemaAST"
 import { InvalidInput, type SpawnFailure } from "./Errors.js"
 import type * as Sandbox from "./Sandbox.js"
 import type { NativeAuditRecord } from "./types.js"
@@ -16,13 +18,14 @@ export const MAX_BYTES_CAP = 4 * 1024 * 1024 * 1024
 /** Largest timeout accepted, in milliseconds: the largest delay a Node timer honours (about 24.8 days). */
 export const MAX_TIMEOUT_MS = 2_147_483_647
 
-const noNulString = (what: string) =>
-  Schema.String.pipe(Schema.filter((s) => !s.includes("\u0000") || `${what} must not contain a NUL byte`))
+// The message names no field: the issue's path does ("argv.2: must not contain a NUL byte").
+/** A string that can be passed to `execve` or `chdir`: no NUL bytes. */
+export const ArgString = Schema.String.pipe(
+  Schema.filter((s) => !s.includes("\u0000") || "must not contain a NUL byte")
+)
 
-/** A string that can be passed to `execve`: no NUL bytes. */
-export const ArgString = noNulString("an argument")
-
-const envProblems = (name: string, value: string): Array<string> => [
+// Names may appear in messages (they are not secret); values never do.
+const envProblems = (name: string, value: unknown): Array<string> => [
   ...(name.length === 0
     ? ["an environment variable name must not be empty"]
     : name.includes("=")
@@ -32,24 +35,33 @@ const envProblems = (name: string, value: string): Array<string> => [
     : name === "__proto__"
     ? ["the environment variable name __proto__ is not supported"]
     : []),
-  ...(value.includes("\u0000") ? [`environment variable ${JSON.stringify(name)} must not contain a NUL byte`] : [])
+  ...(typeof value !== "string"
+    ? [`environment variable ${JSON.stringify(name)} must be a string`]
+    : value.includes("\u0000")
+    ? [`environment variable ${JSON.stringify(name)} must not contain a NUL byte`]
+    : [])
 ]
 
-const isStringRecord = (u: unknown): u is Readonly<Record<string, string>> =>
-  typeof u === "object" && u !== null && !Array.isArray(u) && Object.values(u).every((v) => typeof v === "string")
+const isPlainObject = (u: unknown): u is Readonly<Record<string, unknown>> =>
+  typeof u === "object" && u !== null && !Array.isArray(u)
+
+const hasStringValues = (env: Readonly<Record<string, unknown>>): env is Readonly<Record<string, string>> =>
+  Object.values(env).every((v) => typeof v === "string")
 
 /**
- * Environment variables: names non-empty without `=` or NUL, values without NUL. Checked on the object's own keys
- * (a `Schema.Record` would silently drop a `__proto__` key from parsed JSON instead of rejecting it).
+ * Environment variables: names non-empty without `=` or NUL, values strings without NUL. Checked on the object's own
+ * keys (a `Schema.Record` would silently drop a `__proto__` key from parsed JSON instead of rejecting it).
  */
-export const Env = Schema.declare(isStringRecord, {
+export const Env = Schema.declare(isPlainObject, {
   identifier: "Env",
   description: "an object of string environment variables"
 }).pipe(
   Schema.filter((env) => {
     const problems = Object.entries(env).flatMap(([name, value]) => envProblems(name, value))
     return problems.length === 0 || problems.join("; ")
-  })
+  }),
+  // Never fails after the check above (which names the variable); it narrows the type to string values.
+  Schema.filter(hasStringValues)
 )
 
 /** A byte cap: a whole number from 0 to 4 GiB. */
@@ -59,10 +71,11 @@ export const ByteCap = Schema.Number.pipe(
   )
 )
 
-/** A timeout in milliseconds: finite, above 0, at most `MAX_TIMEOUT_MS`. */
+/** A timeout in milliseconds: a whole number from 1 to `MAX_TIMEOUT_MS`. */
 export const TimeoutMs = Schema.Number.pipe(
   Schema.filter((n) =>
-    Number.isFinite(n) && n > 0 && n <= MAX_TIMEOUT_MS || `must be a number of milliseconds above 0 and at most ${MAX_TIMEOUT_MS}`
+    Number.isSafeInteger(n) && n >= 1 && n <= MAX_TIMEOUT_MS ||
+    `must be a whole number of milliseconds from 1 to ${MAX_TIMEOUT_MS}`
   )
 )
 
@@ -108,15 +121,15 @@ export type Limits = typeof Limits.Type
 export const ExecInput = Schema.Struct({
   argv: Schema.Array(ArgString).pipe(
     Schema.filter((argv) =>
-      argv.length === 0 ? "argv must not be empty" : argv[0] === "" ? "argv[0] (the program) must not be empty" : true
+      argv.length === 0 ? "must not be empty" : argv[0] === "" ? "the program (argv[0]) must not be empty" : true
     )
   ),
-  cwd: Schema.optional(noNulString("cwd").pipe(Schema.nonEmptyString({ message: () => "cwd must not be empty" }))),
+  cwd: Schema.optional(ArgString.pipe(Schema.nonEmptyString({ message: () => "must not be empty" }))),
   env: Schema.optional(Env),
-  stdin: Schema.optional(Schema.Uint8ArrayFromSelf),
+  stdin: Schema.optional(Schema.Uint8ArrayFromSelf.annotations({ description: "a Uint8Array" })),
   limits: Schema.optional(Limits),
   timeout: Schema.optional(DurationInput.pipe(
-    Schema.filter((d) => Duration.toMillis(Duration.decode(d)) > 0 || "timeout must be above 0")
+    Schema.filter((d) => Duration.toMillis(Duration.decode(d)) > 0 || "must be above 0")
   )),
   killGrace: Schema.optional(DurationInput)
 })
@@ -128,14 +141,94 @@ const decodeExecInput = Schema.decodeUnknown(ExecInput, { errors: "all", onExces
 export const decodeInput = (input: unknown): Effect.Effect<ExecInput, InvalidInput> =>
   decodeExecInput(input).pipe(Effect.mapError(toInvalidInput("invalid exec input")))
 
-/** Turns a Schema `ParseError` into `InvalidInput`. */
+/**
+ * Turns a Schema `ParseError` into `InvalidInput` whose messages name each offending field and what it expected, and
+ * never the value: input can hold secrets (env values, stdin, argv), and errors end up in logs. Schema's own wording
+ * ("Expected string, actual <value>") is replaced; messages written by our schemas (filters, `message` annotations)
+ * are kept, so they must not quote values either (env variable names are fine: they are not secret).
+ */
 export const toInvalidInput = (what: string) => (error: ParseResult.ParseError): InvalidInput => {
-  const issues = ParseResult.ArrayFormatter.formatErrorSync(error)
-    // An optional field's `| undefined` member adds "Expected undefined" beside the real problem: noise.
-    .filter((issue) => !issue.message.startsWith("Expected undefined, actual"))
-    .map((issue) => ({ path: issue.path.map(String).join("."), message: issue.message }))
+  const issues = issuesOf(error.issue, [])
   const summary = issues.map((i) => (i.path === "" ? i.message : `${i.path}: ${i.message}`)).join("; ")
   return new InvalidInput({ message: `${what}: ${summary}`, issues })
+}
+
+interface Issue {
+  readonly path: string
+  readonly message: string
+}
+
+const issuesOf = (issue: ParseResult.ParseIssue, path: ReadonlyArray<PropertyKey>): Array<Issue> => {
+  const here = (message: string): Array<Issue> => [{ path: path.map(String).join("."), message }]
+  const authored = annotatedMessage(issue)
+  if (authored !== undefined) return here(authored)
+  switch (issue._tag) {
+    case "Pointer":
+      return issuesOf(issue.issue, [...path, ...Arr.ensure(issue.path)])
+    case "Type":
+      return here(issue.message ?? `expected ${expected(issue.ast)}`)
+    case "Missing":
+      return here("is missing")
+    case "Unexpected":
+      return here(typeof path.at(-1) === "string" ? "is not a known field" : "is unexpected")
+    case "Forbidden":
+      return here("could not be checked")
+    case "Refinement":
+    case "Transformation":
+      return issuesOf(issue.issue, path)
+    case "Composite": {
+      if (!AST.isUnion(issue.ast)) return Arr.ensure(issue.issues).flatMap((inner) => issuesOf(inner, path))
+      // No member matched. `Schema.optional` adds `| undefined`, whose own failure is noise beside the real one.
+      const members = Arr.ensure(issue.issues).filter((i) => !(i._tag === "Type" && AST.isUndefinedKeyword(i.ast)))
+      const [only, ...more] = members
+      return only !== undefined && more.length === 0 ? issuesOf(only, path) : here(`expected ${expected(issue.ast)}`)
+    }
+  }
+}
+
+// A `message` annotation, where Schema would use it: on a composite, a refinement of the `from` side or a
+// transformation's sides only when it asks to override the inner message.
+const annotatedMessage = (issue: ParseResult.ParseIssue): string | undefined => {
+  if (issue._tag === "Pointer" || issue._tag === "Unexpected" || issue._tag === "Missing") return undefined
+  const annotation = Option.getOrUndefined(AST.getMessageAnnotation(issue.ast))
+  if (annotation === undefined) return undefined
+  const out = annotation(issue)
+  const { message, override } = typeof out === "string" || Effect.isEffect(out)
+    ? { message: out, override: false }
+    : out
+  const innerFirst = issue._tag === "Composite" ||
+    (issue._tag === "Refinement" && issue.kind === "From") ||
+    (issue._tag === "Transformation" && issue.kind !== "Transformation")
+  // An effectful message is left out: formatting stays synchronous, and the structural message still says enough.
+  return typeof message !== "string" || (innerFirst && !override) ? undefined : message
+}
+
+/** What a schema expects, in words, from its annotations and shape: never from a value. */
+const expected = (ast: AST.AST): string => {
+  const description = Option.getOrUndefined(AST.getDescriptionAnnotation(ast))
+  if (description !== undefined) return description
+  switch (ast._tag) {
+    case "Literal":
+      return typeof ast.literal === "string" ? JSON.stringify(ast.literal) : String(ast.literal)
+    case "Union": {
+      const members = ast.types.filter((member) => !AST.isUndefinedKeyword(member))
+      return members.length > 1 && members.every(AST.isLiteral)
+        ? `one of ${members.map(expected).join(", ")}`
+        : members.map(expected).join(" or ")
+    }
+    case "TupleType":
+      return "an array"
+    case "TypeLiteral":
+      return "an object"
+    case "Refinement":
+      return `${expected(ast.from)} that passes a check`
+    case "Transformation":
+      return expected(ast.from)
+    case "Suspend":
+      return expected(ast.f())
+    default:
+      return Option.getOrElse(AST.getIdentifierAnnotation(ast), () => String(ast))
+  }
 }
 
 /** Which resource limit ended a run, when that can be known from how it ended. */

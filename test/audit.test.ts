@@ -4,7 +4,7 @@ import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
 import * as Tracer from "effect/Tracer"
-import { mkdtempSync, readFileSync } from "node:fs"
+import { chmodSync, mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
 import { Audit, NativeRunner } from "../src/index.js"
@@ -54,6 +54,26 @@ describe("Audit.layerJsonl", () => {
       expect(raw).not.toContain("run-0\\n")
     }).pipe(Effect.provide(jsonlRunner(file)))
   }, { timeout: 60_000 })
+
+  it.live("creates a new file readable by its owner only (0600)", () => {
+    const file = path.join(mkdtempSync(path.join(tmpdir(), "enr-audit-")), "new.jsonl")
+    return Effect.gen(function*() {
+      yield* NativeRunner.exec({ argv: ["true"] })
+      expect(statSync(file).mode & 0o777).toBe(0o600)
+      expect(Audit.AUDIT_FILE_MODE).toBe(0o600)
+    }).pipe(Effect.provide(jsonlRunner(file)))
+  })
+
+  it.live("an existing file keeps its mode (0644 stays 0644) and is appended to", () => {
+    const file = path.join(mkdtempSync(path.join(tmpdir(), "enr-audit-")), "existing.jsonl")
+    writeFileSync(file, "")
+    chmodSync(file, 0o644)
+    return Effect.gen(function*() {
+      yield* NativeRunner.exec({ argv: ["true"] })
+      expect(statSync(file).mode & 0o777).toBe(0o644)
+      expect(readFileSync(file, "utf8").trimEnd().split("\n")).toHaveLength(1)
+    }).pipe(Effect.provide(jsonlRunner(file)))
+  })
 
   it.live("still writes the line of an interrupted exec", () => {
     const file = path.join(mkdtempSync(path.join(tmpdir(), "enr-audit-")), "audit.jsonl")

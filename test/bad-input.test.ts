@@ -97,6 +97,7 @@ const cases: ReadonlyArray<Case> = [
   { name: "NaN timeoutMs", input: withLimits({ timeoutMs: Number.NaN }), expected: invalid("limits.timeoutMs") },
   { name: "Infinity timeoutMs", input: withLimits({ timeoutMs: Infinity }), expected: invalid("limits.timeoutMs") },
   { name: "timeoutMs beyond a Node timer (2^31)", input: withLimits({ timeoutMs: 2 ** 31 }), expected: invalid("limits.timeoutMs") },
+  { name: "fractional timeoutMs", input: withLimits({ timeoutMs: 1.5 }), expected: invalid("limits.timeoutMs") },
   { name: "limits a number", input: (m) => ({ ...valid(m), limits: 5 }), expected: invalid("limits") },
   // stdin
   { name: "stdin a string", input: (m) => ({ ...valid(m), stdin: "hello" }), expected: invalid("stdin") },
@@ -187,6 +188,44 @@ const check = async (kase: Case) => {
   }
 }
 
+const CANARY = "sk-canary-0b9d4e"
+const CANARY_NUMBER = 73_123_457
+
+/** No rendering of the error (message, issues, String, JSON, stack) holds a canary. */
+const expectNoCanary = (error: unknown) => {
+  const issues = fieldOf(error, "issues")
+  expect(Array.isArray(issues) && issues.length > 0).toBe(true)
+  for (const text of [fieldOf(error, "message"), issues, error, fieldOf(error, "stack")].flatMap((part) => [
+    String(part),
+    JSON.stringify(part) ?? ""
+  ])) {
+    expect(text).not.toContain(CANARY)
+    expect(text).not.toContain(String(CANARY_NUMBER))
+  }
+}
+
+// Unit-level cases with the exact messages are in Exec.test.ts; these go through the runner, both APIs.
+const secretCases: ReadonlyArray<Case> = [
+  { name: "secret env value beside a number", input: (m) => ({ ...valid(m), env: { OPENAI_API_KEY: CANARY, PORT: CANARY_NUMBER } }), expected: invalid("env") },
+  { name: "secret env value with a NUL byte", input: (m) => ({ ...valid(m), env: { OPENAI_API_KEY: `${CANARY}\0` } }), expected: invalid("env") },
+  { name: "stdin a secret string", input: (m) => ({ ...valid(m), stdin: CANARY }), expected: invalid("stdin") },
+  { name: "secret argument with a NUL byte", input: (m) => ({ argv: [...touch(m), `--token=${CANARY}\0`] }), expected: invalid("argv.3") },
+  { name: "unknown field holding a secret", input: (m) => ({ ...valid(m), apiKey: CANARY }), expected: invalid("apiKey"), viaPromise: true },
+  { name: "unknown limit holding a secret", input: withLimits({ token: CANARY }), expected: invalid("limits.token") },
+  { name: "a number where a string belongs", input: (m) => ({ argv: [...touch(m), CANARY_NUMBER] }), expected: invalid("argv.3"), viaPromise: true },
+  { name: "nested limits holding secrets", input: withLimits({ timeoutMs: CANARY, maxStdoutBytes: { v: CANARY }, maxStderrBytes: CANARY_NUMBER + 0.5 }), expected: invalid("limits.timeoutMs") },
+  { name: "timeout a secret string", input: (m) => ({ ...valid(m), timeout: CANARY }), expected: invalid("timeout") }
+]
+
+describe("InvalidInput never carries the values of the input", () => {
+  it.each(secretCases)("$name", async (kase) => {
+    await check(kase)
+    const outcome = await attempt(kase, newMarker())
+    expect(Either.isLeft(outcome)).toBe(true)
+    if (Either.isLeft(outcome)) expectNoCanary(outcome.left)
+  })
+})
+
 describe("malformed exec input gets a typed error and spawns nothing", () => {
   it("has at least 30 cases", () => {
     expect(cases.length).toBeGreaterThanOrEqual(30)
@@ -242,6 +281,24 @@ describe("bad layer options fail the layer with InvalidInput", () => {
   it("good options build (control)", async () => {
     const built = await build({ maxConcurrent: 4, timeout: "5 seconds", cwd: dir })
     expect(Either.isRight(built)).toBe(true)
+  })
+
+  // Layer options are often built from configuration that holds secrets; the error must not carry them.
+  const secretOptions: ReadonlyArray<readonly [string, unknown]> = [
+    ["a secret env value beside a number", { env: { OPENAI_API_KEY: CANARY, PORT: CANARY_NUMBER } }],
+    ["a secret env value with a NUL byte", { env: { OPENAI_API_KEY: `${CANARY}\0` } }],
+    ["timeout a secret string", { timeout: CANARY }],
+    ["cwd a relative secret", { cwd: CANARY }],
+    ["inheritEnv a secret", { inheritEnv: CANARY }],
+    ["maxConcurrent a secret number", { maxConcurrent: CANARY_NUMBER + 0.5 }],
+    ["a sandbox policy holding secrets", { sandbox: { policy: { workspace: CANARY, env: { TOKEN: CANARY_NUMBER } } } }],
+    ["resource limits holding secrets", { resourceLimits: { maxProcesses: CANARY, maxOpenFiles: CANARY_NUMBER + 0.5 } }]
+  ]
+
+  it.each(secretOptions)("%s: InvalidInput without the value", async (_name, options) => {
+    const built = await build(options)
+    expect(Either.isLeft(built) && built.left._tag).toBe("InvalidInput")
+    if (Either.isLeft(built)) expectNoCanary(built.left)
   })
 
 })

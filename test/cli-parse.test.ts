@@ -9,6 +9,7 @@ import { describe, expect, it } from "@effect/vitest"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as Layer from "effect/Layer"
 import * as Ref from "effect/Ref"
 import * as fc from "effect/FastCheck"
 import * as Cli from "../src/Cli.js"
@@ -78,7 +79,29 @@ describe("parseEnvPair", () => {
     expect(Either.isLeft(Cli.parseEnvPair("A"))).toBe(true)
     expect(Either.isLeft(Cli.parseEnvPair("=1"))).toBe(true)
   })
+
+  it("never quotes a bad value back: it may be a secret typed without its name", () => {
+    expect(Cli.parseEnvPair("sk-canary-41")).toStrictEqual(Either.left("missing '=' (use KEY=VALUE)"))
+    expect(Cli.parseEnvPair("=sk-canary-41")).toStrictEqual(Either.left("empty name before '=' (use KEY=VALUE)"))
+  })
 })
+
+describe("parseSandboxUser", () => {
+  it.each([
+    ["65534:65534", { uid: 65534, gid: 65534 }],
+    ["1000:100", { uid: 1000, gid: 100 }],
+    ["1:1", { uid: 1, gid: 1 }],
+    ["4294967294:4294967294", { uid: 4_294_967_294, gid: 4_294_967_294 }]
+  ])("%s", (text, user) => {
+    expect(Cli.parseSandboxUser(text)).toStrictEqual(Either.right(user))
+  })
+
+  it.each(["0:0", "0:1000", "1000:0", "4294967295:1", "1000", "1000:", ":1000", "a:b", "-1:5", "1.5:2", "1000:1000:1", ""])(
+    "refuses %j",
+    (text) => {
+      expect(Either.isLeft(Cli.parseSandboxUser(text))).toBe(true)
+    }
+  )})
 
 describe("checkForcedArgv (the '--' rule)", () => {
   it("accepts argv that is exactly what follows the first '--'", () => {
@@ -92,6 +115,12 @@ describe("checkForcedArgv (the '--' rule)", () => {
     [["run", "--jsn=1", "--", "ls"], ["--jsn=1", "ls"], "unknown option '--jsn=1'"],
     [["run", "ls", "--", "ls"], ["ls", "ls"], "unexpected argument 'ls' before '--' (the command goes after '--')"],
     [["run", "--json", "--json", "--", "ls"], ["--json", "ls"], "'--json' given more than once"],
+    [["run", "--no-seccomp", "--no-seccomp", "--", "ls"], ["--no-seccomp", "ls"], "'--no-seccomp' given more than once"],
+    [
+      ["run", "--redact-after=--token", "--", "ls"],
+      ["--redact-after=--token", "ls"],
+      "write '--redact-after --token' (with a space) instead of '--redact-after=--token'"
+    ],
     [["run", "--timeout", "--", "ls"], ["--timeout", "ls"], "'--timeout' is missing its value or given more than once"],
     [["run", "--env=A=1", "--", "ls"], ["--env=A=1", "ls"], "write '--env A=1' (with a space) instead of '--env=A=1'"]
   ])("%j is refused", (raw, parsed, reason) => {
@@ -108,6 +137,7 @@ const request = (overrides: Partial<Cli.RunRequest> = {}): Cli.RunRequest => ({
   json: false,
   env: {},
   inheritEnv: "core",
+  redactAfter: [],
   limits: {},
   sandbox: { backend: "none" },
   ...overrides
@@ -125,6 +155,20 @@ const parseRun = (args: ReadonlyArray<string>) =>
     return request === undefined ? yield* Effect.dieMessage("the handler did not run") : request
   }).pipe(Effect.provide(NodeContext.layer))
 
+/** Runs `Cli.main` for bad usage only (it fails before anything runs); returns the exit code and stderr lines. */
+const mainOf = (args: ReadonlyArray<string>) =>
+  Effect.gen(function*() {
+    const err: Array<string> = []
+    const stdio = Layer.succeed(Cli.Stdio, {
+      stdout: () => Effect.void,
+      stderr: (data) => Effect.sync(() => void err.push(typeof data === "string" ? data : new TextDecoder().decode(data))),
+      stdin: Effect.succeed(new Uint8Array()),
+      stdoutIsTerminal: false
+    })
+    const code = yield* Cli.main(args).pipe(Effect.provide([stdio, NodeContext.layer]))
+    return { code, err: err.join("").split("\n").filter((line) => line !== "") }
+  })
+
 describe("toRunRequest", () => {
   it.live("every flag lands in the request; paths are absolute; sandbox flags form the policy", () =>
     Effect.gen(function*() {
@@ -133,6 +177,7 @@ describe("toRunRequest", () => {
         "--max-file-size", "10MB", "--max-cpu", "2m", "--max-open-files", "256", "--timeout", "1.5s",
         "--kill-grace", "0ms", "--max-stdout", "64KiB", "--max-stderr", "1000", "--env", "A=1", "--env", "B=",
         "--inherit-env", "all", "--cwd", "sub", "--audit-log", "/var/log/a.jsonl", "--stdin-file", "-", "--json",
+        "--redact-after", "--token", "--redact-after", "-p", "--sandbox-user", "1000:1001", "--no-seccomp",
         "--", "make", "-j4", "--json"
       ])
       expect(request).toStrictEqual(Either.right({
@@ -147,6 +192,7 @@ describe("toRunRequest", () => {
         cwd: "/home/me/sub",
         stdinFile: "-",
         auditLog: "/var/log/a.jsonl",
+        redactAfter: ["--token", "-p"],
         limits: {
           maxProcesses: 64,
           maxMemoryBytes: 512 * 1024 ** 2,
@@ -154,7 +200,13 @@ describe("toRunRequest", () => {
           maxCpuSeconds: 120,
           maxOpenFiles: 256
         },
-        sandbox: { backend: "bwrap", workspace: "/home/me/ws", network: "host" }
+        sandbox: {
+          backend: "bwrap",
+          workspace: "/home/me/ws",
+          network: "host",
+          user: { uid: 1000, gid: 1001 },
+          seccomp: false
+        }
       }))
     }))
 
@@ -166,6 +218,7 @@ describe("toRunRequest", () => {
         json: false,
         env: {},
         inheritEnv: "core",
+        redactAfter: [],
         limits: {},
         sandbox: { backend: "none" }
       }))
@@ -186,12 +239,40 @@ describe("toRunRequest", () => {
       }))
     }))
 
-  it.live.each([["--workspace", "ws"], ["--network", "none"]] as const)("%j without --sandbox bwrap is bad usage", ([flag, value]) =>
+  it.live.each([
+    ["--workspace", "ws"],
+    ["--network", "none"],
+    ["--sandbox-user", "1000:1000"],
+    ["--no-seccomp"]
+  ] as const)("%j without --sandbox bwrap is bad usage", (args) =>
     Effect.gen(function*() {
-      const request = yield* parseRun([flag, value, "--", "true"])
+      const request = yield* parseRun([...args, "--", "true"])
       expect(Either.flip(Either.map(request, () => "parsed"))).toStrictEqual(Either.right(
-        new Cli.UsageError({ message: `${flag} only applies with --sandbox bwrap`, command: "run" })
+        new Cli.UsageError({ message: `${args[0]} only applies with --sandbox bwrap`, command: "run" })
       ))
+    }))
+
+  it.live.each([
+    ["0:0", "native-runner: --sandbox-user: uid and gid must be whole numbers from 1 to 4294967294 (got '0:0')"],
+    ["1000:0", "native-runner: --sandbox-user: uid and gid must be whole numbers from 1 to 4294967294 (got '1000:0')"],
+    ["nobody", "native-runner: --sandbox-user: bad value 'nobody' (use UID:GID, e.g. 65534:65534)"],
+    ["1.5:2", "native-runner: --sandbox-user: bad value '1.5:2' (use UID:GID, e.g. 65534:65534)"]
+  ] as const)("--sandbox-user %s: exit 2, one line and a usage hint", ([user, line]) =>
+    Effect.gen(function*() {
+      const ran = yield* mainOf(["run", "--sandbox", "bwrap", "--sandbox-user", user, "--", "true"])
+      expect(ran.code).toBe(2)
+      expect(ran.err).toStrictEqual([line, Cli.usageHint("run")])
+    }))
+
+  it.live("--sandbox-user and --no-seccomp are left out unless given", () =>
+    Effect.gen(function*() {
+      const request = yield* parseRun(["--sandbox", "bwrap", "--sandbox-user", "65534:65534", "--", "true"])
+      expect(Either.map(request, (r) => r.sandbox)).toStrictEqual(Either.right({
+        backend: "bwrap",
+        workspace: "/home/me",
+        network: "none",
+        user: { uid: 65534, gid: 65534 }
+      }))
     }))
 })
 
@@ -222,6 +303,25 @@ describe("toRunnerOptions", () => {
     expect("resourceLimits" in options).toBe(false)
     const bare = Cli.toRunnerOptions(request({ sandbox: { backend: "bwrap", workspace: "/srv/job", network: "none" } }))
     expect(bare.sandbox).toStrictEqual({ policy: { workspace: "/srv/job", network: "none" }, fallback: "fail" })
+  })
+
+  it("--sandbox-user and --no-seccomp go into the sandbox policy", () => {
+    const options = Cli.toRunnerOptions(request({
+      sandbox: { backend: "bwrap", workspace: "/srv/job", network: "none", user: { uid: 1000, gid: 1001 }, seccomp: false }
+    }))
+    expect(options.sandbox).toStrictEqual({
+      policy: { workspace: "/srv/job", network: "none", user: { uid: 1000, gid: 1001 }, seccomp: false },
+      fallback: "fail"
+    })
+  })
+
+  it("--redact-after becomes redactArgv, masking each flag's value in both forms; none, no redactArgv", () => {
+    const options = Cli.toRunnerOptions(request({ redactAfter: ["--token", "-p"] }))
+    const argv = ["curl", "--token", "s3cr3t", "--token=s3cr3t", "-p", "pw", "--other", "kept"]
+    expect(options.redactArgv?.(argv)).toStrictEqual(
+      ["curl", "--token", "***", "--token=***", "-p", "***", "--other", "kept"]
+    )
+    expect("redactArgv" in Cli.toRunnerOptions(request())).toBe(false)
   })
 
   it("limits without a sandbox become resourceLimits", () => {
@@ -364,6 +464,14 @@ describe("doctorReport", () => {
     nodeVersion: "v20.19.0",
     isRoot: false,
     bwrapVersion: Either.right("bubblewrap 0.8.0"),
+    sandboxHost: Either.right({
+      bwrap: "/usr/bin/bwrap",
+      setpriv: "/usr/bin/setpriv",
+      prlimit: "/usr/bin/prlimit",
+      identity: undefined,
+      seccomp: { arch: "x86_64", program: new Uint8Array(8) },
+      masks: []
+    }),
     bwrapPreflight: Either.right("preflight passed"),
     processLimit: { route: "rlimit" },
     prlimitVersion: Either.right("prlimit from util-linux 2.38.1"),
@@ -376,8 +484,26 @@ describe("doctorReport", () => {
   it("a host whose preflight passes can sandbox", () => {
     const report = Cli.doctorReport(facts)
     expect(report).toMatchObject({ bwrapUsable: true, bwrapVerdict: "available" })
-    expect(report.rows.map((row) => row.status)).toStrictEqual(["ok", "ok", "ok", "ok", "ok", "ok", "ok"])
+    expect(report.rows.map((row) => row.status)).toStrictEqual(["ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok"])
     expect(status(report, "max-procs")?.detail).toBe("RLIMIT_NPROC (counts every process of this user)")
+    expect(status(report, "sandbox paths")?.detail).toBe("bwrap /usr/bin/bwrap, setpriv /usr/bin/setpriv, prlimit /usr/bin/prlimit")
+    expect(status(report, "sandbox user")?.detail).toBe("this process's own user (not root)")
+    expect(status(report, "seccomp")?.detail).toMatch(/^default filter \(x86_64\): 33 syscalls refused/)
+  })
+
+  it("shows the sandbox user of a root host, a seccomp filter turned off, and helpers that cannot be found", () => {
+    const root = Cli.doctorReport({
+      ...facts,
+      isRoot: true,
+      sandboxHost: Either.map(facts.sandboxHost, (host) => ({ ...host, identity: { uid: 65534, gid: 65534 }, seccomp: undefined }))
+    })
+    expect(status(root, "sandbox user")).toMatchObject({ status: "ok", detail: "65534:65534 (host is root; never root inside)" })
+    expect(status(root, "seccomp")).toMatchObject({ status: "warn", detail: "off (policy seccomp: false)" })
+    const missing = Cli.doctorReport({
+      ...facts,
+      sandboxHost: Either.left(new SandboxUnavailable({ backend: "bwrap", message: "bubblewrap was not found", fix: "f" }))
+    })
+    expect(status(missing, "sandbox paths")).toMatchObject({ status: "FAIL", detail: "bubblewrap was not found" })
   })
 
   it("the verdict is the preflight's: its message when it fails, whatever the other rows say", () => {

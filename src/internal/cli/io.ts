@@ -6,6 +6,7 @@ import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import { open, readFile } from "node:fs/promises"
+import { AUDIT_FILE_MODE } from "../../Audit.js"
 import { UsageError } from "./failures.js"
 
 /** Our standard streams as the CLI uses them: everything it prints goes through here, so tests can record it. */
@@ -55,9 +56,12 @@ export const readStdinFile = (file: string | undefined): Effect.Effect<Uint8Arra
       catch: (error) => new UsageError({ message: `cannot read --stdin-file: ${errorText(error)}`, command: "run" })
     })
 
-/** Opens the log up front, so an unwritable path is bad usage before anything runs. */
+/**
+ * Opens the log up front, so an unwritable path is bad usage before anything runs. A new file gets the audit sink's
+ * mode (0600), as if the sink had created it.
+ */
 export const checkAuditLog = (file: string | undefined): Effect.Effect<void, UsageError> =>
   file === undefined ? Effect.void : Effect.tryPromise({
-    try: () => open(file, "a").then((handle) => handle.close()),
+    try: () => open(file, "a", AUDIT_FILE_MODE).then((handle) => handle.close()),
     catch: (error) => new UsageError({ message: `cannot write --audit-log: ${errorText(error)}`, command: "run" })
   })

@@ -10,7 +10,7 @@ import * as ValidationError from "@effect/cli/ValidationError"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import { MAX_BYTES_CAP, MAX_TIMEOUT_MS } from "../../Exec.js"
-import { formatMillis, parseDuration, parseEnvPair, parseSize } from "./parse.js"
+import { formatMillis, parseDuration, parseEnvPair, parseSandboxUser, parseSize } from "./parse.js"
 
 const checked = <A>(name: string, parse: (text: string) => Either.Either<A, string>) => (text: string) =>
   Either.match(parse(text), {
@@ -100,8 +100,8 @@ export const runConfig = {
     "inherit-env",
     ["none", "core", "all"],
     "What the command inherits from our environment: none, core (PATH, HOME, LANG, ...) or all. Default core; " +
-      "none with --sandbox bwrap, whose PATH, HOME and TMPDIR are its own. Secret-looking names (KEY, TOKEN, ...) " +
-      "never pass."
+      "none with --sandbox bwrap, whose PATH, HOME and TMPDIR are its own. Secret-looking names (KEY, TOKEN, " +
+      "PASS, ...) and URLs with credentials (scheme://user:pass@host) never pass; --env is never filtered."
   ).pipe(Options.optional),
   stdinFile: Options.text("stdin-file").pipe(
     Options.withPseudoName("path"),
@@ -126,6 +126,18 @@ export const runConfig = {
     ["none", "host"],
     "[bwrap] Network inside the sandbox: none (loopback only; default) or host."
   ).pipe(Options.optional),
+  sandboxUser: Options.text("sandbox-user").pipe(
+    Options.withPseudoName("UID:GID"),
+    Options.mapEffect(checked("--sandbox-user", parseSandboxUser)),
+    Options.withDescription(
+      "[bwrap] When we run as root, the host user and group the command runs as, whole numbers above 0 " +
+        "(default 65534:65534, nobody). As another user the sandbox runs as that user."
+    ),
+    Options.optional
+  ),
+  noSeccomp: Options.boolean("no-seccomp").pipe(
+    Options.withDescription("[bwrap] Leave out the sandbox's default seccomp filter. For debugging only.")
+  ),
   maxProcs: countOption(
     "max-procs",
     "Processes and threads of the run (with --sandbox bwrap, bwrap's own two included). As root a pids cgroup " +
@@ -141,8 +153,22 @@ export const runConfig = {
   maxOpenFiles: countOption("max-open-files", "Open file descriptors per process (RLIMIT_NOFILE)."),
   auditLog: Options.text("audit-log").pipe(
     Options.withPseudoName("file.jsonl"),
-    Options.withDescription("Appends one JSON line per run (argv, cwd, exit, timing; never env values or output)."),
+    Options.withDescription(
+      "Appends one JSON line per run (argv, cwd, exit, timing; never env values or output). A new file is " +
+        "created readable by its owner only (0600); an existing one keeps its mode."
+    ),
     Options.optional
+  ),
+  redactAfter: Options.text("redact-after").pipe(
+    Options.withPseudoName("flag"),
+    Options.withDescription(
+      "Masks, in the audit records (--audit-log and --json's audits), the command's argument that follows this " +
+        "flag, and the value of flag=value, as ***; repeatable. E.g. --redact-after --token hides s3cr3t in " +
+        "'--token s3cr3t' and '--token=s3cr3t'. The command itself gets the real value."
+    ),
+    Options.repeated,
+    Options.mapEffect(Effect.forEach(checked("--redact-after", (flag) =>
+      flag === "" ? Either.left("the flag must not be empty") : Either.right(flag))))
   ),
   json: Options.boolean("json").pipe(
     Options.withDescription(

@@ -72,12 +72,39 @@ export const formatMillis = (millis: number): string =>
     ? `${millis / 1000}s`
     : `${millis}ms`
 
-/** Parses one `KEY=VALUE` (the value may be empty or contain `=`). */
+/**
+ * Parses one `KEY=VALUE` (the value may be empty or contain `=`). A bad one is never quoted back: it may be a secret
+ * typed without its name.
+ */
 export const parseEnvPair = (text: string): Either.Either<readonly [string, string], string> => {
   const eq = text.indexOf("=")
-  return eq <= 0
-    ? Either.left(`bad value '${text}' (use KEY=VALUE)`)
+  return eq < 0
+    ? Either.left("missing '=' (use KEY=VALUE)")
+    : eq === 0
+    ? Either.left("empty name before '=' (use KEY=VALUE)")
     : Either.right([text.slice(0, eq), text.slice(eq + 1)] as const)
+}
+
+/** The largest uid or gid: uid_t is 32 bits and (uid_t)-1 means "no change" to the kernel. */
+const MAX_ID = 4_294_967_294
+
+/**
+ * Parses `--sandbox-user UID:GID`: two whole numbers above 0 (root is refused, as `Sandbox.SandboxUser` refuses it).
+ *
+ * @example
+ * parseSandboxUser("1000:1000") // Either.right({ uid: 1000, gid: 1000 })
+ */
+export const parseSandboxUser = (
+  text: string
+): Either.Either<{ readonly uid: number; readonly gid: number }, string> => {
+  const match = /^(\d+):(\d+)$/.exec(text.trim())
+  const uid = Number(match?.[1])
+  const gid = Number(match?.[2])
+  return match === null
+    ? Either.left(`bad value '${text}' (use UID:GID, e.g. 65534:65534)`)
+    : uid < 1 || gid < 1 || uid > MAX_ID || gid > MAX_ID
+    ? Either.left(`uid and gid must be whole numbers from 1 to ${MAX_ID} (got '${text}')`)
+    : Either.right({ uid, gid })
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -93,8 +120,11 @@ export const shellQuote = (arg: string): string =>
 export const RUN_OPTION_NAMES: ReadonlyArray<string> = [
   "--timeout", "--kill-grace", "--max-stdout", "--max-stderr", "--cwd", "--env", "--inherit-env", "--stdin-file",
   "--sandbox", "--workspace", "--network", "--max-procs", "--max-memory", "--max-file-size", "--max-cpu",
-  "--max-open-files", "--audit-log", "--json"
+  "--max-open-files", "--audit-log", "--redact-after", "--sandbox-user", "--no-seccomp", "--json"
 ]
+
+// Our flags that take no value: given twice, the second one is left over as an argument.
+const BOOLEAN_OPTION_NAMES: ReadonlyArray<string> = ["--json", "--no-seccomp"]
 
 /**
  * Checks that the parsed argv is exactly what follows `--` in the raw arguments, and says what is wrong if not.
@@ -119,8 +149,8 @@ export const checkForcedArgv = (
   return Either.left(
     !first.startsWith("-")
       ? `unexpected argument '${first}' before '--' (the command goes after '--')`
-      : name === "--json"
-      ? "'--json' given more than once"
+      : BOOLEAN_OPTION_NAMES.includes(name)
+      ? `'${name}' given more than once`
       : RUN_OPTION_NAMES.includes(name) && first.includes("=")
       ? `write '${name} ${first.slice(name.length + 1)}' (with a space) instead of '${first}'`
       : RUN_OPTION_NAMES.includes(name)

@@ -6,6 +6,7 @@ import * as Duration from "effect/Duration"
 import * as Either from "effect/Either"
 import * as Option from "effect/Option"
 import * as path from "node:path"
+import * as Audit from "../../Audit.js"
 import type { ExecInput } from "../../Exec.js"
 import type * as NativeRunner from "../../NativeRunner.js"
 import type * as Sandbox from "../../Sandbox.js"
@@ -21,6 +22,10 @@ export type SandboxRequest =
     /** Absolute host directory, bound at `/workspace`. */
     readonly workspace: string
     readonly network: Sandbox.Network
+    /** Given only with `--sandbox-user`; else the policy's default applies. */
+    readonly user?: Sandbox.SandboxUser
+    /** `false` only with `--no-seccomp`; absent means the policy's default (on). */
+    readonly seccomp?: false
   }
 
 /** Everything `native-runner run` was asked to do, validated, paths absolute. */
@@ -37,6 +42,8 @@ export interface RunRequest {
   /** An absolute path, or "-" for our own stdin. */
   readonly stdinFile?: string | undefined
   readonly auditLog?: string | undefined
+  /** Flags whose values are masked in audit records (`--redact-after`); `[]` for none. */
+  readonly redactAfter: ReadonlyArray<string>
   /** Only the limits that were given; `{}` for none. They apply with or without a sandbox. */
   readonly limits: Sandbox.ResourceLimits
   readonly sandbox: SandboxRequest
@@ -53,7 +60,9 @@ export const toRunRequest = (
   if (Either.isLeft(forced)) return usage(forced.left)
   const sandboxOnly = [
     ["--workspace", Option.isSome(config.workspace)],
-    ["--network", Option.isSome(config.network)]
+    ["--network", Option.isSome(config.network)],
+    ["--sandbox-user", Option.isSome(config.sandboxUser)],
+    ["--no-seccomp", config.noSeccomp]
   ] as const
   const given = sandboxOnly.find(([, isSet]) => isSet)
   // A sandbox setting that is silently ignored is worse than an error.
@@ -86,11 +95,14 @@ export const toRunRequest = (
     cwd: absolute(config.cwd),
     stdinFile: absolute(config.stdinFile),
     auditLog: absolute(config.auditLog),
+    redactAfter: config.redactAfter,
     limits,
     sandbox: config.sandbox === "none" ? { backend: "none" } : {
       backend: "bwrap",
       workspace: path.resolve(hostCwd, Option.getOrElse(config.workspace, () => ".")),
-      network: Option.getOrElse(config.network, () => "none" as const)
+      network: Option.getOrElse(config.network, () => "none" as const),
+      ...Option.match(config.sandboxUser, { onNone: () => ({}), onSome: (user) => ({ user }) }),
+      ...(config.noSeccomp ? { seccomp: false as const } : {})
     }
   })
 }
@@ -98,7 +110,7 @@ export const toRunRequest = (
 /**
  * The one place CLI flags become `NativeRunner` options. A bwrap sandbox never falls back (`fallback: "fail"`):
  * when bubblewrap cannot be used the layer fails with `SandboxUnavailable` and nothing runs. Limits go into the
- * sandbox policy, or, without a sandbox, into `resourceLimits`.
+ * sandbox policy, or, without a sandbox, into `resourceLimits`. `--redact-after` flags become `redactArgv`.
  *
  * @example
  * toRunnerOptions(request) // { ..., sandbox: { policy: { workspace: "/srv/job", network: "none" }, fallback: "fail" } }
@@ -111,14 +123,17 @@ export const toRunnerOptions = (request: RunRequest): NativeRunner.Options => {
     killGrace: request.killGraceMs === undefined ? undefined : Duration.millis(request.killGraceMs),
     maxStdoutBytes: request.maxStdoutBytes,
     maxStderrBytes: request.maxStderrBytes,
-    cwd: request.cwd
+    cwd: request.cwd,
+    ...(request.redactAfter.length === 0 ? {} : { redactArgv: Audit.redactAfter(request.redactAfter) })
   }
   const { sandbox } = request
   if (sandbox.backend === "none") return hasLimits ? { ...base, resourceLimits: request.limits } : base
   const policy: Sandbox.Policy = {
     workspace: sandbox.workspace,
     network: sandbox.network,
-    ...(hasLimits ? { limits: request.limits } : {})
+    ...(hasLimits ? { limits: request.limits } : {}),
+    ...(sandbox.user === undefined ? {} : { user: sandbox.user }),
+    ...(sandbox.seccomp === undefined ? {} : { seccomp: sandbox.seccomp })
   }
   return { ...base, sandbox: { policy, fallback: "fail" } }
 }

@@ -101,6 +101,34 @@ const release = (host: string): Effect.Effect<void> =>
     await walk(host, giveBack(held.user, held.original)).catch(() => undefined)
   }))
 
+/** True when `user` may search a directory with these stats (owner, group, then other execute bit). */
+const searchable = (stats: Stats, user: SandboxUser): boolean =>
+  (stats.uid === user.uid ? stats.mode & 0o100 : stats.gid === user.gid ? stats.mode & 0o010 : stats.mode & 0o001) !== 0
+
+/**
+ * Fails with `SpawnError` (`SandboxSetup`) naming the first directory above a bind source that `user` cannot search:
+ * bwrap runs as that user and must reach every source path (root's 0700 temp and home directories are the usual
+ * case). Said plainly here instead of bwrap's "Can't find source path ...: Permission denied".
+ */
+export const checkReachable = (hosts: ReadonlyArray<string>, user: SandboxUser): Effect.Effect<void, SpawnError> =>
+  Effect.forEach(hosts, (host) =>
+    Effect.tryPromise({
+      try: async () => {
+        for (let dir = path.dirname(host); ; dir = path.dirname(dir)) {
+          const stats = await lstat(dir)
+          if (!searchable(stats, user)) {
+            throw new Error(
+              `the sandbox user ${user.uid}:${user.gid} cannot reach it: ${dir} (mode ${
+                (stats.mode & 0o777).toString(8)
+              }, owner ${stats.uid}:${stats.gid}) is not searchable by it; put it under a directory it can search`
+            )
+          }
+          if (dir === "/") return
+        }
+      },
+      catch: (error) => setupError(host, "bind", error)
+    }), { discard: true })
+
 /**
  * Hands each of `hosts` to `user` for as long as the scope is open. Fails with `SpawnError` (`SandboxSetup`) when
  * ownership cannot be changed (a read-only file system, no CAP_CHOWN), before anything runs.

@@ -13,7 +13,7 @@ import * as Sandbox from "../Sandbox.js"
 import { type BwrapStatus, descendantsOf, makeBwrapStatus } from "./bwrapStatus.js"
 import type { Outcome, RunningProcess } from "./engine.js"
 import { resolveExecutable } from "./executables.js"
-import { handOver } from "./handover.js"
+import { checkReachable, handOver } from "./handover.js"
 import { checkCwd } from "./live.js"
 import type { PreparedCommand } from "./prepared.js"
 import type * as Scope from "effect/Scope"
@@ -175,8 +175,12 @@ const sandboxWrap = (policy: Sandbox.Policy, host: SandboxHost) => (command: Pre
     }),
     (wrapped) => {
       const writable = [policy.workspace, ...(policy.readWriteBinds ?? []).map((bind) => bind.host)]
+      const readOnly = (policy.readOnlyBinds ?? []).map((bind) => bind.host)
+      const identity = host.identity
       const around: Around = {
-        acquire: host.identity === undefined ? Effect.void : handOver(writable, host.identity),
+        acquire: identity === undefined
+          ? Effect.void
+          : Effect.zipRight(checkReachable([...writable, ...readOnly], identity), handOver(writable, identity)),
         adapt: signalInside(status),
         setupFailure: bwrapSetupFailure(command, status)
       }

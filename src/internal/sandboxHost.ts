@@ -47,7 +47,9 @@ export const resolveSandboxHost = (
     const bwrap = yield* locate("bwrap", paths.bwrapPath)
     if (bwrap === undefined) {
       return yield* Effect.fail(unavailable(
-        `bubblewrap was not found: ${paths.bwrapPath ?? "no `bwrap` on PATH"} is not an executable file.`,
+        paths.bwrapPath === undefined
+          ? "bubblewrap was not found: no `bwrap` on PATH."
+          : `bubblewrap was not found: ${paths.bwrapPath} is not an executable file.`,
         "Install bubblewrap (`apt-get install -y bubblewrap`, `dnf install bubblewrap`, `apk add bubblewrap`) or " +
           "pass its absolute path as `bwrapPath`; or run without a sandbox."
       ))

@@ -10,11 +10,13 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as ManagedRuntime from "effect/ManagedRuntime"
+import type * as Scope from "effect/Scope"
 import type { NativeRunnerError } from "./Errors.js"
 import type { ExecInput, ExecResult } from "./Exec.js"
 import type { Spawner } from "./internal/engine.js"
 import { makeSpawner } from "./internal/live.js"
 import { makeNodeSpawner } from "./internal/nodeSpawner.js"
+import { makeRunCgroups, type RunCgroups } from "./internal/runCgroup.js"
 import { makePolicy, type PolicyOptions } from "./internal/policy.js"
 import { makeRunner, type RunnerOptions, type RunnerService } from "./internal/runner.js"
 import type * as Types from "./types.js"
@@ -38,11 +40,15 @@ export class NativeRunner extends Context.Tag("effect-native-runner/NativeRunner
 export const exec = (input: ExecInput): Effect.Effect<ExecResult, NativeRunnerError, NativeRunner> =>
   Effect.flatMap(NativeRunner, (runner) => runner.exec(input))
 
-const makeWith = (spawner: Spawner, canSandbox: boolean, options: Options) =>
+const makeWith = (
+  spawner: Spawner,
+  capabilities: { readonly canSandbox: boolean; readonly runCgroups?: RunCgroups | undefined },
+  options: Options
+) =>
   Effect.gen(function*() {
     return yield* makeRunner({
       spawner,
-      policy: yield* makePolicy(options, { canSandbox }),
+      policy: yield* makePolicy(options, capabilities),
       hostEnv: process.env,
       hostCwd: process.cwd()
     }, options)
@@ -59,17 +65,18 @@ const makeWith = (spawner: Spawner, canSandbox: boolean, options: Options) =>
 export const make = (
   options: Options = {}
 ): Effect.Effect<RunnerService, NativeRunnerError, CommandExecutor.CommandExecutor> =>
-  Effect.flatMap(CommandExecutor.CommandExecutor, (executor) => makeWith(makeSpawner(executor), false, options))
+  Effect.flatMap(CommandExecutor.CommandExecutor, (executor) => makeWith(makeSpawner(executor), { canSandbox: false }, options))
 
 /**
- * Builds the live runner on the project's own Node spawner. Bad options fail with `InvalidInput`; a sandbox that
- * cannot run here fails with `SandboxUnavailable` (unless `sandbox.fallback` is `"unsandboxed"`).
+ * Builds the live runner on the project's own Node spawner, in the scope (which owns its per-run cgroups, where this
+ * host can make them). Bad options fail with `InvalidInput`; a sandbox that cannot run here fails with
+ * `SandboxUnavailable` (unless `sandbox.fallback` is `"unsandboxed"`).
  *
  * @example
  * const runner = yield* NativeRunner.makeNode({ sandbox: { policy: { workspace: "/srv/job" } } })
  */
-export const makeNode = (options: Options = {}): Effect.Effect<RunnerService, NativeRunnerError> =>
-  makeWith(makeNodeSpawner(), true, options)
+export const makeNode = (options: Options = {}): Effect.Effect<RunnerService, NativeRunnerError, Scope.Scope> =>
+  Effect.flatMap(makeRunCgroups, (runCgroups) => makeWith(makeNodeSpawner(), { canSandbox: true, runCgroups }, options))
 
 /** The live layer over the `CommandExecutor` in context (bring your own); no sandbox. */
 export const layer = (
@@ -78,7 +85,7 @@ export const layer = (
 
 /** The live layer on the project's own Node spawner: no requirements, sandbox and limits supported. */
 export const layerNode = (options: Options = {}): Layer.Layer<NativeRunner, NativeRunnerError> =>
-  Layer.effect(NativeRunner, makeNode(options))
+  Layer.scoped(NativeRunner, makeNode(options))
 
 /** A Promise runner backed by a layer, for code outside Effect. Call `dispose` to release the layer. */
 export interface PromiseRunner extends Types.NativeRunner {

@@ -12,6 +12,7 @@ import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
+import * as Layer from "effect/Layer"
 import * as ManagedRuntime from "effect/ManagedRuntime"
 import { randomUUID } from "node:crypto"
 import cp from "node:child_process"
@@ -30,6 +31,8 @@ import {
   waitUntilEmpty,
   withEnvMarker
 } from "../bench/lib/procs.js"
+import { makeNodeSpawner } from "../src/internal/nodeSpawner.js"
+import { makeRunner, plainPolicy } from "../src/internal/runner.js"
 import * as NativeRunner from "../src/NativeRunner.js"
 
 const MARK = "RELIABILITY_MARK"
@@ -124,29 +127,51 @@ describe("reliability (real processes)", () => {
     }).pipe(Effect.ensuring(cleanup(mark)), Effect.provide(NativeRunner.layerNode({ drainTimeout: "1 second" })))
   })
 
-  it.live("a setsid grandchild holding the pipe only gets the bounded drain", () => {
+  // The grandchild writes its pid only after setsid ran, and the child exits only after that, so the grandchild is
+  // surely out of the child's process group when the run ends (no race with the group kill).
+  const setsidScript = (pidFile: string) =>
+    `setsid sh -c 'echo $$ > ${pidFile}; exec sleep 30' & while [ ! -s ${pidFile} ]; do sleep 0.01; done; echo done`
+
+  it.live("a setsid grandchild dies with the run when the run has its own cgroup (root here, as in CI)", () => {
     const mark = newMark()
-    const dir = scratch()
-    const pidFile = path.join(dir, "grandchild.pid")
+    const pidFile = path.join(scratch(), "grandchild.pid")
     return Effect.gen(function*() {
-      // The grandchild writes its pid only after setsid ran, and the child exits only after that, so the
-      // grandchild is surely out of the child's process group when the run ends (no race with the group kill).
-      const script = `setsid sh -c 'echo $$ > ${pidFile}; exec sleep 30' & ` +
-        `while [ ! -s ${pidFile} ]; do sleep 0.01; done; echo done`
-      const [result, ms] = yield* elapsed(NativeRunner.exec({ argv: ["sh", "-c", script], env: env(mark) }))
+      const [result, ms] = yield* elapsed(NativeRunner.exec({ argv: ["sh", "-c", setsidScript(pidFile)], env: env(mark) }))
+      expect([result.exitCode, text(result.stdout)]).toEqual([0, "done\n"])
+      // Killed with the cgroup when the child exited, so its pipe closed at once: no wait for the drain (5 s).
+      expect(ms).toBeLessThan(5_000)
+      expect(yield* leftovers(mark)).toEqual([])
+    }).pipe(
+      Effect.ensuring(cleanup(mark)),
+      Effect.provide(NativeRunner.layerNode({ drainTimeout: "5 seconds" }))
+    )
+  }, { skip: process.getuid?.() !== 0 && process.env["CI"] !== "true" })
+
+  it.live("without a run cgroup, a setsid grandchild holding the pipe only gets the bounded drain", () => {
+    const mark = newMark()
+    const pidFile = path.join(scratch(), "grandchild.pid")
+    // The runner as a host without cgroups gets it: the Node spawner and no per-run cgroup.
+    const withoutCgroups = Layer.effect(
+      NativeRunner.NativeRunner,
+      makeRunner({ spawner: makeNodeSpawner(), policy: plainPolicy, hostEnv: process.env, hostCwd: process.cwd() }, {
+        drainTimeout: "500 millis"
+      })
+    )
+    return Effect.gen(function*() {
+      const [result, ms] = yield* elapsed(NativeRunner.exec({ argv: ["sh", "-c", setsidScript(pidFile)], env: env(mark) }))
       expect(result.exitCode).toBe(0)
       expect(text(result.stdout)).toBe("done\n")
       // Finishes after the bounded drain (500 ms), not when the grandchild lets go of the pipe (30 s).
       expect(ms).toBeGreaterThanOrEqual(500 - 50)
       expect(ms).toBeLessThan(500 + 5_000)
-      // Without a sandbox (no PID namespace) the grandchild survives: it left the process group the runner kills,
-      // and nothing else tracks it. This documents that limit; the cleanup below kills it.
+      // Without a cgroup or a sandbox (no PID namespace) the grandchild survives: it left the process group the
+      // runner kills, and nothing else tracks it. This documents that limit; the cleanup below kills it.
       const grandchild = Number(readFileSync(pidFile, "utf8"))
       expect(isAlive(grandchild)).toBe(true)
       expect(carrying(mark).map((p) => p.pid)).toEqual([grandchild])
     }).pipe(
       Effect.ensuring(cleanup(mark)),
-      Effect.provide(NativeRunner.layerNode({ drainTimeout: "500 millis" }))
+      Effect.provide(withoutCgroups)
     )
   })
 

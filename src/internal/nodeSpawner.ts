@@ -8,10 +8,12 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as FiberId from "effect/FiberId"
 import { type ChildProcess, spawn, type StdioOptions } from "node:child_process"
+import { existsSync } from "node:fs"
 import type { Readable, Writable } from "node:stream"
 import type { KillSignal, ProcessExit, RunningProcess, Spawner } from "./engine.js"
 import { classifyFailure, errnoOf, spawnError } from "./live.js"
 import type { ExtraFd, PreparedCommand } from "./prepared.js"
+import { moveSelf } from "./runCgroup.js"
 
 const ignore = () => {}
 
@@ -22,8 +24,14 @@ const feed = (stream: Writable | null | undefined, bytes: Uint8Array) => {
   stream.end(bytes)
 }
 
-/** Signals the process group led by `pid`. ESRCH (gone) and EPERM (no longer ours to signal) are outcomes. */
-export const killGroup = (pid: number, signal: KillSignal): void => {
+/**
+ * Signals the process group led by `pid`. ESRCH (gone) and EPERM (no longer ours to signal) are outcomes. Once the
+ * leader has been reaped (`reaped`), a live process whose pid is `pid` cannot be ours: the kernel does not hand out a
+ * pid still in use as a group id, so that process proves our group empty and the id reused; it is never signalled.
+ * (Left open without a run cgroup: the last member exiting and the id being taken between this check and the kill.)
+ */
+export const killGroup = (pid: number, signal: KillSignal, reaped = false): void => {
+  if (reaped && existsSync(`/proc/${pid}`)) return
   try {
     process.kill(-pid, signal)
   } catch (error) {
@@ -71,7 +79,10 @@ const start = (command: PreparedCommand, stdin: Uint8Array | undefined) =>
   Effect.async<Started, { readonly error: unknown }>((resume) => {
     const [program, ...args] = command.argv
     let child: ChildProcess
+    const cgroup = command.cgroup
     try {
+      // libuv forks inside this synchronous call, so the child is born in the run's cgroup and nothing else is.
+      if (cgroup !== undefined) moveSelf(cgroup.procs)
       // detached: the child leads a new session and process group, so the whole tree is signalled with kill(-pid).
       child = spawn(program, args, {
         cwd: command.cwd,
@@ -83,6 +94,8 @@ const start = (command: PreparedCommand, stdin: Uint8Array | undefined) =>
       // Some errnos (E2BIG, ENOTDIR for a cwd that is a file) are thrown instead of emitted.
       resume(Effect.fail({ error }))
       return
+    } finally {
+      if (cgroup !== undefined) moveSelf(cgroup.home)
     }
     const exited = Deferred.unsafeMake<ProcessExit>(FiberId.none)
     child.once("exit", (code, signal) => Deferred.unsafeDone(exited, Exit.succeed({ code, signal })))
@@ -149,7 +162,7 @@ export const makeNodeSpawner = (): Spawner => ({
       ({ child, exited, pid }): RunningProcess => ({
         output: outputOf(child.stdout, child.stderr),
         exit: Deferred.await(exited),
-        kill: (signal) => Effect.sync(() => killGroup(pid, signal))
+        kill: (signal) => Effect.flatMap(Deferred.isDone(exited), (reaped) => Effect.sync(() => killGroup(pid, signal, reaped)))
       })
     )
 })

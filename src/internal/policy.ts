@@ -19,6 +19,7 @@ import type { PreparedCommand } from "./prepared.js"
 import type * as Scope from "effect/Scope"
 import { limitExceeded, pidsCgroup, prlimitArgv, processLimitRoute } from "./resourceLimits.js"
 import { plainPolicy, type Policy, type PreparedRun } from "./runner.js"
+import type { RunCgroups } from "./runCgroup.js"
 import { preflightHost, resolveSandboxHost, type SandboxHost, type SandboxPaths } from "./sandboxHost.js"
 
 /** The sandbox of a live layer. */
@@ -196,6 +197,36 @@ const sandboxWrap = (policy: Sandbox.Policy, host: SandboxHost) => (command: Pre
  * a `CommandExecutor` cannot).
  */
 export const makePolicy = (
+  options: PolicyOptions,
+  spawner: { readonly canSandbox: boolean; readonly runCgroups?: RunCgroups | undefined }
+): Effect.Effect<Policy, InvalidInput | SandboxUnavailable> =>
+  Effect.map(basePolicy(options, spawner), (policy) => withRunCgroup(policy, spawner.runCgroups))
+
+/**
+ * Every run in a cgroup of its own, when the layer has them: the child is born in it, and the run's signals go to
+ * what is in it (the sandbox still sends TERM inside its PID namespace; KILL then takes the whole cgroup).
+ */
+const withRunCgroup = (policy: Policy, cgroups: RunCgroups | undefined): Policy =>
+  cgroups === undefined ? policy : {
+    ...policy,
+    prepare: (command) =>
+      Effect.gen(function*() {
+        const run = yield* policy.prepare(command)
+        const cgroup = yield* cgroups.make
+        const adapt = run.adapt
+        const prepared: PreparedRun = {
+          ...run,
+          command: { ...run.command, cgroup: cgroup.join },
+          adapt: (proc) => {
+            const inCgroup: RunningProcess = { ...proc, kill: cgroup.signal }
+            return adapt === undefined ? inCgroup : adapt(inCgroup)
+          }
+        }
+        return prepared
+      })
+  }
+
+const basePolicy = (
   options: PolicyOptions,
   spawner: { readonly canSandbox: boolean }
 ): Effect.Effect<Policy, InvalidInput | SandboxUnavailable> =>

@@ -11,6 +11,11 @@ export interface PreparedCommand {
    * writes and the host reads (bwrap's `--json-status-fd`). Secrets travel here, never on a command line.
    */
   readonly extraFds?: ReadonlyArray<ExtraFd> | undefined
+  /**
+   * The run's own cgroup (`internal/runCgroup`): the spawner moves itself into `procs` for the fork, then back to
+   * `home`, so the child and everything it starts are in the run's cgroup from their first instruction.
+   */
+  readonly cgroup?: { readonly procs: string; readonly home: string } | undefined
 }
 
 /** One descriptor handed to the child beyond stdin, stdout and stderr. */

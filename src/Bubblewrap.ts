@@ -243,7 +243,11 @@ export const wrap = (
     ...(path.posix.isAbsolute(policy.workspace) ? [] : [{ path: "sandbox.workspace", message: "must be absolute" }]),
     ...checkBinds("sandbox.readWriteBinds", policy.readWriteBinds),
     ...checkBinds("sandbox.readOnlyBinds", policy.readOnlyBinds),
-    ...checkEnv(env, "env")
+    ...checkEnv(env, "env"),
+    // Without setpriv nothing would switch users: the program would run as the caller (root) — fail closed.
+    ...(options?.identity !== undefined && options.setprivPath === undefined
+      ? [{ path: "setprivPath", message: "is required with an identity" }]
+      : [])
   ]
   const relativeCwd = path.posix.isAbsolute(command.cwd) && path.posix.isAbsolute(policy.workspace)
     ? relativeInside(policy.workspace, command.cwd)

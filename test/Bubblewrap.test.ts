@@ -1,18 +1,22 @@
 import { describe, expect, it } from "@effect/vitest"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
-import { spawnSync } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import * as Bubblewrap from "../src/Bubblewrap.js"
 import { InvalidInput, SandboxUnavailable } from "../src/Errors.js"
+import { runProcess, type RunSettings } from "../src/internal/engine.js"
+import { makeNodeSpawner } from "../src/internal/nodeSpawner.js"
 import type { PreparedCommand } from "../src/internal/prepared.js"
 import { enterCgroup, limitExceeded, prlimitArgv } from "../src/internal/resourceLimits.js"
 import type * as Sandbox from "../src/Sandbox.js"
 
 const workspace = "/srv/job"
 const command: PreparedCommand = { argv: ["make", "-j2"], cwd: workspace, env: { PATH: "/usr/bin:/bin", LANG: "C" } }
+const asRoot = process.getuid?.() === 0
+const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes)
 
 const wrapped = (policy: Sandbox.Policy, cmd: PreparedCommand = command, options?: Bubblewrap.WrapOptions) => {
   const result = Bubblewrap.wrap(policy, cmd, options)
@@ -26,9 +30,30 @@ const rejected = (policy: Sandbox.Policy, cmd: PreparedCommand): InvalidInput =>
   return result.left
 }
 
-/** The flags before the `--` that ends bwrap's options. */
-const flagsOf = (argv: ReadonlyArray<string>) => argv.slice(1, argv.indexOf("--"))
-const innerOf = (argv: ReadonlyArray<string>) => argv.slice(argv.indexOf("--") + 1)
+/** The bytes bwrap reads with `--args 3`: descriptor 3, always the first extra one. */
+const fd3 = (cmd: PreparedCommand): Uint8Array => {
+  const fd = cmd.extraFds?.[0]
+  if (fd?._tag !== "Input") throw new Error("descriptor 3 is not an input")
+  return fd.bytes
+}
+
+/**
+ * bwrap's options and the program after its `--`, read through `expandArgs` (the flags come from descriptor 3).
+ * The separator is located by counting from the end, so a flag value equal to `--` could not fool it.
+ */
+const partsOf = (cmd: PreparedCommand) => {
+  const at = cmd.argv.indexOf("--args")
+  expect(cmd.argv.slice(at, at + 3), cmd.argv.join(" ")).toEqual(["--args", "3", "--"])
+  const expanded = Bubblewrap.expandArgs(cmd)
+  const separator = expanded.length - (cmd.argv.length - (at + 3)) - 1
+  expect(expanded[separator]).toBe("--")
+  return { flags: expanded.slice(at, separator), inner: expanded.slice(separator + 1) }
+}
+
+/** bwrap's options, as it parses them. */
+const flagsOf = (cmd: PreparedCommand) => partsOf(cmd).flags
+/** What bwrap runs inside: the prlimit prefix, then the command. */
+const innerOf = (cmd: PreparedCommand) => partsOf(cmd).inner
 
 /** Index of `flag` followed by exactly `args`, or -1. */
 const indexOfFlag = (flags: ReadonlyArray<string>, flag: string, ...args: Array<string>): number =>
@@ -52,22 +77,128 @@ const setenvOf = (flags: ReadonlyArray<string>): Record<string, string> => {
 }
 
 describe("Bubblewrap.wrap", () => {
-  it("spawns bwrap with the command after `--`, starting in the workspace with only PATH", () => {
+  it("spawns the absolute bwrap reading its flags from fd 3, in / with an empty environment", () => {
     const result = wrapped({ workspace }, { ...command, env: { ...command.env, LD_PRELOAD: "/evil.so" } })
-    expect(result.argv[0]).toBe("bwrap")
-    expect(innerOf(result.argv)).toEqual(["make", "-j2"])
-    expect(result.cwd).toBe(workspace)
-    expect(result.env).toEqual({ PATH: "/usr/bin:/bin" })
+    expect(result.argv).toEqual(["/usr/bin/bwrap", "--args", "3", "--", "make", "-j2"])
+    expect(innerOf(result)).toEqual(["make", "-j2"])
+    expect(result.cwd).toBe("/")
+    // Nothing of the command's environment reaches bwrap itself; LD_PRELOAD is only set inside, through fd 3.
+    expect(result.env).toEqual({})
+    expect(setenvOf(flagsOf(result))["LD_PRELOAD"]).toBe("/evil.so")
   })
 
-  it("uses bwrapPath, and a default PATH when the command has none", () => {
-    const result = wrapped({ workspace }, { ...command, env: {} }, { bwrapPath: "/opt/bwrap" })
-    expect(result.argv[0]).toBe("/opt/bwrap")
-    expect(result.env["PATH"]).toContain("/usr/bin")
+  it("uses bwrapPath, and starts with setpriv (parent-death KILL, then the identity) when given", () => {
+    const own = wrapped({ workspace }, { ...command, env: {} }, { bwrapPath: "/opt/bwrap" })
+    expect(own.argv).toEqual(["/opt/bwrap", "--args", "3", "--", "make", "-j2"])
+    expect(own.env).toEqual({})
+    const guarded = wrapped({ workspace }, command, { setprivPath: "/usr/bin/setpriv" })
+    expect(guarded.argv).toEqual(["/usr/bin/setpriv", "--pdeathsig", "KILL", "/usr/bin/bwrap", "--args", "3", "--", "make", "-j2"])
+    const switched = wrapped({ workspace }, command, {
+      bwrapPath: "/opt/bwrap",
+      setprivPath: "/usr/bin/setpriv",
+      identity: { uid: 1000, gid: 1001 }
+    })
+    expect(switched.argv).toEqual([
+      "/usr/bin/setpriv",
+      "--reuid=1000",
+      "--regid=1001",
+      "--clear-groups",
+      "--pdeathsig",
+      "KILL",
+      "/opt/bwrap",
+      "--args",
+      "3",
+      "--",
+      "make",
+      "-j2"
+    ])
+    expect(switched.cwd).toBe("/")
+    expect(switched.env).toEqual({})
+    // The prefix does not change what bwrap parses.
+    expect(flagsOf(switched)).toEqual(flagsOf(wrapped({ workspace })))
+  })
+
+  it("puts no environment value on any command line, only in the bytes of fd 3", () => {
+    const secret = "s3cret-token-4f2a"
+    const result = wrapped(
+      { workspace, env: { POLICY_SECRET: `${secret}-policy` }, limits: { maxOpenFiles: 64 } },
+      { ...command, env: { TOKEN: secret, MULTI: `a b=c\n${secret}` } },
+      {
+        setprivPath: "/usr/bin/setpriv",
+        identity: { uid: 65534, gid: 65534 },
+        seccomp: new Uint8Array(8),
+        onStatus: () => {}
+      }
+    )
+    expect(result.argv.filter((arg) => arg.includes(secret))).toEqual([])
+    expect(result.env).toEqual({})
+    expect(text(fd3(result))).toContain(secret)
+    expect(setenvOf(flagsOf(result))).toEqual({
+      TOKEN: secret,
+      MULTI: `a b=c\n${secret}`,
+      POLICY_SECRET: `${secret}-policy`
+    })
+  })
+
+  it("numbers the status and seccomp descriptors after fd 3, in that order", () => {
+    const onStatus = (_chunk: Uint8Array) => {}
+    const seccomp = new Uint8Array([6, 0, 0, 0, 0, 0, 0xff, 0x7f])
+
+    const plain = wrapped({ workspace })
+    expect(plain.extraFds?.map((fd) => fd._tag)).toEqual(["Input"])
+    expect(flagsOf(plain)).not.toContain("--json-status-fd")
+    expect(flagsOf(plain)).not.toContain("--seccomp")
+
+    const both = wrapped({ workspace }, command, { onStatus, seccomp })
+    expect(both.extraFds).toEqual([
+      { _tag: "Input", bytes: fd3(both) },
+      { _tag: "Output", onData: onStatus },
+      { _tag: "Input", bytes: seccomp }
+    ])
+    expectFlag(flagsOf(both), "--json-status-fd", "4")
+    expectFlag(flagsOf(both), "--seccomp", "5")
+
+    const status = wrapped({ workspace }, command, { onStatus })
+    expect(status.extraFds?.map((fd) => fd._tag)).toEqual(["Input", "Output"])
+    expectFlag(flagsOf(status), "--json-status-fd", "4")
+    expect(flagsOf(status)).not.toContain("--seccomp")
+
+    const filtered = wrapped({ workspace }, command, { seccomp })
+    expect(filtered.extraFds?.[1]).toEqual({ _tag: "Input", bytes: seccomp })
+    expect(filtered.extraFds).toHaveLength(2)
+    expectFlag(flagsOf(filtered), "--seccomp", "4")
+    expect(flagsOf(filtered)).not.toContain("--json-status-fd")
+  })
+
+  it("expandArgs replaces `--args 3` with fd 3's NUL-terminated strings, and leaves other commands alone", () => {
+    const result = wrapped({ workspace, env: { A: "1" } }, command, {
+      setprivPath: "/usr/bin/setpriv",
+      identity: { uid: 1000, gid: 1000 },
+      seccomp: new Uint8Array(8)
+    })
+    const bytes = fd3(result)
+    expect(bytes.at(-1)).toBe(0)
+    const strings = text(bytes).split("\0").slice(0, -1)
+    expect(strings).toContain("--unshare-all")
+    expect(strings.at(-2)).toBe("--seccomp")
+    expect(Bubblewrap.expandArgs(result)).toEqual([
+      "/usr/bin/setpriv",
+      "--reuid=1000",
+      "--regid=1000",
+      "--clear-groups",
+      "--pdeathsig",
+      "KILL",
+      "/usr/bin/bwrap",
+      ...strings,
+      "--",
+      "make",
+      "-j2"
+    ])
+    expect(Bubblewrap.expandArgs(command)).toEqual(command.argv)
   })
 
   it("has every default flag", () => {
-    const flags = flagsOf(wrapped({ workspace }).argv)
+    const flags = flagsOf(wrapped({ workspace }))
     for (const dir of ["/usr", "/bin", "/lib", "/lib64", "/sbin", "/etc"]) expectFlag(flags, "--ro-bind-try", dir, dir)
     expectFlag(flags, "--proc", "/proc")
     expectFlag(flags, "--dev", "/dev")
@@ -92,13 +223,14 @@ describe("Bubblewrap.wrap", () => {
         { workspace, env: { A: "1" }, readWriteBinds: [{ host: "/data" }], readOnlyBinds: [{ host: "/data/.git" }] },
         command,
         { masks: [{ path: "/etc/ssl/private", kind: "directory" }] }
-      ).argv
+      )
     )
     const etc = expectFlag(flags, "--ro-bind-try", "/etc", "/etc")
     // Masks cover /etc, so they come after it.
     expect(expectFlag(flags, "--tmpfs", "/etc/ssl/private")).toBeGreaterThan(etc)
     expect(expectFlag(flags, "--remount-ro", "/etc/ssl/private")).toBeGreaterThan(etc)
     // --clearenv runs at parse time: it must precede every --setenv.
+    expect(flags.indexOf("--clearenv")).toBeGreaterThanOrEqual(0)
     expect(flags.indexOf("--clearenv")).toBeLessThan(flags.indexOf("--setenv"))
     // User binds may live under /tmp or /workspace, so they come after those mounts; read-only ones last.
     const tmp = expectFlag(flags, "--tmpfs", "/tmp")
@@ -108,15 +240,22 @@ describe("Bubblewrap.wrap", () => {
     expect(tmp).toBeLessThan(ws)
     expect(ws).toBeLessThan(rw)
     expect(rw).toBeLessThan(ro)
+    // The root goes read-only after the last mount.
+    const remountRoot = expectFlag(flags, "--remount-ro", "/")
+    expect(remountRoot).toBeGreaterThan(ro)
   })
 
   it("keeps the network namespace private by default and for network none", () => {
-    expect(flagsOf(wrapped({ workspace }).argv)).not.toContain("--share-net")
-    expect(flagsOf(wrapped({ workspace, network: "none" }).argv)).not.toContain("--share-net")
+    for (const policy of [{ workspace }, { workspace, network: "none" as const }]) {
+      const flags = flagsOf(wrapped(policy))
+      expectFlag(flags, "--unshare-all")
+      expect(flags).not.toContain("--share-net")
+    }
   })
 
   it("shares the host network after --unshare-all for network host", () => {
-    const flags = flagsOf(wrapped({ workspace, network: "host" }).argv)
+    const flags = flagsOf(wrapped({ workspace, network: "host" }))
+    expect(flags.indexOf("--unshare-all")).toBeGreaterThanOrEqual(0)
     expect(flags.indexOf("--share-net")).toBe(flags.indexOf("--unshare-all") + 1)
   })
 
@@ -125,7 +264,7 @@ describe("Bubblewrap.wrap", () => {
       wrapped({ workspace, env: { LANG: "C.UTF-8", HOME: "/workspace" } }, {
         ...command,
         env: { PATH: "/bin", LANG: "C", TOKEN: "x y=z" }
-      }).argv
+      })
     )
     expect(setenvOf(flags)).toEqual({ PATH: "/bin", LANG: "C.UTF-8", TOKEN: "x y=z", HOME: "/workspace" })
     expect(flags.filter((flag) => flag === "--setenv")).toHaveLength(4)
@@ -139,7 +278,8 @@ describe("Bubblewrap.wrap", () => {
 
   it("maps the cwd under /workspace", () => {
     const chdir = (cwd: string, ws = workspace) => {
-      const flags = flagsOf(wrapped({ workspace: ws }, { ...command, cwd }).argv)
+      const flags = flagsOf(wrapped({ workspace: ws }, { ...command, cwd }))
+      expect(flags.filter((flag) => flag === "--chdir")).toHaveLength(1)
       return flags[flags.indexOf("--chdir") + 1]
     }
     expect(chdir(workspace)).toBe("/workspace")
@@ -150,6 +290,8 @@ describe("Bubblewrap.wrap", () => {
     expect(chdir(`${workspace}/..foo`)).toBe("/workspace/..foo")
     expect(chdir(`${workspace}/x`, `${workspace}/`)).toBe("/workspace/x")
     expect(chdir("/anything", "/")).toBe("/workspace/anything")
+    // bwrap itself starts in /, whatever the command's cwd.
+    expect(wrapped({ workspace }, { ...command, cwd: `${workspace}/src` }).cwd).toBe("/")
   })
 
   it("rejects a cwd outside the workspace with InvalidInput", () => {
@@ -158,6 +300,11 @@ describe("Bubblewrap.wrap", () => {
       expect(error._tag, cwd).toBe("InvalidInput")
       expect(error.issues.map((issue) => issue.path), cwd).toEqual(["cwd"])
     }
+  })
+
+  it("fails closed with an identity but no setpriv to switch to it", () => {
+    const result = Bubblewrap.wrap({ workspace }, command, { identity: { uid: 65534, gid: 65534 } })
+    expect(Either.isLeft(result) && result.left.issues).toEqual([{ path: "setprivPath", message: "is required with an identity" }])
   })
 
   it("rejects relative workspace and bind paths", () => {
@@ -179,7 +326,7 @@ describe("Bubblewrap.wrap", () => {
         workspace,
         readOnlyBinds: [{ host: "/opt/tools" }, { host: "/home/me/.cache/pip", sandbox: "/cache/pip" }],
         readWriteBinds: [{ host: "/var/cache/build", sandbox: "/workspace/.cache" }]
-      }).argv
+      })
     )
     expectFlag(flags, "--ro-bind", "/opt/tools", "/opt/tools")
     expectFlag(flags, "--ro-bind", "/home/me/.cache/pip", "/cache/pip")
@@ -190,7 +337,7 @@ describe("Bubblewrap.wrap", () => {
     const flags = flagsOf(
       wrapped({ workspace }, command, {
         masks: [{ path: "/etc/sudoers", kind: "file" }, { path: "/etc/sudoers.d", kind: "directory" }]
-      }).argv
+      })
     )
     expectFlag(flags, "--ro-bind", "/dev/null", "/etc/sudoers")
     expectFlag(flags, "--tmpfs", "/etc/sudoers.d", "--remount-ro", "/etc/sudoers.d")
@@ -200,7 +347,7 @@ describe("Bubblewrap.wrap", () => {
 
   it("prefixes the command with prlimit when limits are set", () => {
     const limits = { maxCpuSeconds: 2, maxFileSizeBytes: 1024, maxProcesses: 20 }
-    expect(innerOf(wrapped({ workspace, limits }).argv)).toEqual([
+    expect(innerOf(wrapped({ workspace, limits }))).toEqual([
       "/usr/bin/prlimit",
       "--cpu=2:3",
       "--fsize=1024",
@@ -209,16 +356,19 @@ describe("Bubblewrap.wrap", () => {
       "make",
       "-j2"
     ])
-    expect(innerOf(wrapped({ workspace, limits: { maxOpenFiles: 8 } }, command, { prlimitPath: "/bin/prlimit" }).argv))
+    expect(innerOf(wrapped({ workspace, limits: { maxOpenFiles: 8 } }, command, { prlimitPath: "/bin/prlimit" })))
       .toEqual(["/bin/prlimit", "--nofile=8", "--", "make", "-j2"])
-    expect(innerOf(wrapped({ workspace, limits: {} }).argv)).toEqual(["make", "-j2"])
-    expect(innerOf(wrapped({ workspace }).argv)).toEqual(["make", "-j2"])
+    expect(innerOf(wrapped({ workspace, limits: {} }))).toEqual(["make", "-j2"])
+    expect(innerOf(wrapped({ workspace }))).toEqual(["make", "-j2"])
   })
 
   it("keeps a command argv that looks like bwrap flags after the separator", () => {
-    const argv = wrapped({ workspace }, { ...command, argv: ["--bind", "/", "/"] }).argv
-    expect(innerOf(argv)).toEqual(["--bind", "/", "/"])
-    expect(argv.indexOf("--")).toBe(argv.length - 4)
+    const result = wrapped({ workspace }, { ...command, argv: ["--bind", "/", "/"] })
+    expect(innerOf(result)).toEqual(["--bind", "/", "/"])
+    // The first `--` bwrap meets (flags from fd 3 included) is the one before the command.
+    const expanded = Bubblewrap.expandArgs(result)
+    expect(expanded.indexOf("--")).toBe(expanded.length - 4)
+    expect(indexOfFlag(flagsOf(result), "--bind", "/", "/")).toBe(-1)
   })
 })
 
@@ -305,14 +455,33 @@ describe("Bubblewrap.preflight", () => {
 })
 
 describe("Bubblewrap.wrap in a real bwrap", () => {
-  const run = (policy: Sandbox.Policy, script: string, cwd = policy.workspace, env: Record<string, string> = {}) =>
+  // Generous for two loaded cores; the engine SIGKILLs the tree at the timeout, as spawnSync's killSignal did.
+  const settings: RunSettings = {
+    maxStdoutBytes: 1 << 20,
+    maxStderrBytes: 1 << 20,
+    timeout: Duration.seconds(5),
+    killGrace: Duration.zero,
+    drainTimeout: Duration.seconds(1)
+  }
+
+  /** Runs `script` under `policy` through the engine and the Node spawner, which feed the descriptors bwrap reads. */
+  const run = (
+    policy: Sandbox.Policy,
+    script: string,
+    cwd = policy.workspace,
+    env: Record<string, string> = {},
+    options: Bubblewrap.WrapOptions = {}
+  ) =>
     Effect.gen(function* () {
       const masks = yield* Bubblewrap.hostMasks()
-      const result = Bubblewrap.wrap(policy, { argv: ["/bin/sh", "-c", script], cwd, env: { PATH: "/usr/bin:/bin", ...env } }, { masks })
+      const result = Bubblewrap.wrap(
+        policy,
+        { argv: ["/bin/sh", "-c", script], cwd, env: { PATH: "/usr/bin:/bin", ...env } },
+        { masks, ...options }
+      )
       const prepared = yield* Either.match(result, { onLeft: Effect.die, onRight: Effect.succeed })
-      const [file, ...args] = prepared.argv
-      const out = spawnSync(file, args, { cwd: prepared.cwd, env: prepared.env, encoding: "utf8", timeout: 5_000, killSignal: "SIGKILL" })
-      return { status: out.status, stdout: out.stdout, stderr: out.stderr }
+      const out = yield* Effect.orDie(runProcess(makeNodeSpawner(), prepared, undefined, settings))
+      return { status: out.exitCode, stdout: text(out.stdout.bytes()), stderr: text(out.stderr.bytes()) }
     })
 
   const withWorkspace = <A, E>(body: (dir: string) => Effect.Effect<A, E>) =>
@@ -347,11 +516,35 @@ describe("Bubblewrap.wrap in a real bwrap", () => {
       })
     ))
 
+  const shadowProbe = "id -u; umount /etc/shadow 2>/dev/null; wc -c < /etc/shadow || echo hidden"
+
   it.live("hides /etc/shadow even from uid 0, who cannot unmount the mask", () =>
     withWorkspace((dir) =>
       Effect.gen(function* () {
-        const out = yield* run({ workspace: dir }, "id -u; umount /etc/shadow 2>/dev/null; wc -c < /etc/shadow || echo hidden")
+        // As root with no identity, bwrap runs the program as uid 0 with every capability dropped.
+        const out = yield* run({ workspace: dir }, shadowProbe)
         expect(out.stdout).toBe(`${process.getuid?.() ?? ""}\nhidden\n`)
+      })
+    ))
+
+  it.live.runIf(asRoot)("uid 0 inside reads /etc/shadow when it is not masked (the mask is what hides it)", () =>
+    withWorkspace((dir) =>
+      Effect.gen(function* () {
+        const out = yield* run({ workspace: dir }, shadowProbe, dir, {}, { masks: [] })
+        expect(out.stdout).toBe(`0\n${fs.statSync("/etc/shadow").size}\n`)
+      })
+    ))
+
+  it.live.runIf(asRoot)("with an identity, runs the program as that user through setpriv, shadow still hidden", () =>
+    withWorkspace((dir) =>
+      Effect.gen(function* () {
+        // bwrap now runs as 65534 and must reach the workspace it binds (the runner hands it over instead).
+        fs.chmodSync(dir, 0o755)
+        const out = yield* run({ workspace: dir }, `id -u; id -g; id -G; ${shadowProbe}`, dir, {}, {
+          setprivPath: "/usr/bin/setpriv",
+          identity: { uid: 65534, gid: 65534 }
+        })
+        expect(out.stdout).toBe("65534\n65534\n65534\n65534\nhidden\n")
       })
     ))
 

@@ -1,8 +1,10 @@
 /**
- * Resource limits on real processes. Spawned with `spawnSync` (with a SIGKILL timeout), since the runner is built
- * separately; each test stays well under five seconds and leaves no process or cgroup behind.
+ * Resource limits on real processes. Spawned with `spawnSync` (with a SIGKILL timeout), or, for bwrap (which reads
+ * its flags from descriptor 3), through the engine and the Node spawner, since the runner is built separately; each
+ * test stays well under five seconds and leaves no process or cgroup behind.
  */
 import { describe, expect, it } from "@effect/vitest"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import { spawn, spawnSync } from "node:child_process"
@@ -10,6 +12,9 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import * as Bubblewrap from "../src/Bubblewrap.js"
+import { runProcess } from "../src/internal/engine.js"
+import { makeNodeSpawner } from "../src/internal/nodeSpawner.js"
+import type { PreparedCommand } from "../src/internal/prepared.js"
 import { limitExceeded, pidsCgroup, prlimitArgv, processLimitRoute } from "../src/internal/resourceLimits.js"
 import type * as Sandbox from "../src/Sandbox.js"
 
@@ -26,6 +31,22 @@ const runSync = ({ argv: [file, ...args], cwd, env }: Spawnable) => {
   const out = spawnSync(file, args, { cwd, env, encoding: "utf8", timeout: 5_000, killSignal: "SIGKILL" })
   return { exitCode: out.status, signal: out.signal ?? undefined, stdout: out.stdout, stderr: out.stderr }
 }
+
+/** Like `runSync`, for a command with extra descriptors: the Node spawner writes them, the engine kills at 5 s. */
+const runWithFds = (command: PreparedCommand) =>
+  Effect.map(
+    Effect.orDie(runProcess(makeNodeSpawner(), command, undefined, {
+      maxStdoutBytes: 1 << 20,
+      maxStderrBytes: 1 << 20,
+      timeout: Duration.seconds(5),
+      killGrace: Duration.zero,
+      drainTimeout: Duration.seconds(1)
+    })),
+    (outcome) => {
+      const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes)
+      return { exitCode: outcome.exitCode, stdout: text(outcome.stdout.bytes()), stderr: text(outcome.stderr.bytes()) }
+    }
+  )
 
 const withWorkspace = <A, E, R>(body: (dir: string) => Effect.Effect<A, E, R>) =>
   Effect.acquireUseRelease(
@@ -79,8 +100,8 @@ describe("maxProcesses inside bwrap", () => {
 
   it.live("without a limit, all 60 forks start (the loop is a real fork bomb)", () =>
     withWorkspace((dir) =>
-      Effect.sync(() => {
-        const out = runSync(sandboxed(dir))
+      Effect.gen(function* () {
+        const out = yield* runWithFds(sandboxed(dir))
         expect(out.exitCode).toBe(0)
         expect(started(out.stdout)).toBe(60)
       })
@@ -95,7 +116,7 @@ describe("maxProcesses inside bwrap", () => {
           // As root, RLIMIT_NPROC (also in the argv) is inert: the pids cgroup is what holds.
           const cgroup = route === "cgroup" ? yield* pidsCgroup(20) : undefined
           const command = sandboxed(dir, limits)
-          const out = runSync(cgroup === undefined ? command : cgroup.enter(command))
+          const out = yield* runWithFds(cgroup === undefined ? command : cgroup.enter(command))
           expect(out.stderr).toContain("Cannot fork")
           expect(started(out.stdout)).toBeGreaterThan(0)
           expect(started(out.stdout)).toBeLessThan(20)

@@ -2,18 +2,30 @@
  * The sandbox end to end, with the real bubblewrap. In CI (CI=true) these must run: a missing bwrap fails them.
  * Elsewhere, without a usable bwrap, the suite is not registered and the reason is printed.
  */
-import { describe, expect, it } from "@effect/vitest"
+import { afterAll, describe, expect, it } from "@effect/vitest"
 import * as NodeContext from "@effect/platform-node/NodeContext"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
-import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs"
+import { chmodSync, chownSync, existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
 import { Bubblewrap, NativeRunner, type Sandbox } from "../src/index.js"
 
 const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes)
-const workspace = () => mkdtempSync(path.join(tmpdir(), "enr-ws-"))
+const isRoot = process.getuid?.() === 0
+
+/** Temp dirs made by this file, removed after it (as root, the runs hand them back first). */
+const created: Array<string> = []
+const tempDir = (prefix: string) => {
+  const dir = mkdtempSync(path.join(tmpdir(), prefix))
+  created.push(dir)
+  return dir
+}
+const workspace = () => tempDir("enr-ws-")
+afterAll(() => {
+  for (const dir of created) rmSync(dir, { recursive: true, force: true })
+})
 
 const preflight = await Effect.runPromise(Effect.either(Bubblewrap.preflight()))
 const inCI = process.env["CI"] === "true"
@@ -43,21 +55,40 @@ describe("sandbox preflight", () => {
     expect(Either.isLeft(preflight) ? `${preflight.left.message} Fix: ${preflight.left.fix}` : "usable").toBe("usable")
   })
 
-  it.live("fails the layer with SandboxUnavailable when bwrap is missing, saying how to fix it", () =>
+  it.scopedLive("fails the layer with SandboxUnavailable when bwrap is missing, saying how to fix it", () =>
     Effect.gen(function*() {
-      const error = yield* Effect.flip(NativeRunner.make({
+      const error = yield* Effect.flip(NativeRunner.makeNode({
         sandbox: { policy: { workspace: workspace() }, bwrapPath: "/nonexistent/bwrap" }
       }))
       expect(error._tag).toBe("SandboxUnavailable")
+      expect(error.message).toContain("/nonexistent/bwrap")
       expect(error._tag === "SandboxUnavailable" && error.fix).toContain("apt-get install -y bubblewrap")
-    }).pipe(Effect.provide(NodeContext.layer)))
+    }))
 
-  it.live("runs unsandboxed only when that fallback is asked for", () =>
+  it.scopedLive("runs unsandboxed only when that fallback is asked for", () =>
     Effect.gen(function*() {
-      const runner = yield* NativeRunner.make({
+      const runner = yield* NativeRunner.makeNode({
         sandbox: { policy: { workspace: workspace() }, bwrapPath: "/nonexistent/bwrap", fallback: "unsandboxed" }
       })
       const result = yield* runner.exec({ argv: ["true"] })
+      expect(result.exitCode).toBe(0)
+      expect(result.audits[0]?.sandbox).toBe("none")
+    }))
+
+  it.live("a CommandExecutor runner cannot sandbox: SandboxUnavailable pointing at layerNode, unless it may fall back", () =>
+    Effect.gen(function*() {
+      // The installed bwrap: what refuses here is the executor, which cannot pass bwrap's descriptors.
+      const policy = { workspace: workspace() }
+      const error = yield* Effect.flip(NativeRunner.make({ sandbox: { policy } }))
+      expect(error._tag).toBe("SandboxUnavailable")
+      expect(error._tag === "SandboxUnavailable" && error.backend).toBe("bwrap")
+      expect(error.message).toContain("CommandExecutor")
+      expect(error._tag === "SandboxUnavailable" && error.fix).toContain("layerNode")
+      const runner = yield* NativeRunner.make({ sandbox: { policy, fallback: "unsandboxed" } })
+      const result = yield* runner.exec({ argv: ["pwd"], cwd: policy.workspace })
+      expect(result.exitCode).toBe(0)
+      // Run on the host: the real path, not /workspace.
+      expect(text(result.stdout)).toBe(`${policy.workspace}\n`)
       expect(result.audits[0]?.sandbox).toBe("none")
     }).pipe(Effect.provide(NodeContext.layer)))
 })
@@ -97,8 +128,15 @@ describe.runIf(Either.isRight(preflight) || inCI)("sandboxed runs (bwrap)", () =
   it.live("hides the host, confines writes to /workspace and a private /tmp", () =>
     Effect.gen(function*() {
       const ws = workspace()
-      const hostSecret = path.join(mkdtempSync("/root/enr-"), "secret")
-      writeFileSync(hostSecret, "host secret")
+      // Readable by anyone on the host: only the sandbox's view can keep it out, whatever uid the program has.
+      const secretDir = tempDir("enr-secret-")
+      chmodSync(secretDir, 0o755)
+      const hostSecret = path.join(secretDir, "secret")
+      writeFileSync(hostSecret, "host secret", { mode: 0o644 })
+      // Owned by the program's own uid (65534 as root), so only the read-only bind stops a write.
+      const readOnly = tempDir("enr-ro-")
+      if (isRoot) chownSync(readOnly, 65534, 65534)
+      chmodSync(readOnly, 0o755)
       const hostTmpMarker = `enr-private-${process.pid}-${Date.now()}`
       const script = [
         `cat ${hostSecret} 2>/dev/null && echo SAW-HOST-FILE`,
@@ -106,20 +144,45 @@ describe.runIf(Either.isRight(preflight) || inCI)("sandboxed runs (bwrap)", () =
         "touch /usr/escape 2>/dev/null && echo WROTE-USR",
         "touch /etc/escape 2>/dev/null && echo WROTE-ETC",
         "touch /escape 2>/dev/null && echo WROTE-ROOTFS",
+        "touch /ro/escape 2>/dev/null && echo WROTE-RO-BIND",
         "cat /etc/shadow 2>/dev/null | grep -q . && echo READ-SHADOW",
         "echo landed > /workspace/out.txt",
         `echo tmp > /tmp/${hostTmpMarker} && echo tmp-ok`
       ].join("; ")
       const result = yield* NativeRunner.exec({ argv: ["sh", "-c", script] }).pipe(
-        Effect.provide(sandboxed({ workspace: ws }))
+        Effect.provide(sandboxed({ workspace: ws, readOnlyBinds: [{ host: readOnly, sandbox: "/ro" }] }))
       )
       expect(text(result.stdout)).toBe("tmp-ok\n")
       expect(readFileSync(path.join(ws, "out.txt"), "utf8")).toBe("landed\n")
+      expect(readdirSync(readOnly)).toEqual([])
       expect(existsSync(path.join("/tmp", hostTmpMarker))).toBe(false)
       const again = yield* NativeRunner.exec({ argv: ["sh", "-c", `test -e /tmp/${hostTmpMarker} && echo kept`] }).pipe(
         Effect.provide(sandboxed({ workspace: ws }))
       )
       expect(text(again.stdout)).toBe("")
+    }))
+
+  it.live.runIf(isRoot)("as root, runs the program as the sandbox user and gives the workspace back after", () =>
+    Effect.gen(function*() {
+      const ws = workspace()
+      writeFileSync(path.join(ws, "input"), "from the host\n")
+      // mkdtemp made the workspace root's and 0700: the program can write there only because it was handed over.
+      const script = "id -u; id -g; id -G; echo made > /workspace/made; echo more >> /workspace/input"
+      const result = yield* NativeRunner.exec({ argv: ["sh", "-c", script] }).pipe(
+        Effect.provide(sandboxed({ workspace: ws }))
+      )
+      expect(text(result.stderr)).toBe("")
+      expect(text(result.stdout)).toBe("65534\n65534\n65534\n")
+      expect(readFileSync(path.join(ws, "input"), "utf8")).toBe("from the host\nmore\n")
+      for (const entry of [ws, path.join(ws, "input"), path.join(ws, "made")]) {
+        const stats = lstatSync(entry)
+        expect([entry, stats.uid, stats.gid]).toEqual([entry, 0, 0])
+      }
+      const custom = yield* NativeRunner.exec({ argv: ["sh", "-c", "id -u; id -g; id -G; touch /workspace/custom"] }).pipe(
+        Effect.provide(sandboxed({ workspace: ws, user: { uid: 4242, gid: 4343 } }))
+      )
+      expect(text(custom.stdout)).toBe("4242\n4343\n4343\n")
+      expect(lstatSync(path.join(ws, "custom")).uid).toBe(0)
     }))
 
   it.live("maps a cwd under the workspace and rejects one outside it", () =>

@@ -253,6 +253,8 @@ export interface AuditRecord extends NativeAuditRecord {
   /** Network mode inside the sandbox ("none" | "host"), absent without a sandbox. */
   network?: string
   limitExceeded?: LimitExceeded
+  /** Set when reading stdout or stderr failed ("stderr: EIO: ..."): the output after it was never seen. */
+  readError?: string
   /**
    * Set when no process could be started (the exec failed with this `SpawnError` reason); `exitCode` is then 127 for
    * a program not found and 126 otherwise, as shells report them, and nothing ran.
@@ -277,5 +279,10 @@ export interface ExecResult {
   stdoutBytes: number
   stderrBytes: number
   limitExceeded?: LimitExceeded
+  /**
+   * Set when reading stdout or stderr failed ("stderr: EIO: ..."); that stream is then also marked truncated, since
+   * what came after the failure was never read.
+   */
+  readError?: string
   audits: Array<AuditRecord>
 }

@@ -18,7 +18,7 @@ import { makeSpawner } from "./internal/live.js"
 import { makeNodeSpawner } from "./internal/nodeSpawner.js"
 import { makeRunCgroups, type RunCgroups } from "./internal/runCgroup.js"
 import { makePolicy, type PolicyOptions } from "./internal/policy.js"
-import { makeRunner, type RunnerOptions, type RunnerService } from "./internal/runner.js"
+import { hostCwd, makeRunner, type RunnerOptions, type RunnerService } from "./internal/runner.js"
 import type * as Types from "./types.js"
 
 export type { SandboxOptions } from "./internal/policy.js"
@@ -50,7 +50,8 @@ const makeWith = (
       spawner,
       policy: yield* makePolicy(options, capabilities),
       hostEnv: process.env,
-      hostCwd: process.cwd()
+      // Read once: a host whose cwd is deleted later keeps working (a deleted default cwd is a SpawnError per exec).
+      hostCwd: hostCwd()
     }, options)
   })
 

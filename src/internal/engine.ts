@@ -82,9 +82,12 @@ export const exitCodeOf = (exit: ProcessExit): number =>
 const drainStream = (stream: Stream.Stream<Uint8Array, unknown>, capture: Capture): Effect.Effect<void> =>
   Effect.scoped(Effect.flatMap(Stream.toPull(stream), (pull) => {
     const loop: Effect.Effect<void> = Effect.matchEffect(pull, {
-      // None: the end of the stream. Some(error): a read error, which only ends the capture early; how the process
-      // ended is still reported from its exit status.
-      onFailure: () => Effect.void,
+      // None: the end of the stream. Some(error): a read error, which ends the capture early and is recorded in it;
+      // how the process ended is still reported from its exit status.
+      onFailure: (error) =>
+        Option.isSome(error)
+          ? Effect.sync(() => capture.fail(error.value instanceof Error ? error.value.message : String(error.value)))
+          : Effect.void,
       onSuccess: (chunk) => {
         for (const bytes of chunk) capture.push(bytes)
         return loop

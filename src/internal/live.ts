@@ -12,6 +12,7 @@ import { stat } from "node:fs/promises"
 import { SpawnError, type SpawnFailure } from "../Errors.js"
 import { drainStreams, type KillSignal, type ProcessExit, type RunningProcess, type Spawner } from "./engine.js"
 import type { PreparedCommand } from "./prepared.js"
+import { hostCwd } from "./runner.js"
 
 export const errnoOf = (error: unknown): string | undefined =>
   typeof error === "object" && error !== null && "code" in error && typeof error.code === "string"
@@ -107,12 +108,16 @@ const spawnDefect = (command: PreparedCommand) => (defect: unknown): Option.Opti
  * only examined after a failed start; a cwd equal to the host's is not passed (the platform would check it again);
  * stdin is /dev/null unless there are bytes to write.
  */
-export const makeSpawner = (executor: CommandExecutor.CommandExecutor): Spawner => ({
+export const makeSpawner = (
+  executor: CommandExecutor.CommandExecutor,
+  // Read once: process.cwd() throws once the host's cwd is deleted.
+  cwdAtStart: string | undefined = hostCwd()
+): Spawner => ({
   spawn: (command, stdin) =>
     Effect.gen(function*() {
       const [program, ...args] = command.argv
       const base = Command.make(program, ...args).pipe(Command.env(command.env, { extendEnv: false }))
-      const withCwd = command.cwd === globalThis.process.cwd() ? base : Command.workingDirectory(base, command.cwd)
+      const withCwd = command.cwd === cwdAtStart ? base : Command.workingDirectory(base, command.cwd)
       const platformCommand = stdin === undefined ? Command.stdin(withCwd, NO_INPUT) : withCwd
       const process = yield* executor.start(platformCommand).pipe(
         Effect.catchAll((error) => classifyFailure(command, fromPlatformError(command)(error))),

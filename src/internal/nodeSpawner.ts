@@ -135,8 +135,9 @@ const outputOf = (stdout: Readable | null, stderr: Readable | null): RunningProc
         closed()
         continue
       }
-      // A read error ends the stream ("close" follows "error"); the exit status still says how the process ended.
-      stream.on("error", ignore)
+      // A read error ends the stream ("close" follows "error"): the capture records it, so the result says the output
+      // is incomplete instead of passing for drained; the exit status still says how the process ended.
+      stream.on("error", (error: unknown) => capture.fail(`${errnoOf(error) ?? "read error"}: ${error instanceof Error ? error.message : String(error)}`))
       stream.on("data", (chunk: Uint8Array) => capture.push(chunk))
       if (stream.destroyed) closed()
       else stream.once("close", closed)

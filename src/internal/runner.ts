@@ -12,7 +12,7 @@ import { randomUUID } from "node:crypto"
 import * as path from "node:path"
 import { Audit } from "../Audit.js"
 import type * as Scope from "effect/Scope"
-import type { InvalidInput, NativeRunnerError, SandboxUnavailable, SpawnError } from "../Errors.js"
+import { type InvalidInput, type NativeRunnerError, type SandboxUnavailable, SpawnError } from "../Errors.js"
 import * as Metrics from "../Metrics.js"
 import {
   type AuditRecord,
@@ -153,14 +153,47 @@ const recordMetrics = (record: AuditRecord, outcome: Outcome): Effect.Effect<voi
 const adapted = (spawner: Spawner, adapt: PreparedRun["adapt"]): Spawner =>
   adapt === undefined ? spawner : { spawn: (command, stdin) => Effect.map(spawner.spawn(command, stdin), adapt) }
 
+/** Which stream could not be read to its end, and why. */
+const readErrorOf = (outcome: Outcome): { readonly readError?: string } => {
+  const stdout = outcome.stdout.readError()
+  const stderr = outcome.stderr.readError()
+  const text = [stdout === undefined ? [] : [`stdout: ${stdout}`], stderr === undefined ? [] : [`stderr: ${stderr}`]].flat()
+  return text.length === 0 ? {} : { readError: text.join("; ") }
+}
+
+/**
+ * The exec's cwd. `base` is undefined when the host's own cwd was already gone when the layer was built: then only an
+ * absolute cwd works, anything else is the `SpawnError` a deleted cwd gives.
+ */
+const resolveCwd = (base: string | undefined, cwd: string | undefined, program: string): Effect.Effect<string, SpawnError> =>
+  base !== undefined
+    ? Effect.succeed(cwd === undefined ? base : path.resolve(base, cwd))
+    : cwd !== undefined && path.isAbsolute(cwd)
+    ? Effect.succeed(cwd)
+    : Effect.fail(new SpawnError({
+      reason: "CwdNotFound",
+      command: program,
+      cwd: cwd ?? "",
+      message: "the host process's working directory no longer exists: give an absolute cwd"
+    }))
+
+/** This process's cwd, or `undefined` when it has been deleted (`process.cwd()` then throws ENOENT). */
+export const hostCwd = (): string | undefined => {
+  try {
+    return process.cwd()
+  } catch {
+    return undefined
+  }
+}
+
 /** Everything `makeRunner` needs from its environment. */
 export interface RunnerContext {
   readonly spawner: Spawner
   readonly policy: Policy
   /** The host environment the inherit policy reads from. */
   readonly hostEnv: Readonly<Record<string, string | undefined>>
-  /** The host cwd, used when neither the options nor a policy give one. */
-  readonly hostCwd: string
+  /** The host cwd, read once when the layer is built, used when neither the options nor a policy give one. */
+  readonly hostCwd: string | undefined
 }
 
 /** Builds the runner service; publishes audits to the `Audit` service if one is in the context. */
@@ -193,7 +226,7 @@ export const makeRunner = (
         drainTimeout: Duration.decode(options.drainTimeout ?? DEFAULTS.drainTimeout)
       }
       const [program, ...args] = input.argv
-      const cwd = input.cwd === undefined ? baseCwd : path.resolve(baseCwd, input.cwd)
+      const cwd = yield* resolveCwd(baseCwd, input.cwd, program ?? "")
       const env = buildEnv(
         options.inheritEnv ?? policy.defaultInheritEnv ?? DEFAULTS.inheritEnv,
         context.hostEnv,
@@ -231,7 +264,8 @@ export const makeRunner = (
           truncatedStdout: outcome.stdout.truncated(),
           truncatedStderr: outcome.stderr.truncated(),
           interrupted: outcome.interrupted,
-          ...(limitExceeded === undefined ? {} : { limitExceeded })
+          ...(limitExceeded === undefined ? {} : { limitExceeded }),
+          ...readErrorOf(outcome)
         })
       // Nothing ran: no output, no timeout; the exit code a shell would report for the failed start.
       const spawnFailureAudit = (error: SpawnError, durationMs: number): AuditRecord =>
@@ -292,6 +326,7 @@ export const makeRunner = (
         stdoutBytes: record.stdoutBytes,
         stderrBytes: record.stderrBytes,
         ...(record.limitExceeded === undefined ? {} : { limitExceeded: record.limitExceeded }),
+        ...(record.readError === undefined ? {} : { readError: record.readError }),
         audits: [record]
       }
       return result

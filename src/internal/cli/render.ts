@@ -36,6 +36,8 @@ export const CliJsonAudit = Schema.Struct({
   /** "none" or "host"; present only for a sandboxed run. */
   network: Schema.optional(Schema.String),
   limitExceeded: Schema.optional(LimitExceeded),
+  /** Why stdout or stderr could not be read to its end, when that happened. */
+  readError: Schema.optional(Schema.String),
   spawnError: Schema.optional(SpawnFailure)
 })
 
@@ -122,5 +124,6 @@ export const notices = (result: ExecResult, timeoutMs: number): Array<string> =>
   if (result.truncatedStderr) {
     lines.push(`stderr truncated at ${result.stderr.length} of ${result.stderrBytes} bytes`)
   }
+  if (result.readError !== undefined) lines.push(`output could not be read to its end: ${result.readError}`)
   return lines.map((line) => `native-runner: ${line}`)
 }

@@ -4,12 +4,9 @@
  * `toPromiseRunner` bridges to the seed's Promise `NativeRunner`.
  */
 import * as CommandExecutor from "@effect/platform/CommandExecutor"
-import * as Cause from "effect/Cause"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
-import * as ManagedRuntime from "effect/ManagedRuntime"
 import type * as Scope from "effect/Scope"
 import type { NativeRunnerError } from "./Errors.js"
 import type { ExecInput, ExecResult } from "./Exec.js"
@@ -19,7 +16,7 @@ import { makeNodeSpawner } from "./internal/nodeSpawner.js"
 import { makeRunCgroups, type RunCgroups } from "./internal/runCgroup.js"
 import { makePolicy, type PolicyOptions } from "./internal/policy.js"
 import { hostCwd, makeRunner, type RunnerOptions, type RunnerService } from "./internal/runner.js"
-import type * as Types from "./types.js"
+import { type PromiseRunner, type PromiseRunnerOptions, toPromiseRunner as promiseRunner } from "./internal/promiseRunner.js"
 
 export type { SandboxOptions } from "./internal/policy.js"
 export type { RunnerService as Service } from "./internal/runner.js"
@@ -88,29 +85,19 @@ export const layer = (
 export const layerNode = (options: Options = {}): Layer.Layer<NativeRunner, NativeRunnerError> =>
   Layer.scoped(NativeRunner, makeNode(options))
 
-/** A Promise runner backed by a layer, for code outside Effect. Call `dispose` to release the layer. */
-export interface PromiseRunner extends Types.NativeRunner {
-  /** Runs one command; rejects with the typed error (`InvalidInput`, `SpawnError`, ...) on failure. */
-  readonly exec: (input: Types.NativeExecInput) => Promise<ExecResult>
-  readonly dispose: () => Promise<void>
-}
+export type { PromiseRunner, PromiseRunnerOptions } from "./internal/promiseRunner.js"
 
 /**
- * Bridges a runner layer to the seed's Promise `NativeRunner`.
+ * Bridges a runner layer to the seed's Promise `NativeRunner`. By default it also kills running commands when the
+ * host gets SIGTERM, SIGINT or SIGHUP or is about to exit (`cleanup: false` opts out); `dispose` interrupts execs in
+ * flight and resolves once their trees are gone.
  *
  * @example
  * const runner = NativeRunner.toPromiseRunner(NativeRunner.layerNode())
  * const { exitCode, stdout } = await runner.exec({ argv: ["ls"], limits: { timeoutMs: 5000 } })
  * await runner.dispose()
  */
-export const toPromiseRunner = <E>(runnerLayer: Layer.Layer<NativeRunner, E>): PromiseRunner => {
-  const runtime = ManagedRuntime.make(runnerLayer)
-  return {
-    exec: (input) =>
-      runtime.runPromiseExit(exec(input)).then((exit) => {
-        if (Exit.isSuccess(exit)) return exit.value
-        throw Cause.squash(exit.cause)
-      }),
-    dispose: () => runtime.dispose()
-  }
-}
+export const toPromiseRunner = <E>(
+  runnerLayer: Layer.Layer<NativeRunner, E>,
+  options?: PromiseRunnerOptions
+): PromiseRunner => promiseRunner(runnerLayer, exec, options)

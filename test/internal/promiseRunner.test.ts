@@ -1,0 +1,69 @@
+/** The Promise bridge cleans up: on the host's signals, and on `dispose`, nothing it started is left running. */
+import { describe, expect, it } from "@effect/vitest"
+import * as Effect from "effect/Effect"
+import { spawn } from "node:child_process"
+import { randomInt } from "node:crypto"
+import * as path from "node:path"
+import * as NativeRunner from "../../src/NativeRunner.js"
+import { hostProcesses, waitUntil } from "../helpers/escape.js"
+
+const host = path.join(import.meta.dirname, "..", "fixtures", "promise-host.ts")
+
+/** Starts the fixture app with tsx; resolves once it printed "ready" (its command is running by then). */
+const startHost = (marker: string, cleanup: boolean) =>
+  Effect.async<{ readonly pid: number; readonly exited: Promise<NodeJS.Signals | number | null> }>((resume) => {
+    const child = spawn(process.execPath, ["--import", "tsx", host, marker, cleanup ? "cleanup" : "no-cleanup"], {
+      stdio: ["ignore", "pipe", "inherit"]
+    })
+    const exited = new Promise<NodeJS.Signals | number | null>((done) => child.once("exit", (code, signal) => done(signal ?? code)))
+    child.stdout.on("data", (chunk: Buffer) => {
+      if (chunk.toString().includes("ready") && child.pid !== undefined) resume(Effect.succeed({ pid: child.pid, exited }))
+    })
+  })
+
+/** A unique number of seconds to sleep, which marks the command on the host. */
+const newMarker = () => `1000.${randomInt(1e9)}`
+
+/** The `sleep` commands carrying `marker` (the app's own command line carries it too). */
+const running = (marker: string) =>
+  hostProcesses().filter((p) => p.argv[0] === "sleep" && p.argv[1] === marker).map((p) => p.pid)
+
+describe("toPromiseRunner cleanup", () => {
+  for (const signal of ["SIGTERM", "SIGINT", "SIGHUP"] as const) {
+    it.live(`a ${signal} to a plain Node app kills the command it started, and the app dies of the signal`, () =>
+      Effect.gen(function*() {
+        const marker = newMarker()
+        const app = yield* startHost(marker, true)
+        expect(running(marker).length).toBe(1)
+        process.kill(app.pid, signal)
+        expect(yield* Effect.promise(() => app.exited)).toBe(signal)
+        expect(yield* waitUntil(() => running(marker).length === 0, 5_000)).toBe(true)
+      }), 30_000)
+  }
+
+  it.live("with cleanup: false the command outlives the app (the control)", () =>
+    Effect.gen(function*() {
+      const marker = newMarker()
+      const app = yield* startHost(marker, false)
+      process.kill(app.pid, "SIGTERM")
+      expect(yield* Effect.promise(() => app.exited)).toBe("SIGTERM")
+      const left = running(marker)
+      expect(left.length).toBe(1)
+      for (const pid of left) process.kill(pid, "SIGKILL")
+    }), 30_000)
+
+  it.live("dispose interrupts execs in flight and resolves once their trees are gone", () =>
+    Effect.gen(function*() {
+      const marker = newMarker()
+      const runner = NativeRunner.toPromiseRunner(NativeRunner.layerNode(), { cleanup: false })
+      const pending = runner.exec({ argv: ["sh", "-c", `sleep ${marker}; :`] })
+      expect(yield* waitUntil(() => running(marker).length === 1, 5_000)).toBe(true)
+      yield* Effect.promise(() => runner.dispose())
+      // Resolved only after the tree was killed: nothing to wait for.
+      expect(running(marker)).toEqual([])
+      const settled = yield* Effect.promise(() => pending.then(() => "resolved", () => "rejected"))
+      expect(settled).toBe("rejected")
+      const after = yield* Effect.promise(() => runner.exec({ argv: ["true"] }).then(() => "ran", () => "refused"))
+      expect(after).toBe("refused")
+    }), 30_000)
+})

@@ -10,9 +10,10 @@
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
-import { readFileSync, writeFileSync } from "node:fs"
+import { existsSync, readFileSync, readlinkSync, writeFileSync } from "node:fs"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
+import { isMainThread, threadId } from "node:worker_threads"
 import type { KillSignal } from "./engine.js"
 
 /** Where the spawner moves itself for one fork: the run's `cgroup.procs`, and its own to return to. */
@@ -65,17 +66,15 @@ const frozen = (version: 1 | 2, dir: string): Effect.Effect<boolean> =>
  */
 const signalFrozen = (version: 1 | 2, dir: string, signal: KillSignal, home: string): Effect.Effect<void> =>
   Effect.gen(function*() {
+    // The spawner itself is only ever inside for the length of a fork; never freeze or signal it.
+    if ((yield* readPids(dir)).includes(process.pid)) moveSelf(home)
     const freeze = version === 2 ? path.join(dir, "cgroup.freeze") : path.join(dir, "freezer.state")
     yield* write(freeze, version === 2 ? "1" : "FROZEN")
     for (let attempt = 0; attempt < 100 && !(yield* frozen(version, dir)); attempt++) {
       yield* Effect.sleep(Duration.millis(10))
     }
     for (const pid of yield* readPids(dir)) {
-      // The spawner itself is only ever inside for the length of a fork; never signal it.
-      if (pid === process.pid) {
-        moveSelf(home)
-        continue
-      }
+      if (pid === process.pid) continue
       try {
         process.kill(pid, signal)
       } catch {
@@ -85,23 +84,30 @@ const signalFrozen = (version: 1 | 2, dir: string, signal: KillSignal, home: str
     yield* write(freeze, version === 2 ? "0" : "THAWED")
   })
 
-const signalAll = (version: 1 | 2, dir: string, home: string) => (signal: KillSignal): Effect.Effect<void> =>
-  version === 2 && signal === "SIGKILL"
+const signalAll = (hierarchy: Hierarchy, dir: string, home: string) => (signal: KillSignal): Effect.Effect<void> =>
+  hierarchy.hasKill && signal === "SIGKILL"
     ? Effect.flatMap(readPids(dir), (pids) =>
       pids.includes(process.pid)
         ? Effect.zipRight(Effect.sync(() => moveSelf(home)), write(path.join(dir, "cgroup.kill"), "1"))
         : write(path.join(dir, "cgroup.kill"), "1")).pipe(Effect.asVoid)
-    : signalFrozen(version, dir, signal, home)
+    : signalFrozen(hierarchy.version, dir, signal, home)
 
-/** Kills what is left and removes the directory; retries while the kernel reaps (about a second at most). */
-const remove = (version: 1 | 2, dir: string, home: string): Effect.Effect<void> =>
+/**
+ * Kills what is left and removes the directory, nested ones first (a cgroup with children cannot be removed); retries
+ * while the kernel reaps (about a second at most).
+ */
+const remove = (hierarchy: Hierarchy, dir: string, home: string): Effect.Effect<void> =>
   Effect.gen(function*() {
+    const children = yield* Effect.promise(() =>
+      fs.readdir(dir, { withFileTypes: true }).then((entries) => entries.filter((entry) => entry.isDirectory()), () => [])
+    )
+    for (const child of children) yield* remove(hierarchy, path.join(dir, child.name), home)
     for (let attempt = 0; attempt < 100; attempt++) {
       const removed = yield* Effect.promise(() =>
         fs.rmdir(dir).then(() => true, (error: { code?: string }) => error.code === "ENOENT")
       )
       if (removed) return
-      yield* signalAll(version, dir, home)("SIGKILL")
+      yield* signalAll(hierarchy, dir, home)("SIGKILL")
       yield* Effect.sleep(Duration.millis(10))
     }
     yield* Effect.logWarning(`cgroup ${dir} could not be removed: processes are still in it`)
@@ -109,6 +115,8 @@ const remove = (version: 1 | 2, dir: string, home: string): Effect.Effect<void> 
 
 interface Hierarchy {
   readonly version: 1 | 2
+  /** cgroup v2 `cgroup.kill` (Linux 5.14+); without it KILL goes through the freezer like TERM. */
+  readonly hasKill: boolean
   /** This process's own cgroup directory in the hierarchy. */
   readonly own: string
 }
@@ -120,10 +128,10 @@ const findHierarchy = (): Hierarchy | undefined => {
     const memberships = readFileSync("/proc/self/cgroup", "utf8").split("\n").map((line) => line.split(":"))
     const v2 = mounts.find(([, , type]) => type === "cgroup2")?.[1]
     const v2Own = memberships.find(([id]) => id === "0")?.[2]
-    if (v2 !== undefined && v2Own !== undefined) return { version: 2, own: path.join(v2, v2Own) }
+    if (v2 !== undefined && v2Own !== undefined) return { version: 2, own: path.join(v2, v2Own), hasKill: false }
     const v1 = mounts.find(([, , type, options]) => type === "cgroup" && options?.split(",").includes("freezer"))?.[1]
     const v1Own = memberships.find(([, controllers]) => controllers?.split(",").includes("freezer"))?.[2]
-    return v1 !== undefined && v1Own !== undefined ? { version: 1, own: path.join(v1, v1Own) } : undefined
+    return v1 !== undefined && v1Own !== undefined ? { version: 1, own: path.join(v1, v1Own), hasKill: false } : undefined
   } catch {
     return undefined
   }
@@ -141,19 +149,27 @@ const startTimeOf = (pid: number): string | undefined => {
   }
 }
 
-/** Layer directories left by hosts that are gone (crashed, SIGKILLed): their runs are killed and the dirs removed. */
-const sweepStale = (hierarchy: Hierarchy): Effect.Effect<void> =>
+/** This process's PID namespace (its inode): a host is only judged dead by pid inside the namespace it lives in. */
+const pidNamespace = (): string => {
+  try {
+    return /\[(\d+)\]/.exec(readlinkSync("/proc/self/ns/pid"))?.[1] ?? "0"
+  } catch {
+    return "0"
+  }
+}
+
+/**
+ * Layer directories left by hosts of this PID namespace that are gone (crashed, SIGKILLed): their runs are killed and
+ * the directories removed.
+ */
+const sweepStale = (hierarchy: Hierarchy, namespace: string): Effect.Effect<void> =>
   Effect.gen(function*() {
     const entries = yield* Effect.promise(() => fs.readdir(hierarchy.own).catch((): Array<string> => []))
+    const home = path.join(hierarchy.own, "cgroup.procs")
     for (const entry of entries) {
-      const match = new RegExp(`^${PREFIX}(\\d+)-(\\d+)-\\d+$`).exec(entry)
-      if (match === null || startTimeOf(Number(match[1])) === match[2]) continue
-      const layerDir = path.join(hierarchy.own, entry)
-      const runs = yield* Effect.promise(() => fs.readdir(layerDir, { withFileTypes: true }).catch(() => []))
-      for (const run of runs) {
-        if (run.isDirectory()) yield* remove(hierarchy.version, path.join(layerDir, run.name), path.join(hierarchy.own, "cgroup.procs"))
-      }
-      yield* remove(hierarchy.version, layerDir, path.join(hierarchy.own, "cgroup.procs"))
+      const match = new RegExp(`^${PREFIX}(\\d+)-(\\d+)-(\\d+)-\\d+-\\d+$`).exec(entry)
+      if (match === null || match[1] !== namespace || startTimeOf(Number(match[2])) === match[3]) continue
+      yield* remove(hierarchy, path.join(hierarchy.own, entry), home)
     }
   })
 
@@ -165,14 +181,22 @@ let layers = 0
  * process-group signals. Sweeps the directories of dead hosts first.
  */
 export const makeRunCgroups: Effect.Effect<RunCgroups | undefined, never, Scope.Scope> = Effect.gen(function*() {
-  const hierarchy = findHierarchy()
-  if (hierarchy === undefined) return undefined
-  yield* sweepStale(hierarchy)
-  const home = path.join(hierarchy.own, "cgroup.procs")
-  const dir = path.join(hierarchy.own, `${PREFIX}${process.pid}-${startTimeOf(process.pid) ?? 0}-${++layers}`)
+  // Moving the process is safe only where no other thread of ours can fork meanwhile: worker threads share the
+  // process, and one could fork into another's run cgroup (or find the process inside one and build on it).
+  if (!isMainThread) return undefined
+  const found = findHierarchy()
+  if (found === undefined) return undefined
+  const namespace = pidNamespace()
+  yield* sweepStale(found, namespace)
+  const home = path.join(found.own, "cgroup.procs")
+  const dir = path.join(
+    found.own,
+    `${PREFIX}${namespace}-${process.pid}-${startTimeOf(process.pid) ?? 0}-${threadId}-${++layers}`
+  )
   const made = yield* Effect.promise(() => fs.mkdir(dir).then(() => true, () => false))
   if (!made) return undefined
-  yield* Effect.addFinalizer(() => remove(hierarchy.version, dir, home))
+  const hierarchy: Hierarchy = { ...found, hasKill: found.version === 2 && existsSync(path.join(dir, "cgroup.kill")) }
+  yield* Effect.addFinalizer(() => remove(hierarchy, dir, home))
   // Proves the move works here (write access to both cgroup.procs files) before any run relies on it.
   const movable = yield* Effect.sync(() => {
     try {
@@ -189,10 +213,10 @@ export const makeRunCgroups: Effect.Effect<RunCgroups | undefined, never, Scope.
     const runDir = path.join(dir, String(++runs))
     const created = yield* Effect.promise(() => fs.mkdir(runDir).then(() => undefined, (error: unknown) => errorOf(error)))
     if (created !== undefined) return yield* Effect.dieMessage(`cannot create the run's cgroup ${runDir}: ${created}`)
-    yield* Effect.addFinalizer(() => remove(hierarchy.version, runDir, home))
+    yield* Effect.addFinalizer(() => remove(hierarchy, runDir, home))
     const cgroup: RunCgroup = {
       join: { procs: path.join(runDir, "cgroup.procs"), home },
-      signal: signalAll(hierarchy.version, runDir, home)
+      signal: signalAll(hierarchy, runDir, home)
     }
     return cgroup
   })

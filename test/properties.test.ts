@@ -6,7 +6,7 @@ import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as fc from "fast-check"
-import { type ExecInput, MAX_BYTES_CAP, MAX_TIMEOUT_MS } from "../src/Exec.js"
+import { type ExecInput, type Keep, MAX_BYTES_CAP, MAX_TIMEOUT_MS } from "../src/Exec.js"
 import { makeCapture } from "../src/internal/capture.js"
 import * as NativeRunner from "../src/NativeRunner.js"
 import * as NativeRunnerTest from "../src/NativeRunnerTest.js"
@@ -28,6 +28,116 @@ const chunkedBytes = fc
 
 const prefixOf = (bytes: Uint8Array, cap: number) => Array.from(bytes.subarray(0, Math.min(cap, bytes.length)))
 
+const keeps: ReadonlyArray<Keep> = ["head", "tail", "both"]
+
+/** The reference: all the bytes at once, then the slices the mode keeps. */
+const keptOf = (bytes: Uint8Array, cap: number, keep: Keep): Uint8Array => {
+  if (bytes.length <= cap) return bytes
+  const headLength = keep === "head" ? cap : keep === "tail" ? 0 : Math.floor(cap / 2)
+  return Buffer.concat([bytes.subarray(0, headLength), bytes.subarray(bytes.length - (cap - headLength))])
+}
+const omittedOf = (length: number, cap: number, keep: Keep) =>
+  length <= cap
+    ? undefined
+    : { offset: keep === "head" ? cap : keep === "tail" ? 0 : Math.floor(cap / 2), bytes: length - cap }
+
+/** Pushes `chunks`, checking after each one chosen by `peeks` that the bytes so far match the reference. */
+const checkCapture = (
+  bytes: Uint8Array,
+  chunks: ReadonlyArray<Uint8Array>,
+  cap: number,
+  keep: Keep,
+  peeks: ReadonlyArray<boolean>
+) => {
+  const capture = makeCapture(cap, keep)
+  let seen = 0
+  chunks.forEach((chunk, i) => {
+    capture.push(chunk)
+    seen += chunk.length
+    // Looking in the middle assembles the kept bytes early; later pushes must carry on from there.
+    if (peeks[i] === true) expect(Buffer.compare(capture.bytes(), keptOf(bytes.subarray(0, seen), cap, keep))).toBe(0)
+  })
+  const expected = keptOf(bytes, cap, keep)
+  expect(Buffer.compare(capture.bytes(), expected)).toBe(0)
+  expect(Buffer.compare(capture.bytes(), expected)).toBe(0)
+  expect(capture.kept()).toBe(expected.length)
+  expect(capture.kept()).toBe(Math.min(cap, bytes.length))
+  expect(capture.total()).toBe(bytes.length)
+  expect(capture.truncated()).toBe(bytes.length > cap)
+  expect(capture.omitted()).toEqual(omittedOf(bytes.length, cap, keep))
+  expect(capture.readError()).toBeUndefined()
+}
+
+/** Small streams in small chunks, caps biased to 0 and 1 and to both sides of the length. */
+const smallCase = fc.record({
+  stream: chunkedBytes,
+  edgeCap: fc.option(fc.constantFrom(0, 1, 2, 3), { freq: 4 }),
+  keep: fc.constantFrom(...keeps),
+  peeks: fc.array(fc.boolean(), { maxLength: 13 })
+})
+
+/** Deterministic pseudo-random bytes: big streams without generating them byte by byte. */
+const noise = (length: number, seed: number): Uint8Array => {
+  const bytes = new Uint8Array(length)
+  let x = seed >>> 0
+  for (let i = 0; i < length; i++) {
+    x = (Math.imul(x, 1103515245) + 12345) >>> 0
+    bytes[i] = x >>> 24
+  }
+  return bytes
+}
+
+/**
+ * Streams of up to a few MiB in chunks from 0 to 100 KiB, so long chunks kept as they came, short ones copied into
+ * blocks (reused once dropped) and chunks that are views of a larger buffer (copied) all meet; caps odd and even,
+ * around a block, or a fraction of the length.
+ */
+const largeCase = fc
+  .record({
+    chunks: fc.oneof(
+      fc.array(
+        fc.record({
+          length: fc.oneof(
+            fc.nat({ max: 100_000 }),
+            fc.nat({ max: 5_000 }),
+            fc.nat({ max: 70 }),
+            fc.constantFrom(16_383, 16_384, 65_536)
+          ),
+          view: fc.boolean(),
+          peek: fc.boolean()
+        }),
+        { maxLength: 40, size: "max" }
+      ),
+      // Only short chunks: the window moves over many blocks.
+      fc.array(
+        fc.record({ length: fc.nat({ max: 8_000 }), view: fc.boolean(), peek: fc.nat({ max: 20 }).map((n) => n === 0) }),
+        { maxLength: 300, size: "max" }
+      )
+    ),
+    seed: fc.nat(),
+    cap: fc.oneof(
+      fc.constantFrom(0, 1, 2, 3, 65_535, 65_536, 65_537, 131_071),
+      fc.double({ min: 0, max: 1.1, noNaN: true }),
+      fc.nat({ max: 1_600_000 })
+    ),
+    keep: fc.constantFrom(...keeps)
+  })
+  .map(({ chunks, seed, cap, keep }) => {
+    const bytes = noise(chunks.reduce((sum, { length }) => sum + length, 0), seed)
+    let offset = 0
+    return {
+      bytes,
+      chunks: chunks.map(({ length, view }) => {
+        const part = bytes.subarray(offset, (offset += length))
+        // As a pipe hands them over (a buffer of its own), or as a view into the whole stream's buffer.
+        return view ? part : part.slice()
+      }),
+      cap: Number.isInteger(cap) ? cap : Math.floor(cap * bytes.length),
+      keep,
+      peeks: chunks.map(({ peek }) => peek)
+    }
+  })
+
 describe("capture (src/internal/capture.ts)", () => {
   it("keeps exactly the first cap bytes; truncated iff length > cap; total is the length", () => {
     fc.assert(
@@ -39,6 +149,24 @@ describe("capture (src/internal/capture.ts)", () => {
         expect(capture.total()).toBe(bytes.length)
       }),
       { numRuns: 1000 }
+    )
+  })
+
+  it("every keep mode keeps what slicing the whole stream keeps (head / tail / head + tail), omitted says where the gap is", () => {
+    fc.assert(
+      fc.property(smallCase, ({ stream: { bytes, chunks, cap }, edgeCap, keep, peeks }) => {
+        checkCapture(bytes, chunks, edgeCap ?? cap, keep, peeks)
+      }),
+      { numRuns: 3000 }
+    )
+  })
+
+  it("the same for large streams in chunks around the sizes the tail keeps as they came or copies", () => {
+    fc.assert(
+      fc.property(largeCase, ({ bytes, chunks, cap, keep, peeks }) => {
+        checkCapture(bytes, chunks, cap, keep, peeks)
+      }),
+      { numRuns: 300 }
     )
   })
 })

@@ -3,6 +3,7 @@
  * The input accepts everything the seed's `NativeExecInput` has; the result is a superset of `NativeExecResult`.
  */
 import * as Arr from "effect/Array"
+import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
@@ -114,6 +115,30 @@ export const Limits = Schema.Struct({
 })
 export type Limits = typeof Limits.Type
 
+/** A duration above 0. */
+export const PositiveDuration = DurationInput.pipe(
+  Schema.filter((d) => Duration.toMillis(Duration.decode(d)) > 0 || "must be above 0")
+)
+
+/**
+ * Which bytes of each stream the cap keeps: `"head"` the first ones (default), `"tail"` the last ones, `"both"` the
+ * first and the last half of the cap (the result's `stdoutOmitted` / `stderrOmitted` say where the cut is).
+ */
+export const Keep = Schema.Literal("head", "tail", "both")
+export type Keep = typeof Keep.Type
+
+/**
+ * Each stream, whole (up to `maxBytes`), also written to a new file (mode 0600) in `dir`; the result gives
+ * `stdoutFile` / `stderrFile`. The caller owns the files.
+ */
+export const Spill = Schema.Struct({
+  dir: Schema.String.pipe(Schema.filter((dir) => dir.startsWith("/") && !dir.includes("\u0000") || "must be an absolute path")),
+  maxBytes: Schema.optional(Schema.Number.pipe(
+    Schema.filter((n) => Number.isSafeInteger(n) && n >= 0 || "must be a whole number of bytes from 0")
+  ))
+})
+export type Spill = typeof Spill.Type
+
 /**
  * The input of `NativeRunner.exec`. Everything the seed's `NativeExecInput` has, plus Effect-style durations
  * (`timeout` wins over `limits.timeoutMs`; `killGrace` overrides the layer's grace period).
@@ -128,10 +153,11 @@ export const ExecInput = Schema.Struct({
   env: Schema.optional(Env),
   stdin: Schema.optional(Schema.Uint8ArrayFromSelf.annotations({ description: "a Uint8Array" })),
   limits: Schema.optional(Limits),
-  timeout: Schema.optional(DurationInput.pipe(
-    Schema.filter((d) => Duration.toMillis(Duration.decode(d)) > 0 || "must be above 0")
-  )),
-  killGrace: Schema.optional(DurationInput)
+  timeout: Schema.optional(PositiveDuration),
+  killGrace: Schema.optional(DurationInput),
+  idleTimeout: Schema.optional(PositiveDuration),
+  keep: Schema.optional(Keep),
+  spill: Schema.optional(Spill)
 })
 export type ExecInput = typeof ExecInput.Type
 
@@ -242,6 +268,8 @@ export interface AuditRecord extends NativeAuditRecord {
   /** ISO-8601 time the exec started (from Effect's `Clock`). */
   startedAt: string
   exitCode: number
+  /** Which timeout stopped the run, when one did. */
+  timeoutKind?: TimeoutKind
   stdoutBytes: number
   stderrBytes: number
   truncatedStdout: boolean
@@ -262,6 +290,28 @@ export interface AuditRecord extends NativeAuditRecord {
   spawnError?: SpawnFailure
 }
 
+/**
+ * One event of `NativeRunner.execStream`: `Started` first, then `Stdout` / `Stderr` chunks in the order they arrived
+ * on each pipe, and last `Exit` with the same `result` `exec` returns. Chunks are bounded (up to 64 KiB each) and read
+ * only: they are the capture's own bytes. `Exit.dropped` counts chunks a slow consumer missed (see `execStream`).
+ */
+export type ExecEvent = Data.TaggedEnum<{
+  Started: { readonly runId: string; readonly pid: number }
+  Stdout: { readonly bytes: Uint8Array }
+  Stderr: { readonly bytes: Uint8Array }
+  Exit: { readonly result: ExecResult; readonly dropped: { readonly chunks: number; readonly bytes: number } }
+}>
+export const ExecEvent = Data.taggedEnum<ExecEvent>()
+
+/** Which timeout stopped a run. */
+export type TimeoutKind = "wall" | "idle"
+
+/** Bytes cut out of a captured stream: `bytes` of them, at `offset` in the kept bytes. */
+export interface Omitted {
+  readonly offset: number
+  readonly bytes: number
+}
+
 /** What one run produced. Assignable to the seed's `NativeExecResult`. */
 export interface ExecResult {
   /** The child's exit code; 124 on timeout; 128+n when killed by signal n. */
@@ -274,10 +324,20 @@ export interface ExecResult {
   /** Name of the signal that ended the process (e.g. "SIGKILL"), if one did. */
   signal?: string
   timedOut: boolean
+  /** Which timeout stopped the run, when one did: the wall-clock `timeout` or the `idleTimeout`. */
+  timeoutKind?: TimeoutKind
   durationMs: number
   /** Total bytes the child wrote to stdout, kept or not. */
   stdoutBytes: number
   stderrBytes: number
+  /** Where bytes were cut out of `stdout` (`keep` tail or both, or head past the cap): at `offset`, `bytes` of them. */
+  stdoutOmitted?: Omitted
+  stderrOmitted?: Omitted
+  /** The spill files (`spill`), with every byte up to `spill.maxBytes`. */
+  stdoutFile?: string
+  stderrFile?: string
+  /** Set when writing a spill file failed (ENOSPC, EFBIG): that file stops there; the result is unaffected. */
+  spillError?: string
   limitExceeded?: LimitExceeded
   /**
    * Set when reading stdout or stderr failed ("stderr: EIO: ..."); that stream is then also marked truncated, since

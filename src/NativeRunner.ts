@@ -8,22 +8,102 @@ import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
-import type { NativeRunnerError } from "./Errors.js"
-import type { ExecInput, ExecResult } from "./Exec.js"
+import * as Duration from "effect/Duration"
+import * as Schema from "effect/Schema"
+import * as Stream from "effect/Stream"
+import type { InvalidInput, NativeRunnerError } from "./Errors.js"
+import * as Exec from "./Exec.js"
+import { type ExecEvent, type ExecInput, type ExecResult, toInvalidInput } from "./Exec.js"
+import * as Sandbox from "./Sandbox.js"
 import type { Spawner } from "./internal/engine.js"
 import { makeSpawner } from "./internal/live.js"
 import { makeNodeSpawner } from "./internal/nodeSpawner.js"
 import { makeRunCgroups, type RunCgroups } from "./internal/runCgroup.js"
-import { makePolicy, type PolicyOptions } from "./internal/policy.js"
-import { hostCwd, makeRunner, type RunnerOptions, type RunnerService } from "./internal/runner.js"
+import { makePolicy } from "./internal/policy.js"
+import { hostCwd, makeRunner, type RunnerService } from "./internal/runner.js"
 import { type PromiseRunner, type PromiseRunnerOptions, toPromiseRunner as promiseRunner } from "./internal/promiseRunner.js"
 
-export type { SandboxOptions } from "./internal/policy.js"
 export type { RunnerService as Service } from "./internal/runner.js"
 
-/** Options of the live layer: the shared runner options plus a sandbox or resource limits. */
-export interface Options extends RunnerOptions, PolicyOptions {}
-export { DEFAULTS } from "./internal/runner.js"
+/** Defaults of the layer options, as in the seed's lineage. */
+export const DEFAULTS = {
+  maxStdoutBytes: 1024 * 1024,
+  maxStderrBytes: 1024 * 1024,
+  timeout: Duration.seconds(60),
+  killGrace: Duration.seconds(2),
+  drainTimeout: Duration.seconds(1),
+  inheritEnv: "core",
+  maxConcurrent: 32,
+  keep: "head"
+} as const
+
+const RedactArgv = Schema.declare(
+  (u: unknown): u is (argv: ReadonlyArray<string>) => ReadonlyArray<string> => typeof u === "function",
+  { description: "a function from argv to argv" }
+)
+
+/**
+ * The options every runner layer shares (live and test), each optional with a default in `DEFAULTS`:
+ * `maxStdoutBytes`, `maxStderrBytes`, `timeout`, `killGrace`, `drainTimeout` (how long output is still read after the
+ * exit, for pipes held by escaped grandchildren), `idleTimeout` (none), `keep`, `spill` (none), `cwd` (default: the
+ * host's, read when the layer is built), `inheritEnv`, `env` (the input's wins), `maxConcurrent`, `redactArgv`
+ * (rewrites argv in audits, e.g. `Audit.redactAfter(["--password"])`).
+ */
+export const runnerFields = {
+  maxStdoutBytes: Schema.optionalWith(Exec.ByteCap, { default: () => DEFAULTS.maxStdoutBytes }),
+  maxStderrBytes: Schema.optionalWith(Exec.ByteCap, { default: () => DEFAULTS.maxStderrBytes }),
+  timeout: Schema.optionalWith(Exec.PositiveDuration, { default: () => DEFAULTS.timeout }),
+  killGrace: Schema.optionalWith(Exec.DurationInput, { default: () => DEFAULTS.killGrace }),
+  drainTimeout: Schema.optionalWith(Exec.DurationInput, { default: () => DEFAULTS.drainTimeout }),
+  idleTimeout: Schema.optional(Exec.PositiveDuration),
+  keep: Schema.optionalWith(Exec.Keep, { default: () => DEFAULTS.keep }),
+  spill: Schema.optional(Exec.Spill),
+  cwd: Schema.optional(Sandbox.AbsolutePath),
+  inheritEnv: Schema.optional(Schema.Literal("none", "core", "all")),
+  env: Schema.optional(Exec.Env),
+  maxConcurrent: Schema.optionalWith(
+    Schema.Int.pipe(Schema.greaterThanOrEqualTo(1, { message: () => "must be a whole number >= 1" })),
+    { default: () => DEFAULTS.maxConcurrent }
+  ),
+  redactArgv: Schema.optional(RedactArgv)
+} as const
+
+/**
+ * The sandbox of a live layer: the `policy`; `bwrapPath`, `setprivPath`, `prlimitPath` (absolute; default: found on
+ * the host's PATH when the layer is built); `fallback` when bubblewrap is unusable: `"fail"` (default: the layer fails
+ * with `SandboxUnavailable`) or `"unsandboxed"` (a warning, then runs on the host; resource limits still apply).
+ */
+export const SandboxOptions = Schema.Struct({
+  policy: Sandbox.Policy,
+  bwrapPath: Schema.optional(Sandbox.AbsolutePath),
+  setprivPath: Schema.optional(Sandbox.AbsolutePath),
+  prlimitPath: Schema.optional(Sandbox.AbsolutePath),
+  fallback: Schema.optional(Schema.Literal("fail", "unsandboxed"))
+})
+export type SandboxOptions = typeof SandboxOptions.Type
+
+/**
+ * Options of the live layers: the shared runner options, plus a `sandbox` or, without one, `resourceLimits`. Decoded
+ * once when the layer is built; a misspelt or unknown key fails with `InvalidInput` naming it.
+ */
+export const Options = Schema.Struct({
+  ...runnerFields,
+  sandbox: Schema.optional(SandboxOptions),
+  resourceLimits: Schema.optional(Sandbox.ResourceLimits)
+})
+/** Every field optional, `undefined` allowed: what callers write. */
+type Given<A> = { readonly [K in keyof A]?: A[K] | undefined }
+
+/** What a layer is given; every field optional. */
+export type Options = Given<typeof Options.Type>
+/** The options once decoded, defaults applied. */
+export type DecodedOptions = typeof Options.Type
+
+/** Decodes layer options (`Options`, or the test layer's) with excess keys refused. */
+export const decodeOptions = <A, I>(schema: Schema.Schema<A, I>, options: unknown): Effect.Effect<A, InvalidInput> =>
+  Schema.decodeUnknown(schema, { errors: "all", onExcessProperty: "error" })(options).pipe(
+    Effect.mapError(toInvalidInput("invalid runner options"))
+  )
 
 /** The runner service. Its `exec` returns `Effect<ExecResult, NativeRunnerError>`. */
 export class NativeRunner extends Context.Tag("effect-native-runner/NativeRunner")<NativeRunner, RunnerService>() {}
@@ -37,12 +117,27 @@ export class NativeRunner extends Context.Tag("effect-native-runner/NativeRunner
 export const exec = (input: ExecInput): Effect.Effect<ExecResult, NativeRunnerError, NativeRunner> =>
   Effect.flatMap(NativeRunner, (runner) => runner.exec(input))
 
+/**
+ * Runs one command as a stream of events: `Started`, then `Stdout` / `Stderr` chunks as they arrive, then `Exit` with
+ * the same result `exec` returns (same caps, same audit). Ending the stream early kills the process tree. A slow
+ * consumer neither slows the run nor changes its result: chunks it cannot keep up with are dropped from the stream
+ * (never from the result) and counted in `Exit.dropped`.
+ *
+ * @example
+ * yield* NativeRunner.execStream({ argv: ["make", "test"] }).pipe(
+ *   Stream.runForEach((event) => event._tag === "Stdout" ? Effect.sync(() => process.stdout.write(event.bytes)) : Effect.void)
+ * )
+ */
+export const execStream = (input: ExecInput): Stream.Stream<ExecEvent, NativeRunnerError, NativeRunner> =>
+  Stream.unwrap(Effect.map(NativeRunner, (runner) => runner.execStream(input)))
+
 const makeWith = (
   spawner: Spawner,
   capabilities: { readonly canSandbox: boolean; readonly runCgroups?: RunCgroups | undefined },
-  options: Options
+  raw: Options
 ) =>
   Effect.gen(function*() {
+    const options = yield* decodeOptions(Options, raw)
     return yield* makeRunner({
       spawner,
       policy: yield* makePolicy(options, capabilities),

@@ -11,7 +11,6 @@ import * as Deferred from "effect/Deferred"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
-import * as FiberRef from "effect/FiberRef"
 import * as Layer from "effect/Layer"
 import * as Mailbox from "effect/Mailbox"
 import * as Option from "effect/Option"
@@ -20,12 +19,12 @@ import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import { statSync, type Stats } from "node:fs"
 import type { InvalidInput, SpawnError, SpawnFailure } from "./Errors.js"
-import { decodeInput, type ExecInput } from "./Exec.js"
+import type { ExecInput } from "./Exec.js"
 import { drainStreams, type KillSignal, type ProcessExit, type RunningProcess, type Spawner } from "./internal/engine.js"
 import { cwdNotDirectory, cwdStatFailure, spawnError } from "./internal/live.js"
 import type { PreparedCommand } from "./internal/prepared.js"
-import { makeRunner, plainPolicy, type RunnerOptions, type RunnerService } from "./internal/runner.js"
-import { NativeRunner } from "./NativeRunner.js"
+import { makeRunner, plainPolicy, type RunnerService } from "./internal/runner.js"
+import * as NativeRunner from "./NativeRunner.js"
 
 export type { PreparedCommand } from "./internal/prepared.js"
 
@@ -245,21 +244,22 @@ export const DEFAULT_HOST_ENV: Readonly<Record<string, string>> = {
   SHELL: "/bin/sh"
 }
 
-/** Options of `layerTest`: the runner's options plus what the fake stands in for. */
-export interface TestOptions extends RunnerOptions {
-  /** The host environment the inherit policy reads (default `DEFAULT_HOST_ENV`; the real one is never read). */
-  readonly hostEnv?: Readonly<Record<string, string | undefined>> | undefined
-  /** The host cwd, used when `cwd` is not given (default: the test process's cwd). */
-  readonly hostCwd?: string | undefined
-  /**
-   * Check the cwd on the real file system like the live layer does: missing -> `SpawnError` "CwdNotFound", not a
-   * directory -> "CwdNotDirectory" (default true). Set false to script calls in directories that do not exist here.
-   */
-  readonly checkCwd?: boolean | undefined
-}
-
-// The decoded input of the exec in progress, for the spawner: the engine hands it only the prepared command.
-const currentInput = FiberRef.unsafeMake<Option.Option<ExecInput>>(Option.none())
+/**
+ * Options of `layerTest`: the runner's options (`NativeRunner.runnerFields`) plus what the fake stands in for:
+ * - `hostEnv`: the host environment the inherit policy reads (default `DEFAULT_HOST_ENV`; the real one is never read);
+ * - `hostCwd`: the host cwd, used when `cwd` is not given (default: the test process's cwd);
+ * - `checkCwd`: check the cwd on the real file system like the live layer does: missing -> `SpawnError`
+ *   "CwdNotFound", not a directory -> "CwdNotDirectory" (default true). Set false to script calls in directories
+ *   that do not exist here.
+ * Like the live layer's, a misspelt or unknown key fails with `InvalidInput` naming it.
+ */
+export const TestOptions = Schema.Struct({
+  ...NativeRunner.runnerFields,
+  hostEnv: Schema.optional(Schema.Record({ key: Schema.String, value: Schema.UndefinedOr(Schema.String) })),
+  hostCwd: Schema.optional(Schema.String),
+  checkCwd: Schema.optional(Schema.Boolean)
+})
+export type TestOptions = { readonly [K in keyof typeof TestOptions.Type]?: (typeof TestOptions.Type)[K] | undefined }
 
 const encoder = new TextEncoder()
 const toBytes = (data: Data): Uint8Array => (typeof data === "string" ? encoder.encode(data) : data)
@@ -303,6 +303,9 @@ const defaultSpawnMessage = (reason: SpawnFailure, command: PreparedCommand): st
   }
 }
 
+// Fake processes get pids of their own, far above any real pid_max, so they can never be confused with real ones.
+let nextFakePid = 10_000_000
+
 /** Starts the scripted process in the spawn's scope; `kill` follows the signal rules of a real process. */
 const startFake = (fake: FakeProcess): Effect.Effect<RunningProcess, never, Scope.Scope> =>
   Effect.gen(function*() {
@@ -334,6 +337,7 @@ const startFake = (fake: FakeProcess): Effect.Effect<RunningProcess, never, Scop
     // Whatever closes the spawn's scope, the fake is gone afterwards, like a process whose tree was killed.
     yield* Effect.addFinalizer(() => killWith("SIGKILL"))
     const running: RunningProcess = {
+      pid: nextFakePid++,
       output: drainStreams(Mailbox.toStream(out), Mailbox.toStream(err)),
       exit: Deferred.await(exited),
       kill: (signal) =>
@@ -364,9 +368,10 @@ export const make = (
     const spawner: Spawner = {
       spawn: (command) =>
         Effect.gen(function*() {
-          const input = yield* FiberRef.get(currentInput)
-          if (Option.isNone(input)) return yield* Effect.dieMessage("NativeRunnerTest: spawn outside of exec")
-          const call: Call = { input: input.value, command }
+          // The runner hands every spawn the decoded input it came from; the call records them apart.
+          const { input, ...prepared } = command
+          if (input === undefined) return yield* Effect.dieMessage("NativeRunnerTest: spawn outside of exec")
+          const call: Call = { input, command: prepared }
           yield* Ref.update(state, (s) => ({ ...s, calls: [...s.calls, call] }))
           if (options.checkCwd !== false) yield* checkCwdNow(command)
           // Find and use up the entry in one step, so concurrent calls never share a `once` entry.
@@ -401,21 +406,13 @@ export const make = (
         })
     }
 
-    const inner = yield* makeRunner({
+    const { checkCwd: _checkCwd, hostCwd, hostEnv, ...runnerOptions } = yield* NativeRunner.decodeOptions(TestOptions, options)
+    const runner = yield* makeRunner({
       spawner,
       policy: plainPolicy,
-      hostEnv: options.hostEnv ?? DEFAULT_HOST_ENV,
-      hostCwd: options.hostCwd ?? process.cwd()
-    }, options)
-
-    const runner: RunnerService = {
-      // Decoding again here only to hand the decoded input to the spawner; the runner's own decode decides.
-      exec: (input) =>
-        Effect.flatMap(
-          Effect.option(decodeInput(input)),
-          (decoded) => Effect.locally(inner.exec(input), currentInput, decoded)
-        )
-    }
+      hostEnv: hostEnv ?? DEFAULT_HOST_ENV,
+      hostCwd: hostCwd ?? process.cwd()
+    }, runnerOptions)
     const recorder: RecorderService = {
       calls: Effect.map(Ref.get(state), (s) => s.calls),
       pending: Effect.map(
@@ -440,8 +437,8 @@ export const make = (
 export const layerTest = (
   script: ReadonlyArray<Entry>,
   options: TestOptions = {}
-): Layer.Layer<NativeRunner | Recorder, InvalidInput> =>
+): Layer.Layer<NativeRunner.NativeRunner | Recorder, InvalidInput> =>
   Layer.effectContext(
     Effect.map(make(script, options), ({ recorder, runner }) =>
-      Context.make(NativeRunner, runner).pipe(Context.add(Recorder, recorder)))
+      Context.make(NativeRunner.NativeRunner, runner).pipe(Context.add(Recorder, recorder)))
   )

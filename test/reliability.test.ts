@@ -32,7 +32,7 @@ import {
   withEnvMarker
 } from "../bench/lib/procs.js"
 import { makeNodeSpawner } from "../src/internal/nodeSpawner.js"
-import { makeRunner, plainPolicy } from "../src/internal/runner.js"
+import { bareRunner } from "./helpers/runner.js"
 import * as NativeRunner from "../src/NativeRunner.js"
 
 const MARK = "RELIABILITY_MARK"
@@ -153,9 +153,7 @@ describe("reliability (real processes)", () => {
     // The runner as a host without cgroups gets it: the Node spawner and no per-run cgroup.
     const withoutCgroups = Layer.effect(
       NativeRunner.NativeRunner,
-      makeRunner({ spawner: makeNodeSpawner(), policy: plainPolicy, hostEnv: process.env, hostCwd: process.cwd() }, {
-        drainTimeout: "500 millis"
-      })
+      bareRunner(makeNodeSpawner(), { drainTimeout: "500 millis" })
     )
     return Effect.gen(function*() {
       const [result, ms] = yield* elapsed(NativeRunner.exec({ argv: ["sh", "-c", setsidScript(pidFile)], env: env(mark) }))

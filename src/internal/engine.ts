@@ -13,6 +13,7 @@ import * as Stream from "effect/Stream"
 import { constants } from "node:os"
 import type { SpawnError } from "../Errors.js"
 import { type Capture, makeCapture } from "./capture.js"
+import type { Keep } from "../Exec.js"
 import type { PreparedCommand } from "./prepared.js"
 
 /** How a process ended, as the OS reports it: an exit code, or the signal that killed it. */
@@ -26,6 +27,8 @@ export type KillSignal = "SIGTERM" | "SIGKILL"
 
 /** A started process, as a backend hands it to the engine. */
 export interface RunningProcess {
+  /** The process id of the started process (for a sandbox: of bwrap, or of setpriv before it). */
+  readonly pid: number
   /**
    * Feeds both output pipes into the captures until both have ended. Started once, right after the spawn; the
    * engine interrupts it when a pipe held open by an escaped grandchild outlives the drain timeout.
@@ -53,6 +56,20 @@ export interface RunSettings {
   readonly killGrace: Duration.Duration
   /** How long to keep reading after exit (a grandchild may hold the pipe open) before giving up on the rest. */
   readonly drainTimeout: Duration.Duration
+  /** No output on either stream for this long stops the run like the timeout; none by default. */
+  readonly idleTimeout?: Duration.Duration | undefined
+  /** Which bytes of each stream the caps keep (default `"head"`). */
+  readonly keep?: Keep | undefined
+}
+
+/** What a caller sees of a run while it runs. Called synchronously, from the pipe's own events: keep them cheap. */
+export interface RunHooks {
+  /** The process started (before any output). */
+  readonly onStarted?: ((pid: number) => void) | undefined
+  /** A chunk arrived on a stream, in order; it is the capture's own bytes: read it, never change it. */
+  readonly onChunk?: ((stream: "stdout" | "stderr", bytes: Uint8Array) => void) | undefined
+  /** The run's fiber was interrupted: what was captured so far, after the process tree was killed. */
+  readonly onInterrupt?: ((outcome: Outcome) => Effect.Effect<void>) | undefined
 }
 
 /** Everything a run produced. */
@@ -60,6 +77,8 @@ export interface Outcome {
   readonly exitCode: number
   readonly signal: string | undefined
   readonly timedOut: boolean
+  /** Which timeout fired, when one did. */
+  readonly timeoutKind: "wall" | "idle" | undefined
   readonly interrupted: boolean
   readonly stdout: Capture
   readonly stderr: Capture
@@ -119,27 +138,83 @@ export const terminate = (proc: RunningProcess, grace: Duration.Duration): Effec
   })
 
 /**
+ * A capture that also tells `hooks` of each chunk and notes when output last arrived (for the idle timeout). The
+ * plain capture is used as it is when nobody listens: the common exec pays nothing for streaming.
+ */
+const observed = (
+  capture: Capture,
+  stream: "stdout" | "stderr",
+  onChunk: RunHooks["onChunk"],
+  activity: { last: number } | undefined,
+  clock: Clock.Clock
+): Capture =>
+  onChunk === undefined && activity === undefined ? capture : {
+    ...capture,
+    push: (chunk) => {
+      if (activity !== undefined) activity.last = clock.unsafeCurrentTimeMillis()
+      capture.push(chunk)
+      onChunk?.(stream, chunk)
+    }
+  }
+
+/** Completes with "idle" once no output arrived for `idle` (rechecked when it arrived meanwhile). */
+const idleWatch = (idle: Duration.Duration, activity: { last: number }): Effect.Effect<"idle"> =>
+  Effect.gen(function*() {
+    const idleMs = Duration.toMillis(idle)
+    for (;;) {
+      const quietFor = (yield* Clock.currentTimeMillis) - activity.last
+      if (quietFor >= idleMs) return "idle" as const
+      yield* Effect.sleep(Duration.millis(idleMs - quietFor))
+    }
+  })
+
+/** Waits for the exit, or for the first timeout to fire (`None` with its kind). */
+const awaitExit = (
+  proc: RunningProcess,
+  settings: RunSettings,
+  activity: { last: number } | undefined
+): Effect.Effect<ProcessExit | "wall" | "idle"> =>
+  settings.idleTimeout === undefined || activity === undefined
+    ? Effect.map(proc.exit.pipe(Effect.timeoutOption(settings.timeout)), Option.getOrElse(() => "wall" as const))
+    : Effect.raceAll<Effect.Effect<ProcessExit | "wall" | "idle">>([
+      proc.exit,
+      Effect.as(Effect.sleep(settings.timeout), "wall" as const),
+      idleWatch(settings.idleTimeout, activity)
+    ])
+
+/**
  * Runs one prepared command to completion under `settings`. Non-zero exits, signals, timeouts and truncation are
  * in the outcome; only a failed spawn is an error. If the calling fiber is interrupted, the process tree is killed
- * before this effect ends, and `onInterrupt` receives what was captured so far.
+ * before this effect ends, and `hooks.onInterrupt` receives what was captured so far.
  */
 export const runProcess = (
   spawner: Spawner,
   command: PreparedCommand,
   stdin: Uint8Array | undefined,
   settings: RunSettings,
-  onInterrupt: (outcome: Outcome) => Effect.Effect<void> = () => Effect.void
+  hooks: RunHooks = {}
 ): Effect.Effect<Outcome, SpawnError> =>
   Effect.gen(function*() {
-    const started = yield* Clock.currentTimeMillis
-    const stdout = makeCapture(settings.maxStdoutBytes)
-    const stderr = makeCapture(settings.maxStderrBytes)
+    const clock = yield* Effect.clock
+    const started = clock.unsafeCurrentTimeMillis()
+    const stdout = makeCapture(settings.maxStdoutBytes, settings.keep)
+    const stderr = makeCapture(settings.maxStderrBytes, settings.keep)
+    const activity = settings.idleTimeout === undefined ? undefined : { last: started }
+    const sinks = [
+      observed(stdout, "stdout", hooks.onChunk, activity, clock),
+      observed(stderr, "stderr", hooks.onChunk, activity, clock)
+    ] as const
     let finalExit: ProcessExit | undefined
-    const outcomeOf = (exit: ProcessExit | undefined, timedOut: boolean, interrupted: boolean) =>
+    const outcomeOf = (exit: ProcessExit | undefined, timeoutKind: Outcome["timeoutKind"], interrupted: boolean) =>
       Effect.map(Clock.currentTimeMillis, (now): Outcome => ({
-        exitCode: timedOut ? TIMEOUT_EXIT_CODE : exit === undefined ? 128 + signalNumber("SIGKILL") : exitCodeOf(exit),
+        exitCode: timeoutKind !== undefined
+          ? TIMEOUT_EXIT_CODE
+          : exit === undefined
+          ? 128 + signalNumber("SIGKILL")
+          : exitCodeOf(exit),
         signal: exit?.signal ?? undefined,
-        timedOut,
+        timedOut: timeoutKind !== undefined,
+        timeoutKind,
         interrupted,
         stdout,
         stderr,
@@ -155,7 +230,7 @@ export const runProcess = (
         // (closing its pipes first would kill it with SIGPIPE in its own handler), and what it writes is kept.
         const [proc, readers] = yield* Effect.uninterruptible(Effect.flatMap(spawner.spawn(command, stdin), (proc) =>
           Effect.zipLeft(
-            Effect.map(Effect.forkScoped(Effect.interruptible(proc.output(stdout, stderr))), (readers) => [proc, readers] as const),
+            Effect.map(Effect.forkScoped(Effect.interruptible(proc.output(...sinks))), (readers) => [proc, readers] as const),
             // Added after the backend's own release, so it runs first: nothing outlives the scope, whatever ends it.
             Effect.addFinalizer(() =>
               finalExit !== undefined
@@ -165,11 +240,12 @@ export const runProcess = (
                 })
             )
           )))
-        const exited = yield* proc.exit.pipe(Effect.timeoutOption(settings.timeout))
-        const timedOut = Option.isNone(exited)
+        hooks.onStarted?.(proc.pid)
+        const waited = yield* awaitExit(proc, settings, activity)
+        const timeoutKind = typeof waited === "string" ? waited : undefined
         // Timed out: kill the tree. Exited: kill what it left behind in its group (background children).
-        const exit = timedOut ? yield* terminate(proc, settings.killGrace) : exited.value
-        if (!timedOut) yield* proc.kill("SIGKILL")
+        const exit = typeof waited === "string" ? yield* terminate(proc, settings.killGrace) : waited
+        if (timeoutKind === undefined) yield* proc.kill("SIGKILL")
         finalExit = exit
         // The pipes close once every holder is dead; one that survives (e.g. setsid) only gets a bounded wait.
         // Usually both pipes have ended by now: then no timer is needed.
@@ -178,10 +254,11 @@ export const runProcess = (
           const drained = yield* Fiber.join(readers).pipe(Effect.timeoutOption(settings.drainTimeout))
           if (Option.isNone(drained)) yield* Fiber.interrupt(readers)
         }
-        return yield* outcomeOf(exit, timedOut, false)
+        return yield* outcomeOf(exit, timeoutKind, false)
       })
     )
-    return yield* run.pipe(
-      Effect.onInterrupt(() => Effect.flatMap(outcomeOf(finalExit, false, true), onInterrupt))
-    )
+    const onInterrupt = hooks.onInterrupt
+    return yield* onInterrupt === undefined
+      ? run
+      : run.pipe(Effect.onInterrupt(() => Effect.flatMap(outcomeOf(finalExit, undefined, true), onInterrupt)))
   })

@@ -129,6 +129,7 @@ export const makeSpawner = (
         yield* Effect.forkScoped(Effect.interruptible(Stream.run(Stream.succeed(stdin), process.stdin).pipe(Effect.ignore)))
       }
       const running: RunningProcess = {
+        pid: process.pid,
         output: drainStreams(process.stdout, process.stderr),
         exit: exitOf(process),
         kill: (signal) => killGroup(process.pid, signal)

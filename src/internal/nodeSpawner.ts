@@ -161,6 +161,7 @@ export const makeNodeSpawner = (): Spawner => ({
           Effect.flatMap(Deferred.isDone(exited), (done) => done ? Effect.void : Effect.sync(() => killGroup(pid, "SIGKILL")))
       ),
       ({ child, exited, pid }): RunningProcess => ({
+        pid,
         output: outputOf(child.stdout, child.stderr),
         exit: Deferred.await(exited),
         kill: (signal) => Effect.flatMap(Deferred.isDone(exited), (reaped) => Effect.sync(() => killGroup(pid, signal, reaped)))

@@ -20,36 +20,11 @@ import type * as Scope from "effect/Scope"
 import { limitExceeded, pidsCgroup, prlimitArgv, processLimitRoute } from "./resourceLimits.js"
 import { plainPolicy, type Policy, type PreparedRun } from "./runner.js"
 import type { RunCgroups } from "./runCgroup.js"
+import type * as NativeRunner from "../NativeRunner.js"
 import { preflightHost, resolveSandboxHost, type SandboxHost, type SandboxPaths } from "./sandboxHost.js"
 
-/** The sandbox of a live layer. */
-export interface SandboxOptions extends SandboxPaths {
-  /** What the sandboxed command may see and use. */
-  readonly policy: Sandbox.Policy
-  /**
-   * When bubblewrap is unusable: `"fail"` (default) fails the layer with `SandboxUnavailable`; `"unsandboxed"`
-   * logs a warning and runs commands directly on the host (resource limits still apply).
-   */
-  readonly fallback?: "fail" | "unsandboxed" | undefined
-}
-
-/** Live-only options: a sandbox, or resource limits without one. */
-export interface PolicyOptions {
-  readonly sandbox?: SandboxOptions | undefined
-  /** Resource limits of every run without a sandbox (with one, use `sandbox.policy.limits`). */
-  readonly resourceLimits?: Sandbox.ResourceLimits | undefined
-}
-
-const PolicyOptionsData = Schema.Struct({
-  sandbox: Schema.optional(Schema.Struct({
-    policy: Sandbox.Policy,
-    bwrapPath: Schema.optional(Sandbox.AbsolutePath),
-    setprivPath: Schema.optional(Sandbox.AbsolutePath),
-    prlimitPath: Schema.optional(Sandbox.AbsolutePath),
-    fallback: Schema.optional(Schema.Literal("fail", "unsandboxed"))
-  })),
-  resourceLimits: Schema.optional(Sandbox.ResourceLimits)
-})
+/** Live-only options, decoded (`NativeRunner.Options`): a sandbox, or resource limits without one. */
+export type PolicyOptions = Pick<NativeRunner.DecodedOptions, "sandbox" | "resourceLimits">
 
 /** PATH, HOME and TMPDIR inside the sandbox; nothing of the host's environment is inherited there by default. */
 export const SANDBOX_BASE_ENV: Readonly<Record<string, string>> = {
@@ -231,9 +206,6 @@ const basePolicy = (
   spawner: { readonly canSandbox: boolean }
 ): Effect.Effect<Policy, InvalidInput | SandboxUnavailable> =>
   Effect.gen(function*() {
-    yield* Schema.decodeUnknown(PolicyOptionsData, { errors: "all" })(options).pipe(
-      Effect.mapError(toInvalidInput("invalid runner options"))
-    )
     const useCgroup = (yield* processLimitRoute) === "cgroup"
     const unsandboxed = (limits: Sandbox.ResourceLimits | undefined) =>
       Effect.gen(function*(): Effect.fn.Return<Policy, SandboxUnavailable> {

@@ -1,3 +1,5 @@
+import type { ExecInput } from "../Exec.js"
+
 /** The command exactly as it will be spawned, after env policy, sandbox wrapping and resource limits. */
 export interface PreparedCommand {
   /** Program and arguments; `argv[0]` is resolved on `PATH` (of the host, since no shell is used). */
@@ -16,6 +18,8 @@ export interface PreparedCommand {
    * `home`, so the child and everything it starts are in the run's cgroup from their first instruction.
    */
   readonly cgroup?: { readonly procs: string; readonly home: string } | undefined
+  /** The decoded exec input this command came from, for spawners that act on the call itself (the test layer's). */
+  readonly input?: ExecInput | undefined
 }
 
 /** One descriptor handed to the child beyond stdin, stdout and stderr. */

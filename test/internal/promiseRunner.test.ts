@@ -56,12 +56,13 @@ describe("toPromiseRunner cleanup", () => {
     Effect.gen(function*() {
       const marker = newMarker()
       const runner = NativeRunner.toPromiseRunner(NativeRunner.layerNode(), { cleanup: false })
-      const pending = runner.exec({ argv: ["sh", "-c", `sleep ${marker}; :`] })
+      // Settled handlers attached at once: the rejection comes during dispose.
+      const settledPromise = runner.exec({ argv: ["sh", "-c", `sleep ${marker}; :`] }).then(() => "resolved", () => "rejected")
       expect(yield* waitUntil(() => running(marker).length === 1, 5_000)).toBe(true)
       yield* Effect.promise(() => runner.dispose())
       // Resolved only after the tree was killed: nothing to wait for.
       expect(running(marker)).toEqual([])
-      const settled = yield* Effect.promise(() => pending.then(() => "resolved", () => "rejected"))
+      const settled = yield* Effect.promise(() => settledPromise)
       expect(settled).toBe("rejected")
       const after = yield* Effect.promise(() => runner.exec({ argv: ["true"] }).then(() => "ran", () => "refused"))
       expect(after).toBe("refused")

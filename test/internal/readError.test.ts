@@ -3,12 +3,13 @@ import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
 import { drainStreams, type Spawner } from "../../src/internal/engine.js"
-import { makeRunner, plainPolicy } from "../../src/internal/runner.js"
+import { bareRunner } from "../helpers/runner.js"
 
 // A process whose stderr read fails after three bytes (as under address-space pressure), and which exits 0.
 const failingStderr: Spawner = {
   spawn: () =>
     Effect.succeed({
+      pid: 4242,
       output: drainStreams(
         Stream.make(new Uint8Array([111, 107])),
         Stream.concat(Stream.make(new Uint8Array([1, 2, 3])), Stream.fail(new Error("EIO: i/o error, read")))
@@ -21,7 +22,7 @@ const failingStderr: Spawner = {
 describe("read errors", () => {
   it.effect("a failed read marks that stream truncated and says why, in the result and its audit", () =>
     Effect.gen(function*() {
-      const runner = yield* makeRunner({ spawner: failingStderr, policy: plainPolicy, hostEnv: {}, hostCwd: "/" })
+      const runner = yield* bareRunner(failingStderr)
       const result = yield* runner.exec({ argv: ["anything"] })
       expect(result).toMatchObject({
         exitCode: 0,

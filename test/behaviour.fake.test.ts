@@ -4,6 +4,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import * as Cause from "effect/Cause"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
@@ -24,6 +25,14 @@ const fakeCommands: Commands = {
     "fake-write",
     ...chunks.map(([stream, bytes]) => `${stream}:${Buffer.from(bytes).toString("base64")}`)
   ],
+  paced: (steps) => [
+    "fake-paced",
+    ...steps.map((step) =>
+      step[0] === "sleep"
+        ? `sleep:${Duration.toMillis(Duration.decode(step[1]))}`
+        : `${step[0]}:${Buffer.from(step[1]).toString("base64")}`
+    )
+  ],
   zeros: (count) => ["fake-zeros", String(count)],
   cat: ["cat"],
   exit: (code) => ["fake-exit", String(code)],
@@ -39,6 +48,16 @@ const script: ReadonlyArray<NativeRunnerTest.Entry> = [
     output: call.input.argv.slice(1).map((arg) => {
       const [stream = "", data = ""] = arg.split(":")
       return stream === "stderr" ? NativeRunnerTest.stderr(fromBase64(data)) : NativeRunnerTest.stdout(fromBase64(data))
+    })
+  })),
+  NativeRunnerTest.prefix(["fake-paced"], (call) => ({
+    output: call.input.argv.slice(1).map((arg) => {
+      const [what = "", data = ""] = arg.split(":")
+      return what === "sleep"
+        ? NativeRunnerTest.sleep(Duration.millis(Number(data)))
+        : what === "stderr"
+        ? NativeRunnerTest.stderr(fromBase64(data))
+        : NativeRunnerTest.stdout(fromBase64(data))
     })
   })),
   NativeRunnerTest.prefix(["fake-zeros"], (call) => {
@@ -74,7 +93,7 @@ runnerBehaviourSuite("NativeRunnerTest.layerTest (scripted processes, TestClock)
   commands: fakeCommands,
   hostEnv,
   clock: "test",
-  timing: { timeout: "60 seconds", killGrace: "2 seconds", slack: "0 millis", startup: "0 millis" }
+  timing: { timeout: "60 seconds", killGrace: "2 seconds", slack: "0 millis", startup: "0 millis", idle: "10 seconds" }
 })
 
 describe("NativeRunnerTest specifics", () => {

@@ -1,4 +1,5 @@
 /** The behaviour suite against the live layer: real processes, real time. */
+import * as Duration from "effect/Duration"
 import * as NativeRunner from "../src/NativeRunner.js"
 import { type Commands, runnerBehaviourSuite, SUITE_HOST_ENV } from "../src/testing.js"
 
@@ -7,12 +8,22 @@ Object.assign(process.env, SUITE_HOST_ENV)
 
 /** `printf` with every byte as an octal escape: exact bytes (NUL included) through a POSIX shell. */
 const printf = (bytes: Uint8Array) => `printf '${Array.from(bytes, (b) => `\\${b.toString(8).padStart(3, "0")}`).join("")}'`
+/** `sleep` in seconds with millisecond fractions (GNU and busybox `sleep` take them). */
+const sleep = (duration: Duration.DurationInput) =>
+  `sleep ${(Duration.toMillis(Duration.decode(duration)) / 1000).toFixed(3)}`
 
 const liveCommands: Commands = {
   write: (chunks) => [
     "sh",
     "-c",
     chunks.map(([stream, bytes]) => `${printf(bytes)}${stream === "stderr" ? " >&2" : ""}`).join("; ")
+  ],
+  paced: (steps) => [
+    "sh",
+    "-c",
+    steps.map((step) =>
+      step[0] === "sleep" ? sleep(step[1]) : `${printf(step[1])}${step[0] === "stderr" ? " >&2" : ""}`
+    ).join("; ")
   ],
   zeros: (count) => ["head", "-c", String(count), "/dev/zero"],
   cat: ["cat"],
@@ -35,5 +46,5 @@ runnerBehaviourSuite("NativeRunner.layerNode (live processes)", {
   commands: liveCommands,
   hostEnv: process.env,
   clock: "live",
-  timing: { timeout: "400 millis", killGrace: "300 millis", slack: "5 seconds", startup: "750 millis" }
+  timing: { timeout: "400 millis", killGrace: "300 millis", slack: "5 seconds", startup: "750 millis", idle: "300 millis" }
 })

@@ -87,7 +87,8 @@ export class Invocation extends Context.Tag("effect-native-runner/Cli/Invocation
  * building it runs bubblewrap's preflight and fails with `SandboxUnavailable` (exit 125) before anything runs.
  */
 export const runnerLayer = (request: RunRequest, options: NativeRunner.Options) => {
-  const live = NativeRunner.layerNode(options)
+  // One exec per process, from a small host: the spawn helper's start (a Node process) would cost more than it saves.
+  const live = NativeRunner.layerNode({ spawnHelper: "off", ...options })
   return request.auditLog === undefined ? live : live.pipe(Layer.provide(Audit.layerJsonl(request.auditLog)))
 }
 

@@ -17,7 +17,7 @@ import { type ExecEvent, type ExecInput, type ExecResult, toInvalidInput } from 
 import * as Sandbox from "./Sandbox.js"
 import type { Spawner } from "./internal/engine.js"
 import { makeSpawner } from "./internal/live.js"
-import { makeNodeSpawner } from "./internal/nodeSpawner.js"
+import { makeLiveSpawner } from "./internal/liveSpawner.js"
 import { makeRunCgroups, type RunCgroups } from "./internal/runCgroup.js"
 import { makePolicy } from "./internal/policy.js"
 import { hostCwd, makeRunner, type RunnerService } from "./internal/runner.js"
@@ -83,11 +83,16 @@ export const SandboxOptions = Schema.Struct({
 export type SandboxOptions = typeof SandboxOptions.Type
 
 /**
- * Options of the live layers: the shared runner options, plus a `sandbox` or, without one, `resourceLimits`. Decoded
- * once when the layer is built; a misspelt or unknown key fails with `InvalidInput` naming it.
+ * Options of the live layers: the shared runner options, plus a `sandbox` or, without one, `resourceLimits`, and for
+ * `layerNode` how it spawns: `spawnHelper` `"always"` (default: every child is forked by a small helper process
+ * started with the layer, so spawn cost and event-loop stalls do not grow with the host's memory, and the helper kills
+ * the children if the host dies, even by SIGKILL), `"auto"` (directly while the host's RSS is below 128 MiB) or
+ * `"off"` (directly; a short-lived host such as the CLI saves the helper's start). Decoded once when the layer is
+ * built; a misspelt or unknown key fails with `InvalidInput` naming it.
  */
 export const Options = Schema.Struct({
   ...runnerFields,
+  spawnHelper: Schema.optionalWith(Schema.Literal("always", "auto", "off"), { default: () => "always" as const }),
   sandbox: Schema.optional(SandboxOptions),
   resourceLimits: Schema.optional(Sandbox.ResourceLimits)
 })
@@ -134,10 +139,9 @@ export const execStream = (input: ExecInput): Stream.Stream<ExecEvent, NativeRun
 const makeWith = (
   spawner: Spawner,
   capabilities: { readonly canSandbox: boolean; readonly runCgroups?: RunCgroups | undefined },
-  raw: Options
+  options: DecodedOptions
 ) =>
   Effect.gen(function*() {
-    const options = yield* decodeOptions(Options, raw)
     return yield* makeRunner({
       spawner,
       policy: yield* makePolicy(options, capabilities),
@@ -158,18 +162,27 @@ const makeWith = (
 export const make = (
   options: Options = {}
 ): Effect.Effect<RunnerService, NativeRunnerError, CommandExecutor.CommandExecutor> =>
-  Effect.flatMap(CommandExecutor.CommandExecutor, (executor) => makeWith(makeSpawner(executor), { canSandbox: false }, options))
+  Effect.gen(function*() {
+    const decoded = yield* decodeOptions(Options, options)
+    return yield* makeWith(makeSpawner(yield* CommandExecutor.CommandExecutor), { canSandbox: false }, decoded)
+  })
 
 /**
- * Builds the live runner on the project's own Node spawner, in the scope (which owns its per-run cgroups, where this
- * host can make them). Bad options fail with `InvalidInput`; a sandbox that cannot run here fails with
- * `SandboxUnavailable` (unless `sandbox.fallback` is `"unsandboxed"`).
+ * Builds the live runner on the project's own Node spawner, in the scope, which owns its spawn helper and its per-run
+ * cgroups (where this host can make them). Bad options fail with `InvalidInput`; a sandbox that cannot run here fails
+ * with `SandboxUnavailable` (unless `sandbox.fallback` is `"unsandboxed"`).
  *
  * @example
  * const runner = yield* NativeRunner.makeNode({ sandbox: { policy: { workspace: "/srv/job" } } })
  */
 export const makeNode = (options: Options = {}): Effect.Effect<RunnerService, NativeRunnerError, Scope.Scope> =>
-  Effect.flatMap(makeRunCgroups, (runCgroups) => makeWith(makeNodeSpawner(), { canSandbox: true, runCgroups }, options))
+  Effect.gen(function*() {
+    const decoded = yield* decodeOptions(Options, options)
+    // The helper first, while the host is as small as it will ever be: it forks cheaply for ever after.
+    const spawner = yield* makeLiveSpawner(decoded.spawnHelper)
+    const runCgroups = yield* makeRunCgroups
+    return yield* makeWith(spawner, { canSandbox: true, runCgroups }, decoded)
+  })
 
 /** The live layer over the `CommandExecutor` in context (bring your own); no sandbox. */
 export const layer = (

@@ -136,8 +136,9 @@ const cases: ReadonlyArray<Case> = [
   { name: "env value beyond the kernel's limit", input: (m) => ({ ...valid(m), env: { BIG: "x".repeat(200_000) } }), expected: { _tag: "SpawnError", reason: "Unknown" } }
 ]
 
-const runtime = ManagedRuntime.make(NativeRunner.layerNode())
-const promiseRunner = NativeRunner.toPromiseRunner(NativeRunner.layerNode())
+// Spawning in this process (no spawn helper), so the wrapped `child_process.spawn` sees every spawn.
+const runtime = ManagedRuntime.make(NativeRunner.layerNode({ spawnHelper: "off" }))
+const promiseRunner = NativeRunner.toPromiseRunner(NativeRunner.layerNode({ spawnHelper: "off" }))
 afterAll(async () => {
   await runtime.dispose()
   await promiseRunner.dispose()

@@ -40,7 +40,8 @@ export const killGroup = (pid: number, signal: KillSignal, reaped = false): void
   }
 }
 
-const spawnFailure = (command: PreparedCommand, error: unknown) => {
+/** The `SpawnError` for a failed start, from the Node error (its errno `code`), the cwd examined only now. */
+export const spawnFailure = (command: PreparedCommand, error: unknown) => {
   const code = errnoOf(error)
   const program = command.argv[0]
   const otherwise = code === "ENOENT"

@@ -10,9 +10,9 @@ import { hostProcesses, waitUntil } from "../helpers/escape.js"
 const host = path.join(import.meta.dirname, "..", "fixtures", "promise-host.ts")
 
 /** Starts the fixture app with tsx; resolves once it printed "ready" (its command is running by then). */
-const startHost = (marker: string, cleanup: boolean) =>
+const startHost = (marker: string, mode: "cleanup" | "no-cleanup" | "helper-only") =>
   Effect.async<{ readonly pid: number; readonly exited: Promise<NodeJS.Signals | number | null> }>((resume) => {
-    const child = spawn(process.execPath, ["--import", "tsx", host, marker, cleanup ? "cleanup" : "no-cleanup"], {
+    const child = spawn(process.execPath, ["--import", "tsx", host, marker, mode], {
       stdio: ["ignore", "pipe", "inherit"]
     })
     const exited = new Promise<NodeJS.Signals | number | null>((done) => child.once("exit", (code, signal) => done(signal ?? code)))
@@ -33,7 +33,7 @@ describe("toPromiseRunner cleanup", () => {
     it.live(`a ${signal} to a plain Node app kills the command it started, and the app dies of the signal`, () =>
       Effect.gen(function*() {
         const marker = newMarker()
-        const app = yield* startHost(marker, true)
+        const app = yield* startHost(marker, "cleanup")
         expect(running(marker).length).toBe(1)
         process.kill(app.pid, signal)
         expect(yield* Effect.promise(() => app.exited)).toBe(signal)
@@ -41,10 +41,20 @@ describe("toPromiseRunner cleanup", () => {
       }), 30_000)
   }
 
-  it.live("with cleanup: false the command outlives the app (the control)", () =>
+  it.live("a SIGKILLed app, which no handler can clean up after, leaves nothing: the spawn helper kills the command", () =>
     Effect.gen(function*() {
       const marker = newMarker()
-      const app = yield* startHost(marker, false)
+      const app = yield* startHost(marker, "helper-only")
+      expect(running(marker).length).toBe(1)
+      process.kill(app.pid, "SIGKILL")
+      expect(yield* Effect.promise(() => app.exited)).toBe("SIGKILL")
+      expect(yield* waitUntil(() => running(marker).length === 0, 5_000)).toBe(true)
+    }), 30_000)
+
+  it.live("without cleanup and without the spawn helper the command outlives the app (the control)", () =>
+    Effect.gen(function*() {
+      const marker = newMarker()
+      const app = yield* startHost(marker, "no-cleanup")
       process.kill(app.pid, "SIGTERM")
       expect(yield* Effect.promise(() => app.exited)).toBe("SIGTERM")
       const left = running(marker)

@@ -1,0 +1,409 @@
+/**
+ * The helper spawner (src/internal/spawnHelper.ts): the runner's behaviour suite with every exec through the helper,
+ * extra descriptors, the helper's program after the transforms the project uses, and the lifecycle: a SIGKILLed host
+ * leaves nothing running, a dead helper ends its execs and hands over to direct spawning, a closed scope leaves no
+ * directory, socket or process behind. Real processes; leftovers are found by reading /proc.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Layer from "effect/Layer"
+import * as Logger from "effect/Logger"
+import * as Scope from "effect/Scope"
+import * as esbuild from "esbuild"
+import { type ChildProcess, spawn } from "node:child_process"
+import { randomInt } from "node:crypto"
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs"
+import { connect } from "node:net"
+import { tmpdir } from "node:os"
+import * as path from "node:path"
+import { fileURLToPath, pathToFileURL } from "node:url"
+import ts from "typescript"
+import { makeCapture } from "../../src/internal/capture.js"
+import type { Spawner } from "../../src/internal/engine.js"
+import { makeAdaptiveSpawner, makeHelperSpawner, makeHelperSpawnerWith } from "../../src/internal/spawnHelper.js"
+import * as NativeRunner from "../../src/NativeRunner.js"
+import { type Commands, runnerBehaviourSuite, SUITE_HOST_ENV } from "../../src/testing.js"
+import { bareRunner } from "../helpers/runner.js"
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..")
+const helperModule = path.join(repoRoot, "src/internal/spawnHelper/helperMain.ts")
+
+// The env scenarios need known variables in the host env the runner inherits from, which is process.env.
+Object.assign(process.env, SUITE_HOST_ENV)
+
+const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes)
+const utf8 = (value: string) => new TextEncoder().encode(value)
+const env = { PATH: process.env["PATH"] ?? "/usr/bin:/bin" }
+
+/** A number only this test uses, as the last argument of `sleep` (which sums its arguments): found in /proc. */
+const marker = () => `0.00${randomInt(1_000_000_000)}`
+
+const cmdlineOf = (pid: string): Array<string> => {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0")
+  } catch {
+    return []
+  }
+}
+const pidsWithArg = (arg: string): Array<number> =>
+  readdirSync("/proc").filter((entry) => /^\d+$/.test(entry) && cmdlineOf(entry).includes(arg)).map(Number)
+
+/** Gone, or a zombie nobody has reaped yet (this machine's init may not reap re-parented processes). */
+const isGone = (pid: number): boolean => {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8")
+    return stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z")
+  } catch {
+    return true
+  }
+}
+
+const waitUntil = (condition: () => boolean, timeoutMs: number): Effect.Effect<boolean> =>
+  Effect.gen(function*() {
+    const deadline = Date.now() + timeoutMs
+    while (Date.now() < deadline) {
+      if (condition()) return true
+      yield* Effect.sleep("50 millis")
+    }
+    return condition()
+  })
+
+/** A runner whose spawns all go through a helper; a spawn after the helper died is a defect, not a silent fallback. */
+const helperRunner = (options: NativeRunner.Options) =>
+  Effect.gen(function*() {
+    const helper = yield* makeHelperSpawner
+    const spawner: Spawner = {
+      spawn: (command, stdin) =>
+        helper.alive() ? helper.spawn(command, stdin) : Effect.dieMessage("the helper is gone: this exec would go direct")
+    }
+    return yield* bareRunner(spawner, options)
+  })
+
+/** `printf` with every byte as an octal escape: exact bytes (NUL included) through a POSIX shell. */
+const printf = (bytes: Uint8Array) => `printf '${Array.from(bytes, (b) => `\\${b.toString(8).padStart(3, "0")}`).join("")}'`
+/** `sleep` in seconds with millisecond fractions (GNU and busybox `sleep` take them). */
+const sleep = (duration: Duration.DurationInput) => `sleep ${(Duration.toMillis(Duration.decode(duration)) / 1000).toFixed(3)}`
+
+// As in test/behaviour.live.test.ts (worth sharing from test/helpers once both settle).
+const liveCommands: Commands = {
+  write: (chunks) => [
+    "sh",
+    "-c",
+    chunks.map(([stream, bytes]) => `${printf(bytes)}${stream === "stderr" ? " >&2" : ""}`).join("; ")
+  ],
+  paced: (steps) => [
+    "sh",
+    "-c",
+    steps.map((step) =>
+      step[0] === "sleep" ? sleep(step[1]) : `${printf(step[1])}${step[0] === "stderr" ? " >&2" : ""}`
+    ).join("; ")
+  ],
+  zeros: (count) => ["head", "-c", String(count), "/dev/zero"],
+  cat: ["cat"],
+  exit: (code) => ["sh", "-c", `exit ${code}`],
+  raise: (signal) => ["sh", "-c", `kill -${signal.slice(3)} $$`],
+  hang: (before, { ignoreTerm }) => [
+    "sh",
+    "-c",
+    `${ignoreTerm ? "trap '' TERM; " : ""}printf '%s' "$0"; exec sleep 30`,
+    before
+  ],
+  env: ["env", "-0"],
+  pwd: ["pwd"],
+  touch: (file) => ["touch", file]
+}
+
+runnerBehaviourSuite("runner over the helper spawner (every exec through the helper)", {
+  layer: (options) => Layer.scoped(NativeRunner.NativeRunner, helperRunner(options)),
+  commands: liveCommands,
+  hostEnv: process.env,
+  clock: "live",
+  timing: { timeout: "400 millis", killGrace: "300 millis", slack: "5 seconds", startup: "750 millis", idle: "300 millis" }
+})
+
+describe("helper spawner", () => {
+  let dir = ""
+  beforeAll(() => {
+    dir = mkdtempSync(path.join(tmpdir(), "nr-helper-test-"))
+  })
+  afterAll(() => rmSync(dir, { recursive: true, force: true }))
+
+  it.live("extra descriptors: an Input fd is read by the child, an Output fd's chunks arrive before the exit", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const helper = yield* makeHelperSpawner
+      // More than a pipe holds, so the helper's write must flow while the child reads.
+      const input = Uint8Array.from({ length: 300_000 }, (_, i) => (i * 7) % 256)
+      const status: Array<Uint8Array> = []
+      const proc = yield* helper.spawn({
+        argv: ["sh", "-c", "cat <&3; echo status >&4; cat; echo err >&2"],
+        cwd: dir,
+        env,
+        extraFds: [{ _tag: "Input", bytes: input }, { _tag: "Output", onData: (chunk) => status.push(chunk) }]
+      }, utf8("from stdin"))
+      const stdout = makeCapture(1 << 20)
+      const stderr = makeCapture(1 << 20)
+      const reading = yield* Effect.fork(proc.output(stdout, stderr))
+      const exit = yield* proc.exit
+      expect(exit).toEqual({ code: 0, signal: null })
+      expect(text(Buffer.concat(status))).toBe("status\n")
+      yield* Fiber.join(reading)
+      expect(Buffer.from(stdout.bytes()).equals(Buffer.concat([input, utf8("from stdin")]))).toBe(true)
+      expect(text(stderr.bytes())).toBe("err\n")
+    })))
+
+  it.live("an Output fd held open by a grandchild delays the exit report only briefly", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const helper = yield* makeHelperSpawner
+      const status: Array<Uint8Array> = []
+      const proc = yield* helper.spawn({
+        argv: ["sh", "-c", "echo status >&3; sleep 30 & exit 0"],
+        cwd: dir,
+        env,
+        extraFds: [{ _tag: "Output", onData: (chunk) => status.push(chunk) }]
+      }, undefined)
+      const started = Date.now()
+      expect(yield* proc.exit.pipe(Effect.timeout(Duration.seconds(5)))).toEqual({ code: 0, signal: null })
+      expect(Date.now() - started).toBeLessThan(2000)
+      expect(text(Buffer.concat(status))).toBe("status\n")
+      // The background sleep is still in the group, holding the descriptor: kill it as the engine would.
+      yield* proc.kill("SIGKILL")
+    })))
+
+  it.live("a connection that names no exec in flight is closed", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const helper = yield* makeHelperSpawner
+      const closed = yield* Effect.async<boolean>((resume) => {
+        const socket = connect(path.join(helper.socketDir, "host.sock"))
+        socket.on("error", () => {})
+        socket.once("close", () => resume(Effect.succeed(true)))
+        socket.write(Buffer.from([0, 0x0f, 0x42, 0x3f, 1, 0x61, 0x62]))
+      }).pipe(Effect.timeout(Duration.seconds(5)))
+      expect(closed).toBe(true)
+      // And the helper still serves.
+      const proc = yield* helper.spawn({ argv: ["true"], cwd: dir, env }, undefined)
+      expect(yield* proc.exit).toEqual({ code: 0, signal: null })
+    })))
+
+  it.live("many execs at once: each gets its own output (connections routed by their header)", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const runner = yield* helperRunner({ maxConcurrent: 16 })
+      const results = yield* Effect.forEach(
+        Array.from({ length: 48 }, (_, i) => i),
+        (i) => runner.exec({ argv: ["sh", "-c", `echo out$0; echo err$0 >&2; exit $(($0 % 7))`, String(i)] }),
+        { concurrency: "unbounded" }
+      )
+      results.forEach((result, i) => {
+        expect({ out: text(result.stdout), err: text(result.stderr), code: result.exitCode }).toEqual({
+          out: `out${i}\n`,
+          err: `err${i}\n`,
+          code: i % 7
+        })
+      })
+    })))
+
+  it.live("spawn failures are reported as the direct spawner reports them", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const helper = yield* makeHelperSpawner
+      const failure = (argv: readonly [string, ...Array<string>], cwd: string) =>
+        Effect.flip(Effect.scoped(helper.spawn({ argv, cwd, env }, undefined)))
+      expect(yield* failure(["no-such-program-nr"], dir)).toMatchObject({ reason: "NotFound" })
+      expect(yield* failure(["true"], path.join(dir, "missing"))).toMatchObject({ reason: "CwdNotFound" })
+      expect(yield* failure([path.join(dir)], dir)).toMatchObject({ reason: "PermissionDenied" })
+      expect(helper.alive()).toBe(true)
+    })))
+
+  it.live("closing the scope kills what runs, ends the helper and removes its 0700 directory and socket", () =>
+    Effect.gen(function*() {
+      const layerScope = yield* Scope.make()
+      const helper = yield* Scope.extend(makeHelperSpawner, layerScope)
+      expect(statSync(helper.socketDir).mode & 0o777).toBe(0o700)
+      expect(readdirSync(helper.socketDir)).toEqual(["host.sock"])
+      // Started in a scope that stays open: only the layer's close can stop it.
+      const runScope = yield* Scope.make()
+      const arg = marker()
+      const proc = yield* Scope.extend(helper.spawn({ argv: ["sleep", "1000", arg], cwd: dir, env }, undefined), runScope)
+      expect(yield* waitUntil(() => pidsWithArg(arg).length === 1, 5000)).toBe(true)
+      yield* Scope.close(layerScope, Exit.void)
+      expect(yield* proc.exit).toEqual({ code: null, signal: "SIGKILL" })
+      expect(existsSync(helper.socketDir)).toBe(false)
+      expect(isGone(helper.helperPid)).toBe(true)
+      expect(yield* waitUntil(() => pidsWithArg(arg).length === 0, 5000)).toBe(true)
+      yield* Scope.close(runScope, Exit.void)
+    }))
+
+  it.live("a SIGKILLed host leaves neither the helper nor its children running (host bundled by esbuild)", () =>
+    Effect.scoped(Effect.gen(function*() {
+      // The host as the CLI ships (esbuild, minified) and as tsx runs it (keepNames): both rewrite helperMain.
+      const hostScript = path.join(dir, "host.cjs")
+      yield* Effect.promise(() =>
+        esbuild.build({
+          stdin: {
+            contents: `
+              import * as Effect from "effect/Effect"
+              import { makeHelperSpawner } from "./src/internal/spawnHelper.ts"
+              const arg = process.env.NR_TEST_MARK
+              Effect.runFork(Effect.scoped(Effect.gen(function*() {
+                const helper = yield* makeHelperSpawner
+                yield* helper.spawn({ argv: ["sleep", "1000", arg], cwd: "/", env: { PATH: process.env.PATH } }, undefined)
+                console.log(JSON.stringify({ helperPid: helper.helperPid, socketDir: helper.socketDir }))
+                yield* Effect.never
+              })))`,
+            resolveDir: repoRoot,
+            loader: "ts"
+          },
+          bundle: true,
+          platform: "node",
+          format: "cjs",
+          target: "node20",
+          minify: true,
+          keepNames: true,
+          outfile: hostScript,
+          logLevel: "error"
+        })
+      )
+      const arg = marker()
+      // The marker goes in the env: on the host's command line it would be found in /proc too.
+      const host = spawn(process.execPath, [hostScript], {
+        stdio: ["ignore", "pipe", "inherit"],
+        env: { ...process.env, NR_TEST_MARK: arg }
+      })
+      yield* Effect.addFinalizer(() => Effect.sync(() => host.kill("SIGKILL")))
+      const started = yield* firstLine(host)
+      const { helperPid, socketDir } = JSON.parse(started)
+      expect(yield* waitUntil(() => pidsWithArg(arg).length === 1, 5000)).toBe(true)
+      expect(isGone(helperPid)).toBe(false)
+      host.kill("SIGKILL")
+      expect(yield* waitUntil(() => isGone(helperPid) && pidsWithArg(arg).length === 0, 5000)).toBe(true)
+      // The helper also removed what the host could not.
+      expect(existsSync(socketDir)).toBe(false)
+    })))
+
+  it.live("the helper dying mid-run: the exec in flight ends by SIGKILL, later ones go direct (one warning)", () =>
+    Effect.gen(function*() {
+      const [warnings, logger] = warningsLogger()
+      yield* Effect.scoped(Effect.gen(function*() {
+        const helper = yield* makeHelperSpawner
+        const runner = yield* bareRunner(helper)
+        const arg = marker()
+        const running = yield* Effect.fork(runner.exec({ argv: ["sleep", "5", arg] }))
+        expect(yield* waitUntil(() => pidsWithArg(arg).length === 1, 5000)).toBe(true)
+        process.kill(helper.helperPid, "SIGKILL")
+        const result = yield* Fiber.join(running).pipe(Effect.timeout(Duration.seconds(4)))
+        expect(result).toMatchObject({ exitCode: 137, signal: "SIGKILL", timedOut: false })
+        // Reported as killed because it was: nothing of it is left.
+        expect(yield* waitUntil(() => pidsWithArg(arg).length === 0, 2000)).toBe(true)
+        expect(helper.alive()).toBe(false)
+        for (const word of ["still", "works"]) {
+          const next = yield* runner.exec({ argv: ["echo", word] })
+          expect(text(next.stdout)).toBe(`${word}\n`)
+        }
+      })).pipe(Effect.provide(logger))
+      expect(warnings).toHaveLength(1)
+      expect(warnings[0]).toMatch(/spawn helper went away.*SIGKILL.*spawning directly/)
+    }))
+
+  it.live("a helper that stops answering is killed: that start fails, later spawns go direct", () =>
+    Effect.gen(function*() {
+      const [warnings, logger] = warningsLogger()
+      yield* Effect.scoped(Effect.gen(function*() {
+        const helper = yield* makeHelperSpawnerWith({ answerWithin: "500 millis" })
+        process.kill(helper.helperPid, "SIGSTOP")
+        const failure = yield* Effect.flip(Effect.scoped(helper.spawn({ argv: ["true"], cwd: dir, env }, undefined)))
+        expect(failure).toMatchObject({ reason: "Unknown", message: expect.stringMatching(/did not answer in 500 ms/) })
+        expect(yield* waitUntil(() => isGone(helper.helperPid), 5000)).toBe(true)
+        const proc = yield* helper.spawn({ argv: ["true"], cwd: dir, env }, undefined)
+        expect(yield* proc.exit).toEqual({ code: 0, signal: null })
+      })).pipe(Effect.provide(logger))
+      expect(warnings).toEqual([expect.stringMatching(/did not answer in 500 ms.*spawning directly/)])
+    }))
+
+  it.live("the helper's program runs from its text after tsc and after esbuild with keepNames and minify", () =>
+    Effect.gen(function*() {
+      const source = readFileSync(helperModule, "utf8")
+      const outputs = {
+        tsc: ts.transpileModule(source, {
+          compilerOptions: { target: ts.ScriptTarget.ES2022, module: ts.ModuleKind.ESNext, verbatimModuleSyntax: true }
+        }).outputText,
+        esbuild: (yield* Effect.promise(() =>
+          esbuild.transform(source, { loader: "ts", format: "esm", target: "node20", keepNames: true, minify: true })
+        )).code
+      }
+      for (const [name, code] of Object.entries(outputs)) {
+        const file = path.join(dir, `helperMain.${name}.mjs`)
+        writeFileSync(file, code)
+        const module: unknown = yield* Effect.promise(() => import(pathToFileURL(file).href))
+        const helperSource = typeof module === "object" && module !== null && "helperSource" in module
+          ? module.helperSource
+          : undefined
+        if (typeof helperSource !== "function") return yield* Effect.die(`${name}: no helperSource`)
+        // No host socket: a request must come back as a failed start, which exercises the whole request path.
+        const reply = yield* askHelper(String(helperSource(path.join(dir, "no-such.sock"))))
+        expect(reply, name).toMatchObject({ k: "failed", id: 7, message: expect.stringMatching(/no connection/) })
+      }
+    }))
+})
+
+describe("adaptive spawner", () => {
+  const recording = (name: string, calls: Array<string>): Spawner => ({
+    spawn: () =>
+      Effect.sync(() => {
+        calls.push(name)
+        return { pid: 1, output: () => Effect.void, exit: Effect.succeed({ code: 0, signal: null }), kill: () => Effect.void }
+      })
+  })
+  const command = { argv: ["true"], cwd: "/", env: {} } as const
+
+  it.live("spawns directly below the RSS threshold and through the helper above it", () =>
+    Effect.gen(function*() {
+      const calls: Array<string> = []
+      const direct = recording("direct", calls)
+      const helper = recording("helper", calls)
+      const rss = process.memoryUsage.rss()
+      yield* Effect.scoped(makeAdaptiveSpawner(direct, helper, { rssThresholdBytes: rss * 4 }).spawn(command, undefined))
+      yield* Effect.scoped(makeAdaptiveSpawner(direct, helper, { rssThresholdBytes: rss / 4 }).spawn(command, undefined))
+      expect(calls).toEqual(["direct", "helper"])
+    }))
+})
+
+/** A logger layer that keeps the messages of warnings (and prints nothing). */
+const warningsLogger = () => {
+  const warnings: Array<string> = []
+  const logger = Logger.make(({ logLevel, message }) => {
+    if (logLevel._tag === "Warning") warnings.push(String(message))
+  })
+  return [warnings, Logger.replace(Logger.defaultLogger, logger)] as const
+}
+
+/** The first line a child writes to stdout. */
+const firstLine = (child: ChildProcess) =>
+  Effect.async<string, Error>((resume) => {
+    let seen = ""
+    child.stdout?.on("data", (chunk: Buffer) => {
+      seen += chunk.toString("utf8")
+      const end = seen.indexOf("\n")
+      if (end !== -1) resume(Effect.succeed(seen.slice(0, end)))
+    })
+    child.once("exit", (code, signal) => resume(Effect.fail(new Error(`host exited (${code ?? signal}): ${seen}`))))
+  }).pipe(Effect.timeout(Duration.seconds(20)))
+
+/** Starts a helper from `source`, sends it one request and returns the first reply; then disconnects. */
+const askHelper = (source: string) =>
+  Effect.async<unknown, Error>((resume) => {
+    const child = spawn(process.execPath, ["-e", source], {
+      stdio: ["ignore", "inherit", "inherit", "ipc"],
+      serialization: "advanced"
+    })
+    let reply: unknown
+    child.once("message", (message) => {
+      reply = message
+      child.disconnect()
+    })
+    child.once("exit", (code, signal) =>
+      reply !== undefined && code === 0
+        ? resume(Effect.succeed(reply))
+        : resume(Effect.fail(new Error(`the helper exited (${code ?? signal}) with reply ${JSON.stringify(reply)}`))))
+    child.send({ id: 7, argv: ["true"], cwd: "/", env: {}, stdin: undefined, fds: [] })
+  }).pipe(Effect.timeout(Duration.seconds(10)))

@@ -24,6 +24,8 @@ export interface RunSpec {
   /** Only the raw contender honours these (for the bare-bwrap baseline). */
   readonly cwd?: string
   readonly env?: Readonly<Record<string, string>>
+  /** Bytes for descriptors 3, 4, ...: each written, then closed (bwrap's `--args` and `--seccomp`). */
+  readonly inputs?: ReadonlyArray<Uint8Array>
 }
 
 /** What a contender reports about one run; enough to check that it really ran the command. */
@@ -67,8 +69,9 @@ export const raw = (name = "raw spawn", prepare: (spec: RunSpec) => RunSpec = (s
     new Promise((resolve, reject) => {
       const spec = prepare(original)
       const [file, ...args] = spec.argv
+      const inputs = spec.inputs ?? []
       const child = spawn(file, args, {
-        stdio: ["ignore", "pipe", "pipe"],
+        stdio: ["ignore", "pipe", "pipe", ...inputs.map(() => "pipe" as const)],
         detached: true,
         ...(spec.cwd === undefined ? {} : { cwd: spec.cwd }),
         ...(spec.env === undefined ? {} : { env: spec.env })
@@ -92,8 +95,15 @@ export const raw = (name = "raw spawn", prepare: (spec: RunSpec) => RunSpec = (s
           killTimer = setTimeout(() => killGroup("SIGKILL"), spec.graceMs ?? 2000)
         }, spec.timeoutMs)
       }
-      child.stdout.on("data", out.push)
-      child.stderr.on("data", err.push)
+      inputs.forEach((bytes, i) => {
+        const fd = child.stdio[3 + i]
+        if (fd !== null && fd !== undefined && "end" in fd) {
+          fd.on("error", () => undefined)
+          fd.end(bytes)
+        }
+      })
+      child.stdout?.on("data", out.push)
+      child.stderr?.on("data", err.push)
       child.on("error", reject)
       child.on("close", (code) => {
         clearTimeout(timer)

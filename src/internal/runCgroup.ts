@@ -10,7 +10,7 @@
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
-import { existsSync, readFileSync, readlinkSync, writeFileSync } from "node:fs"
+import { existsSync, mkdirSync, readFileSync, readlinkSync, rmdirSync, writeFileSync } from "node:fs"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import { isMainThread, threadId } from "node:worker_threads"
@@ -42,23 +42,34 @@ const errorOf = (error: unknown): string => (error instanceof Error ? error.mess
 /** Moves this whole process into the cgroup whose `cgroup.procs` is `procs` (synchronous: around a fork). */
 export const moveSelf = (procs: string): void => writeFileSync(procs, String(process.pid))
 
+// cgroupfs files live in the kernel: reading and writing them never waits for a disk, so they are done synchronously
+// (a few microseconds each, against a thread-pool round trip per call for the async API, measured per exec).
+const readText = (file: string): string | undefined => {
+  try {
+    return readFileSync(file, "utf8")
+  } catch {
+    return undefined
+  }
+}
+
 const readPids = (dir: string): Effect.Effect<Array<number>> =>
-  Effect.promise(() =>
-    fs.readFile(path.join(dir, "cgroup.procs"), "utf8").then(
-      (text) => text.split("\n").filter((line) => line !== "").map(Number),
-      () => []
-    )
-  )
+  Effect.sync(() => (readText(path.join(dir, "cgroup.procs")) ?? "").split("\n").filter((line) => line !== "").map(Number))
 
 const write = (file: string, value: string): Effect.Effect<boolean> =>
-  Effect.promise(() => fs.writeFile(file, value).then(() => true, () => false))
+  Effect.sync(() => {
+    try {
+      writeFileSync(file, value)
+      return true
+    } catch {
+      return false
+    }
+  })
 
 const frozen = (version: 1 | 2, dir: string): Effect.Effect<boolean> =>
-  Effect.promise(() =>
-    version === 2
-      ? fs.readFile(path.join(dir, "cgroup.events"), "utf8").then((text) => /^frozen 1$/m.test(text), () => true)
-      : fs.readFile(path.join(dir, "freezer.state"), "utf8").then((text) => text.trim() === "FROZEN", () => true)
-  )
+  Effect.sync(() => {
+    const text = readText(path.join(dir, version === 2 ? "cgroup.events" : "freezer.state"))
+    return text === undefined || (version === 2 ? /^frozen 1$/m.test(text) : text.trim() === "FROZEN")
+  })
 
 /**
  * Freezes the cgroup, signals each listed process, thaws it. Frozen processes cannot exit or fork, so every pid read
@@ -66,8 +77,11 @@ const frozen = (version: 1 | 2, dir: string): Effect.Effect<boolean> =>
  */
 const signalFrozen = (version: 1 | 2, dir: string, signal: KillSignal, home: string): Effect.Effect<void> =>
   Effect.gen(function*() {
+    const pids = yield* readPids(dir)
+    // Nothing left: nothing to freeze (the usual case after a normal exit).
+    if (pids.length === 0) return
     // The spawner itself is only ever inside for the length of a fork; never freeze or signal it.
-    if ((yield* readPids(dir)).includes(process.pid)) moveSelf(home)
+    if (pids.includes(process.pid)) moveSelf(home)
     const freeze = version === 2 ? path.join(dir, "cgroup.freeze") : path.join(dir, "freezer.state")
     yield* write(freeze, version === 2 ? "1" : "FROZEN")
     for (let attempt = 0; attempt < 100 && !(yield* frozen(version, dir)); attempt++) {
@@ -87,10 +101,22 @@ const signalFrozen = (version: 1 | 2, dir: string, signal: KillSignal, home: str
 const signalAll = (hierarchy: Hierarchy, dir: string, home: string) => (signal: KillSignal): Effect.Effect<void> =>
   hierarchy.hasKill && signal === "SIGKILL"
     ? Effect.flatMap(readPids(dir), (pids) =>
-      pids.includes(process.pid)
+      pids.length === 0
+        ? Effect.void
+        : pids.includes(process.pid)
         ? Effect.zipRight(Effect.sync(() => moveSelf(home)), write(path.join(dir, "cgroup.kill"), "1"))
         : write(path.join(dir, "cgroup.kill"), "1")).pipe(Effect.asVoid)
     : signalFrozen(hierarchy.version, dir, signal, home)
+
+/** `rmdir`, true when the directory is gone (removed now, or already). */
+const rmdirNow = (dir: string): boolean => {
+  try {
+    rmdirSync(dir)
+    return true
+  } catch (error) {
+    return typeof error === "object" && error !== null && "code" in error && error.code === "ENOENT"
+  }
+}
 
 /**
  * Kills what is left and removes the directory, nested ones first (a cgroup with children cannot be removed); retries
@@ -98,15 +124,14 @@ const signalAll = (hierarchy: Hierarchy, dir: string, home: string) => (signal: 
  */
 const remove = (hierarchy: Hierarchy, dir: string, home: string): Effect.Effect<void> =>
   Effect.gen(function*() {
+    // The usual case: an empty run cgroup, removed at once.
+    if (rmdirNow(dir)) return
     const children = yield* Effect.promise(() =>
       fs.readdir(dir, { withFileTypes: true }).then((entries) => entries.filter((entry) => entry.isDirectory()), () => [])
     )
     for (const child of children) yield* remove(hierarchy, path.join(dir, child.name), home)
     for (let attempt = 0; attempt < 100; attempt++) {
-      const removed = yield* Effect.promise(() =>
-        fs.rmdir(dir).then(() => true, (error: { code?: string }) => error.code === "ENOENT")
-      )
-      if (removed) return
+      if (rmdirNow(dir)) return
       yield* signalAll(hierarchy, dir, home)("SIGKILL")
       yield* Effect.sleep(Duration.millis(10))
     }
@@ -211,7 +236,14 @@ export const makeRunCgroups: Effect.Effect<RunCgroups | undefined, never, Scope.
   let runs = 0
   const make = Effect.gen(function*() {
     const runDir = path.join(dir, String(++runs))
-    const created = yield* Effect.promise(() => fs.mkdir(runDir).then(() => undefined, (error: unknown) => errorOf(error)))
+    const created = yield* Effect.sync(() => {
+      try {
+        mkdirSync(runDir)
+        return undefined
+      } catch (error) {
+        return errorOf(error)
+      }
+    })
     if (created !== undefined) return yield* Effect.dieMessage(`cannot create the run's cgroup ${runDir}: ${created}`)
     yield* Effect.addFinalizer(() => remove(hierarchy, runDir, home))
     const cgroup: RunCgroup = {

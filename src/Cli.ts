@@ -17,12 +17,14 @@ import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Ref from "effect/Ref"
+import * as Stream from "effect/Stream"
 import * as Audit from "./Audit.js"
+import type { ExecEvent, ExecInput } from "./Exec.js"
 import { doctorFacts, doctorReport, renderDoctor } from "./internal/cli/doctor.js"
 import { commandOf, errorLines, exitCodeOf, helpDocLine, UsageError, usageHint } from "./internal/cli/failures.js"
-import { checkAuditLog, readStdinFile, Stdio } from "./internal/cli/io.js"
+import { checkAuditLog, checkSpillDir, readStdinFile, Stdio } from "./internal/cli/io.js"
 import { doctorConfig, examples, type RunConfig, runConfig } from "./internal/cli/options.js"
-import { notices, toJsonResult } from "./internal/cli/render.js"
+import { afterLive, droppedNotice, liveEvents, notices, toJsonlEvent, toJsonResult } from "./internal/cli/render.js"
 import { type RunRequest, toExecInput, toRunnerOptions, toRunRequest } from "./internal/cli/request.js"
 import * as NativeRunner from "./NativeRunner.js"
 
@@ -57,12 +59,18 @@ export {
   shellQuote
 } from "./internal/cli/parse.js"
 export {
+  afterLive,
   CliJsonAudit,
+  CliJsonlEvent,
   CliJsonResult,
+  droppedNotice,
   encodeOutput,
   limitNotice,
+  liveEvents,
+  liveLimit,
   notices,
   OutputEncoding,
+  toJsonlEvent,
   toJsonResult
 } from "./internal/cli/render.js"
 export {
@@ -92,24 +100,81 @@ export const runnerLayer = (request: RunRequest, options: NativeRunner.Options) 
   return request.auditLog === undefined ? live : live.pipe(Layer.provide(Audit.layerJsonl(request.auditLog)))
 }
 
+/** Which bytes of each stream the caps keep, and the caps, defaults filled in. */
+const capsOf = (request: RunRequest) => ({
+  keep: request.keep ?? NativeRunner.DEFAULTS.keep,
+  stdout: request.maxStdoutBytes ?? NativeRunner.DEFAULTS.maxStdoutBytes,
+  stderr: request.maxStderrBytes ?? NativeRunner.DEFAULTS.maxStderrBytes
+})
+
+/**
+ * Runs the command as a stream of events cut to what is printed as it arrives (`liveEvents`), hands each to `print`
+ * in order, and returns the last one, `Exit`.
+ */
+const runLive = (request: RunRequest, input: ExecInput, print: (event: ExecEvent) => Effect.Effect<void>) =>
+  Effect.gen(function*() {
+    const caps = capsOf(request)
+    const live = liveEvents(caps.keep, caps)
+    const last = yield* NativeRunner.execStream(input).pipe(
+      Stream.filterMap((event) => Option.fromNullable(live(event))),
+      Stream.tap(print),
+      Stream.runLast
+    )
+    return Option.isSome(last) && last.value._tag === "Exit"
+      ? last.value
+      : yield* Effect.dieMessage("execStream ended without its Exit event")
+  })
+
+/** `--json`: one object once the run is over. */
+const printJson = (input: ExecInput) =>
+  Effect.gen(function*() {
+    const io = yield* Stdio
+    const result = yield* NativeRunner.exec(input)
+    yield* io.stdout(JSON.stringify(toJsonResult(result)) + "\n")
+    return result
+  })
+
+/** `--jsonl`: one object per event as it happens, the last one the `--json` object and `dropped`. */
+const printJsonl = (request: RunRequest, input: ExecInput) =>
+  Effect.gen(function*() {
+    const io = yield* Stdio
+    const exit = yield* runLive(request, input, (event) => io.stdout(JSON.stringify(toJsonlEvent(event)) + "\n"))
+    return exit.result
+  })
+
+/**
+ * Plain mode: each stream's bytes as they arrive, up to what its cap keeps at the head; when the run is over, the
+ * kept bytes not printed yet (the tail, with `--keep tail` or `both`), then the notices.
+ */
+const printPlain = (request: RunRequest, input: ExecInput) =>
+  Effect.gen(function*() {
+    const io = yield* Stdio
+    const { dropped, result } = yield* runLive(request, input, (event) =>
+      event._tag === "Stdout" ? io.stdout(event.bytes) : event._tag === "Stderr" ? io.stderr(event.bytes) : Effect.void)
+    const caps = capsOf(request)
+    const stdout = afterLive(result.stdout, caps.keep, caps.stdout)
+    const stderr = afterLive(result.stderr, caps.keep, caps.stderr)
+    if (stdout.length > 0) yield* io.stdout(stdout)
+    if (stderr.length > 0) yield* io.stderr(stderr)
+    const timeoutMs = request.timeoutMs ?? Duration.toMillis(NativeRunner.DEFAULTS.timeout)
+    for (const line of [...notices(result, timeoutMs, request.idleTimeoutMs), ...droppedNotice(dropped)]) {
+      yield* io.stderr(line + "\n")
+    }
+    return result
+  })
+
 const runHandler = (config: RunConfig) =>
   Effect.gen(function*() {
     const { args, exitCode } = yield* Invocation
-    const io = yield* Stdio
     const request = yield* toRunRequest(config, args, process.cwd())
     yield* checkAuditLog(request.auditLog)
+    yield* checkSpillDir(request.spill?.dir)
     const stdin = yield* readStdinFile(request.stdinFile)
-    const result = yield* NativeRunner.exec(toExecInput(request, stdin)).pipe(
-      Effect.provide(runnerLayer(request, toRunnerOptions(request)))
+    const input = toExecInput(request, stdin)
+    const result = yield* Effect.provide(
+      request.json ? printJson(input) : request.jsonl ? printJsonl(request, input) : printPlain(request, input),
+      runnerLayer(request, toRunnerOptions(request))
     )
-    if (request.json) {
-      yield* io.stdout(JSON.stringify(toJsonResult(result)) + "\n")
-    } else {
-      if (result.stdout.length > 0) yield* io.stdout(result.stdout)
-      if (result.stderr.length > 0) yield* io.stderr(result.stderr)
-      const timeoutMs = request.timeoutMs ?? Duration.toMillis(NativeRunner.DEFAULTS.timeout)
-      for (const line of notices(result, timeoutMs)) yield* io.stderr(line + "\n")
-    }
     yield* Ref.set(exitCode, result.exitCode)
   })
 
@@ -119,16 +184,21 @@ export const runCommand = Command.make("run", runConfig, runHandler).pipe(
     HelpDoc.p(
       "Runs one command with hard limits: bounded output, a timeout that kills the whole process tree, " +
         "a filtered environment, optional resource limits and an optional bubblewrap sandbox. Prints the command's " +
-        "stdout and stderr, then one line on stderr if it timed out, was killed, hit a limit or was truncated."
+        "stdout and stderr as they arrive (up to the caps), then one line on stderr if it timed out, was killed, " +
+        "hit a limit or was truncated, and where --spill-dir wrote the whole output."
     ),
     HelpDoc.p(
-      "Exit code: the command's own; 124 on timeout; 128+n when killed by signal n; 127 command not found; " +
+      "Exit code: the command's own; 124 on timeout (--timeout or --idle-timeout); 128+n when killed by signal n; 127 command not found; " +
         "126 permission denied; 2 bad usage (nothing was run); 125 the runner could not run it " +
         "(e.g. sandbox unavailable: nothing was run, never unsandboxed)."
     ),
     examples([
       ["native-runner run -- sh -c 'echo hi'", "options of the command (-c) are never read as ours"],
       ["native-runner run --timeout 500ms -- sleep 10", "killed after 500ms, exit 124"],
+      ["native-runner run --idle-timeout 5m -- make test", "stopped (exit 124) after 5 minutes without output"],
+      ["native-runner run --keep tail --max-stdout 64KiB -- make", "print the last 64 KiB of stdout, at the end"],
+      ["native-runner run --spill-dir /var/tmp -- make", "also write every byte to two 0600 files; print their paths"],
+      ["native-runner run --jsonl -- make", "one JSON object per event: started, stdout, stderr, exit"],
       ["native-runner run --max-stdout 64KiB --json -- cat big.bin", "one JSON object; binary output as base64"],
       ["native-runner run --env MODE=ci --inherit-env none --cwd /tmp -- env", "only MODE=ci in the environment"],
       ["git diff | native-runner run --stdin-file - -- wc -l", "feed our stdin to the command"],

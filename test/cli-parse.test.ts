@@ -11,10 +11,12 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as Ref from "effect/Ref"
+import * as Schema from "effect/Schema"
 import * as fc from "effect/FastCheck"
 import * as Cli from "../src/Cli.js"
 import { InvalidInput, SandboxUnavailable, SpawnError } from "../src/Errors.js"
-import type { ExecResult } from "../src/Exec.js"
+import { ExecEvent, type ExecResult, Keep } from "../src/Exec.js"
+import { makeCapture } from "../src/internal/capture.js"
 import * as Sandbox from "../src/Sandbox.js"
 
 describe("parseSize", () => {
@@ -135,6 +137,7 @@ describe("checkForcedArgv (the '--' rule)", () => {
 const request = (overrides: Partial<Cli.RunRequest> = {}): Cli.RunRequest => ({
   argv: ["true"],
   json: false,
+  jsonl: false,
   env: {},
   inheritEnv: "core",
   redactAfter: [],
@@ -178,17 +181,22 @@ describe("toRunRequest", () => {
         "--kill-grace", "0ms", "--max-stdout", "64KiB", "--max-stderr", "1000", "--env", "A=1", "--env", "B=",
         "--inherit-env", "all", "--cwd", "sub", "--audit-log", "/var/log/a.jsonl", "--stdin-file", "-", "--json",
         "--redact-after", "--token", "--redact-after", "-p", "--sandbox-user", "1000:1001", "--no-seccomp",
+        "--idle-timeout", "30s", "--keep", "both", "--spill-dir", "spills", "--spill-max", "1GiB",
         "--", "make", "-j4", "--json"
       ])
       expect(request).toStrictEqual(Either.right({
         argv: ["make", "-j4", "--json"],
         json: true,
+        jsonl: false,
         env: { A: "1", B: "" },
         inheritEnv: "all",
         timeoutMs: 1500,
         killGraceMs: 0,
+        idleTimeoutMs: 30_000,
         maxStdoutBytes: 65_536,
         maxStderrBytes: 1000,
+        keep: "both",
+        spill: { dir: "/home/me/spills", maxBytes: 1024 ** 3 },
         cwd: "/home/me/sub",
         stdinFile: "-",
         auditLog: "/var/log/a.jsonl",
@@ -264,6 +272,48 @@ describe("toRunRequest", () => {
       expect(ran.err).toStrictEqual([line, Cli.usageHint("run")])
     }))
 
+  it.live("live output flags: --jsonl, --keep, --idle-timeout, an absolute --spill-dir without --spill-max", () =>
+    Effect.gen(function*() {
+      const request = yield* parseRun([
+        "--jsonl", "--keep", "tail", "--idle-timeout", "250ms", "--spill-dir", "/var/tmp", "--", "true"
+      ])
+      const picked = Either.map(request, ({ idleTimeoutMs, json, jsonl, keep, spill }) => ({ idleTimeoutMs, json, jsonl, keep, spill }))
+      expect(picked).toStrictEqual(Either.right({
+        idleTimeoutMs: 250,
+        json: false,
+        jsonl: true,
+        keep: "tail",
+        spill: { dir: "/var/tmp" }
+      }))
+      const plain = yield* parseRun(["--", "true"])
+      expect(Either.map(plain, ({ idleTimeoutMs, jsonl, keep, spill }) => [idleTimeoutMs, jsonl, keep, spill]))
+        .toStrictEqual(Either.right([undefined, false, undefined, undefined]))
+    }))
+
+  it.live.each([
+    [["--json", "--jsonl"], "use either --json or --jsonl, not both"],
+    [["--spill-max", "1MiB"], "--spill-max only applies with --spill-dir"]
+  ] as const)("%j is bad usage", ([args, message]) =>
+    Effect.gen(function*() {
+      const request = yield* parseRun([...args, "--", "true"])
+      expect(Either.flip(Either.map(request, () => "parsed"))).toStrictEqual(Either.right(
+        new Cli.UsageError({ message, command: "run" })
+      ))
+    }))
+
+  it.live.each([
+    [["--keep", "middle"], "native-runner: --keep: unknown value 'middle' (use head or tail or both)"],
+    [["--idle-timeout", "5"], "native-runner: --idle-timeout: duration '5' needs a unit (ms, s, m or h), e.g. 5s"],
+    [["--idle-timeout", "0s"], "native-runner: --idle-timeout: must be at least 1ms"],
+    [["--spill-dir", "/tmp", "--spill-max", "lots"], "native-runner: --spill-max: bad size 'lots' (use e.g. 1000, 64KiB, 1MiB, 2GB)"],
+    [["--jsonl", "--jsonl"], "native-runner: '--jsonl' given more than once"]
+  ] as const)("%j: exit 2, one line and a usage hint", ([args, line]) =>
+    Effect.gen(function*() {
+      const ran = yield* mainOf(["run", ...args, "--", "true"])
+      expect(ran.code).toBe(2)
+      expect(ran.err).toStrictEqual([line, Cli.usageHint("run")])
+    }))
+
   it.live("--sandbox-user and --no-seccomp are left out unless given", () =>
     Effect.gen(function*() {
       const request = yield* parseRun(["--sandbox", "bwrap", "--sandbox-user", "65534:65534", "--", "true"])
@@ -327,6 +377,16 @@ describe("toRunnerOptions", () => {
   it("limits without a sandbox become resourceLimits", () => {
     const options = Cli.toRunnerOptions(request({ limits: { maxCpuSeconds: 2 } }))
     expect([options.resourceLimits, "sandbox" in options]).toStrictEqual([{ maxCpuSeconds: 2 }, false])
+  })
+})
+
+describe("toExecInput", () => {
+  it("--idle-timeout, --keep and --spill-dir go into the exec input; none given, none set", () => {
+    const spill = { dir: "/var/tmp", maxBytes: 10 }
+    const input = Cli.toExecInput(request({ idleTimeoutMs: 300, keep: "both", spill }), undefined)
+    expect(Duration.toMillis(Duration.decode(input.idleTimeout ?? 0))).toBe(300)
+    expect([input.keep, input.spill]).toStrictEqual(["both", { dir: "/var/tmp", maxBytes: 10 }])
+    expect(Object.keys(Cli.toExecInput(request(), undefined))).toStrictEqual(["argv"])
   })
 })
 
@@ -398,6 +458,56 @@ describe("output rendering", () => {
     ])
   })
 
+  it("the idle timeout, the cut of tail and both, and the spill files have their notices", () => {
+    expect(Cli.notices(result({ timedOut: true, timeoutKind: "idle", exitCode: 124 }), 60_000, 300)).toStrictEqual([
+      "native-runner: no output for 300ms: stopped (exit 124)"
+    ])
+    expect(Cli.notices(result({ timedOut: true, timeoutKind: "wall", exitCode: 124 }), 2000, 300)).toStrictEqual([
+      "native-runner: timed out after 2s (exit 124)"
+    ])
+    expect(Cli.notices(result({
+      stdout: bytes("abgh"),
+      stdoutBytes: 8,
+      truncatedStdout: true,
+      stdoutOmitted: { offset: 2, bytes: 4 },
+      stderr: bytes("gh"),
+      stderrBytes: 8,
+      truncatedStderr: true,
+      stderrOmitted: { offset: 0, bytes: 6 },
+      stdoutFile: "/var/tmp/native-runner-r.stdout",
+      stderrFile: "/var/tmp/native-runner-r.stderr",
+      spillError: "stdout: ENOSPC: no space left on device"
+    }), 60_000)).toStrictEqual([
+      "native-runner: stdout: 4 bytes omitted after byte 2",
+      "native-runner: stderr: the first 6 of 8 bytes omitted",
+      "native-runner: stdout written to /var/tmp/native-runner-r.stdout",
+      "native-runner: stderr written to /var/tmp/native-runner-r.stderr",
+      "native-runner: spill file incomplete: stdout: ENOSPC: no space left on device"
+    ])
+    // Head past the cap: the omitted bytes are at the end, as before.
+    const head = result({ stdout: bytes("ab"), stdoutBytes: 5, truncatedStdout: true, stdoutOmitted: { offset: 2, bytes: 3 } })
+    expect(Cli.notices(head, 1)).toStrictEqual(["native-runner: stdout truncated at 2 of 5 bytes"])
+  })
+
+  it("the JSON result says which timeout, where the cut is and where the spill files are; null when none", () => {
+    const json = Cli.toJsonResult(result({
+      timedOut: true,
+      timeoutKind: "wall",
+      stdoutOmitted: { offset: 2, bytes: 4 },
+      stdoutFile: "/d/o",
+      stderrFile: "/d/e"
+    }))
+    expect(json).toMatchObject({
+      timeoutKind: "wall",
+      stdoutOmitted: { offset: 2, bytes: 4 },
+      stderrOmitted: null,
+      stdoutFile: "/d/o",
+      stderrFile: "/d/e",
+      spillError: null
+    })
+    expect(Cli.toJsonResult(result())).toMatchObject({ timeoutKind: null, stdoutOmitted: null, stdoutFile: null })
+  })
+
   it("names every limit in its notice", () => {
     expect(Sandbox.LimitExceeded.literals.map(Cli.limitNotice)).toStrictEqual([
       "stopped by the CPU-time limit",
@@ -411,6 +521,69 @@ describe("output rendering", () => {
   it("keeps limitExceeded in the JSON result", () => {
     expect(Cli.toJsonResult(result({ limitExceeded: "fileSize" })).limitExceeded).toBe("fileSize")
     expect(Cli.toJsonResult(result()).limitExceeded).toBeNull()
+  })
+})
+
+describe("live output", () => {
+  const chunked = fc.array(fc.uint8Array({ maxLength: 40 }), { maxLength: 8 })
+
+  it.prop(
+    "the live part, then afterLive of the result, is exactly the kept bytes, however the stream is chunked",
+    [chunked, fc.constantFrom(...Keep.literals), fc.nat({ max: 100 })],
+    ([chunks, keep, cap]) => {
+      const live = Cli.liveEvents(keep, { stdout: cap, stderr: cap })
+      const capture = makeCapture(cap, keep)
+      const printed: Array<Uint8Array> = []
+      for (const chunk of chunks) {
+        capture.push(chunk)
+        const event = live(ExecEvent.Stdout({ bytes: chunk }))
+        if (event !== undefined && event._tag === "Stdout") printed.push(event.bytes)
+      }
+      const stream = new Uint8Array(Buffer.concat(chunks))
+      const livePart = new Uint8Array(Buffer.concat(printed))
+      // As the bytes arrive: the stream's first bytes, never more than the live limit.
+      expect(livePart).toStrictEqual(stream.subarray(0, Cli.liveLimit(keep, cap)))
+      const atTheEnd = Cli.afterLive(capture.bytes(), keep, cap)
+      expect(new Uint8Array(Buffer.concat([livePart, atTheEnd]))).toStrictEqual(capture.bytes())
+    }
+  )
+
+  it("each stream has its own limit; empty parts are left out; Started and Exit pass as they are", () => {
+    const live = Cli.liveEvents("head", { stdout: 3, stderr: 1 })
+    const started = ExecEvent.Started({ runId: "r", pid: 1 })
+    expect(live(started)).toBe(started)
+    expect(live(ExecEvent.Stdout({ bytes: bytes("ab") }))).toStrictEqual(ExecEvent.Stdout({ bytes: bytes("ab") }))
+    expect(live(ExecEvent.Stderr({ bytes: bytes("xyz") }))).toStrictEqual(ExecEvent.Stderr({ bytes: bytes("x") }))
+    expect(live(ExecEvent.Stdout({ bytes: bytes("cd") }))).toStrictEqual(ExecEvent.Stdout({ bytes: bytes("c") }))
+    expect([live(ExecEvent.Stdout({ bytes: bytes("e") })), live(ExecEvent.Stderr({ bytes: bytes("y") }))])
+      .toStrictEqual([undefined, undefined])
+    const limits = (cap: number) => Keep.literals.map((keep) => Cli.liveLimit(keep, cap))
+    expect([0, 1, 100].map(limits)).toStrictEqual([[0, 0, 0], [1, 0, 0], [100, 0, 50]])
+  })
+
+  it("--jsonl lines: each event as the schema says, output as --json encodes it", () => {
+    const decode = Schema.decodeUnknownSync(Cli.CliJsonlEvent, { onExcessProperty: "error" })
+    const idle = result({ exitCode: 3, timedOut: true, timeoutKind: "idle" })
+    const lines = [
+      ExecEvent.Started({ runId: "run-1", pid: 42 }),
+      ExecEvent.Stdout({ bytes: bytes("hé\n") }),
+      ExecEvent.Stderr({ bytes: new Uint8Array([0xff, 0x00]) }),
+      ExecEvent.Exit({ result: idle, dropped: { chunks: 2, bytes: 10 } })
+    ].map((event) => decode(JSON.parse(JSON.stringify(Cli.toJsonlEvent(event)))))
+    expect(lines.slice(0, 3)).toStrictEqual([
+      { event: "started", runId: "run-1", pid: 42 },
+      { event: "stdout", data: "hé\n", encoding: "utf8" },
+      { event: "stderr", data: "/wA=", encoding: "base64" }
+    ])
+    expect(lines[3]).toStrictEqual({ event: "exit", ...Cli.toJsonResult(idle), dropped: { chunks: 2, bytes: 10 } })
+    expect(lines[3]).toMatchObject({ exitCode: 3, timeoutKind: "idle", stdoutOmitted: null, stdoutFile: null })
+  })
+
+  it("dropped chunks get one notice; none, none", () => {
+    expect(Cli.droppedNotice({ chunks: 0, bytes: 0 })).toStrictEqual([])
+    expect(Cli.droppedNotice({ chunks: 3, bytes: 9000 })).toStrictEqual([
+      "native-runner: output came faster than we could print it: up to 9000 bytes (3 chunks) may be missing above"
+    ])
   })
 })
 

@@ -1,8 +1,9 @@
 /**
  * The `native-runner` CLI. Most behaviour is checked in-process through `Cli.main` with a recording `Stdio` and the
- * live runner (real processes, milliseconds each); a smaller set runs the real bin through tsx (about 3 s of startup
- * each, so they run concurrently) to check what only a real process shows: exit codes reaching the OS, flushed
- * output, our own stdin, our own PATH, help and doctor as a user sees them.
+ * live runner (real processes, milliseconds each); a smaller set runs the real bin, the bundle `npm run build` ships
+ * (built from src/ into a temporary directory by bench/build-bin.mjs, about 1 s; then about 0.2 s of startup per run),
+ * to check what only a real process shows: exit codes reaching the OS, flushed output, our own stdin, our own PATH,
+ * help and doctor as a user sees them.
  *
  * Sandboxed runs use the real bubblewrap. In CI (CI=true) they must run: a missing bwrap fails them. Elsewhere,
  * without a usable bwrap, they are not registered and the reason is printed.
@@ -12,8 +13,11 @@ import { afterAll, describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs"
+import * as Stream from "effect/Stream"
+import { execFileSync } from "node:child_process"
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs"
 import { createServer } from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -23,9 +27,12 @@ import * as Cli from "../src/Cli.js"
 import * as NativeRunner from "../src/NativeRunner.js"
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url))
-const BIN = path.join(ROOT, "src", "bin.ts")
 const tmp = mkdtempSync(path.join(os.tmpdir(), "native-runner-cli-"))
+// As root, the sandboxed program runs as 65534, which must be able to reach the workspaces made under here.
+chmodSync(tmp, 0o755)
 afterAll(() => rmSync(tmp, { recursive: true, force: true }))
+execFileSync(process.execPath, [path.join(ROOT, "bench", "build-bin.mjs"), "--outdir", path.join(tmp, "dist")])
+const BIN = path.join(tmp, "dist", "bin.js")
 
 // The check the live layer makes for `--sandbox bwrap`.
 const preflight = await Effect.runPromise(
@@ -42,11 +49,21 @@ const decoder = new TextDecoder()
 const toBytes = (data: Uint8Array | string) => (typeof data === "string" ? encoder.encode(data) : data)
 const concat = (chunks: ReadonlyArray<Uint8Array>) => new Uint8Array(Buffer.concat(chunks))
 
+/** One write to our stdout or stderr, and when it happened (`Date.now()`). */
+interface Write {
+  readonly stream: "stdout" | "stderr"
+  readonly text: string
+  readonly at: number
+}
+
 interface Ran {
   readonly code: number
   readonly stdout: Uint8Array
   readonly out: string
   readonly err: string
+  /** Every write in order, with its time; `endedAt` is when `main` returned. */
+  readonly writes: ReadonlyArray<Write>
+  readonly endedAt: number
 }
 
 /** Runs `Cli.main` in this process; what it prints is recorded, `stdin` is what `--stdin-file -` reads. */
@@ -54,25 +71,45 @@ const cli = (args: ReadonlyArray<string>, stdin: string = "") =>
   Effect.gen(function*() {
     const out: Array<Uint8Array> = []
     const err: Array<Uint8Array> = []
+    const writes: Array<Write> = []
+    const record = (stream: Write["stream"], chunks: Array<Uint8Array>) => (data: Uint8Array | string) =>
+      Effect.sync(() => {
+        chunks.push(toBytes(data))
+        writes.push({ stream, text: decoder.decode(toBytes(data)), at: Date.now() })
+      })
     const stdio = Layer.succeed(Cli.Stdio, {
-      stdout: (data) => Effect.sync(() => void out.push(toBytes(data))),
-      stderr: (data) => Effect.sync(() => void err.push(toBytes(data))),
+      stdout: record("stdout", out),
+      stderr: record("stderr", err),
       stdin: Effect.succeed(encoder.encode(stdin)),
       stdoutIsTerminal: false
     })
     const code = yield* Cli.main(args).pipe(Effect.provide([stdio, NodeContext.layer]))
     const stdout = concat(out)
-    const ran: Ran = { code, stdout, out: decoder.decode(stdout), err: decoder.decode(concat(err)) }
+    const ran: Ran = {
+      code,
+      stdout,
+      out: decoder.decode(stdout),
+      err: decoder.decode(concat(err)),
+      writes,
+      endedAt: Date.now()
+    }
     return ran
   })
 
+/** The time of the first write to `stream` containing `text`. */
+const writtenAt = (ran: Ran, stream: Write["stream"], text: string): number => {
+  const write = ran.writes.find((w) => w.stream === stream && w.text.includes(text))
+  if (write === undefined) throw new Error(`nothing containing ${JSON.stringify(text)} was written to ${stream}`)
+  return write.at
+}
+
 /**
- * Runs the real bin through tsx, with our own runner (it reports a real exit code or signal). `env` is set on top of
+ * Runs the real bin (the bundle) with our own runner (it reports a real exit code or signal). `env` is set on top of
  * the core environment (node is started by absolute path, so `PATH` may lack anything).
  */
 const bin = (args: ReadonlyArray<string>, options: { readonly stdin?: string; readonly env?: Record<string, string> } = {}) =>
   NativeRunner.exec({
-    argv: [process.execPath, "--import", "tsx", BIN, ...args],
+    argv: [process.execPath, BIN, ...args],
     cwd: ROOT,
     ...(options.env === undefined ? {} : { env: options.env }),
     ...(options.stdin === undefined ? {} : { stdin: encoder.encode(options.stdin) })
@@ -82,6 +119,7 @@ const bin = (args: ReadonlyArray<string>, options: { readonly stdin?: string; re
   )
 
 const decodeJson = Schema.decodeUnknownSync(Schema.parseJson(Cli.CliJsonResult), { onExcessProperty: "error" })
+const decodeJsonl = Schema.decodeUnknownSync(Schema.parseJson(Cli.CliJsonlEvent), { onExcessProperty: "error" })
 const decodeAuditLine = Schema.decodeUnknownSync(
   Schema.parseJson(Schema.extend(Cli.CliJsonAudit, Schema.Struct({ timestamp: Schema.String }))),
   { onExcessProperty: "error" }
@@ -118,6 +156,9 @@ const tcpServer = Effect.acquireRelease(
   (server) => Effect.sync(server.close)
 )
 
+const notADirectory = path.join(tmp, "not-a-directory")
+writeFileSync(notADirectory, "")
+
 const badUsage: ReadonlyArray<readonly [ReadonlyArray<string>, string]> = [
     [["run", "--bogus", "--"], "native-runner: unknown option '--bogus'"],
     [["run", "--json", "--json", "--"], "native-runner: '--json' given more than once"],
@@ -130,13 +171,24 @@ const badUsage: ReadonlyArray<readonly [ReadonlyArray<string>, string]> = [
     [["run", "--kill-grace", "soon", "--"], "native-runner: --kill-grace: bad duration 'soon' (use e.g. 500ms, 10s, 2m)"],
     [["run", "--sandbox", "firejail", "--"], "native-runner: --sandbox: unknown value 'firejail' (use none or bwrap)"],
     [["run", "--inherit-env", "some", "--"], "native-runner: --inherit-env: unknown value 'some' (use none or core or all)"],
-    [["run", "--env", "NOVALUE", "--"], "native-runner: --env: bad value 'NOVALUE' (use KEY=VALUE)"],
+    [["run", "--env", "NOVALUE", "--"], "native-runner: --env: missing '=' (use KEY=VALUE)"],
     [["run", "--workspace", "/tmp", "--"], "native-runner: --workspace only applies with --sandbox bwrap"],
     [["run", "--network", "none", "--"], "native-runner: --network only applies with --sandbox bwrap"],
+    [["run", "--sandbox-user", "1000:1000", "--"], "native-runner: --sandbox-user only applies with --sandbox bwrap"],
+    [["run", "--no-seccomp", "--"], "native-runner: --no-seccomp only applies with --sandbox bwrap"],
+    [["run", "--sandbox", "bwrap", "--sandbox-user", "0:0", "--"], "native-runner: --sandbox-user: uid and gid must be"],
     [["run", "--sandbox", "bwrap", "--max-cpu", "1500ms", "--"], "native-runner: --max-cpu must be whole seconds (got 1500ms)"],
     [["run", "--sandbox", "bwrap", "--max-open-files", "0", "--"], "native-runner: --max-open-files: must be at least 1"],
     [["run", "--stdin-file", "/nonexistent/in", "--"], "native-runner: cannot read --stdin-file: ENOENT"],
     [["run", "--audit-log", "/nonexistent/dir/a.jsonl", "--"], "native-runner: cannot write --audit-log: ENOENT"],
+    [["run", "--json", "--jsonl", "--"], "native-runner: use either --json or --jsonl, not both"],
+    [["run", "--jsonl", "--jsonl", "--"], "native-runner: '--jsonl' given more than once"],
+    [["run", "--spill-max", "1MiB", "--"], "native-runner: --spill-max only applies with --spill-dir"],
+    [["run", "--keep", "middle", "--"], "native-runner: --keep: unknown value 'middle' (use head or tail or both)"],
+    [["run", "--idle-timeout", "soon", "--"], "native-runner: --idle-timeout: bad duration 'soon' (use e.g. 500ms, 10s, 2m)"],
+    [["run", "--idle-timeout", "0ms", "--"], "native-runner: --idle-timeout: must be at least 1ms"],
+    [["run", "--spill-dir", "/nonexistent/spills", "--"], "native-runner: cannot use --spill-dir: ENOENT"],
+    [["run", "--spill-dir", notADirectory, "--"], `native-runner: cannot use --spill-dir: ${notADirectory} is not a directory`],
     [["exec", "--"], "native-runner: Invalid subcommand for native-runner - use one of 'run', 'doctor'"]
 ]
 
@@ -183,7 +235,7 @@ describe("native-runner (in-process main)", () => {
     Effect.gen(function*() {
       // The CLI has no --bwrap-path; its layer is `runnerLayer`, so a missing bwrap is simulated there.
       const policy = { workspace: workspace() }
-      const error = yield* Effect.flip(NativeRunner.make({ sandbox: { policy, bwrapPath: "/nonexistent/bwrap" } }))
+      const error = yield* Effect.flip(Effect.scoped(NativeRunner.makeNode({ sandbox: { policy, bwrapPath: "/nonexistent/bwrap" } })))
       expect(error._tag).toBe("SandboxUnavailable")
       expect(Cli.exitCodeOf(error)).toBe(125)
       const [line, ...more] = Cli.errorLines(error)
@@ -242,6 +294,132 @@ describe("native-runner (in-process main)", () => {
       expect(ran.err).toBe("\0".repeat(10) + "native-runner: stderr truncated at 10 of 100 bytes\n")
     }))
 
+  it.live("live output: the first line is printed while the command is still running", () =>
+    Effect.gen(function*() {
+      const ran = yield* cli(["run", "--", "sh", "-c", "echo first; sleep 2; echo second"])
+      expect([ran.code, ran.out, ran.err]).toStrictEqual([0, "first\nsecond\n", ""])
+      // "first" was written about 2 s before "second" and the end; the bounds leave room for a loaded host.
+      expect(writtenAt(ran, "stdout", "second") - writtenAt(ran, "stdout", "first")).toBeGreaterThan(1500)
+      expect(ran.endedAt - writtenAt(ran, "stdout", "first")).toBeGreaterThan(1500)
+      expect(ran.writes.some((w) => w.text.includes("first") && w.text.includes("second"))).toBe(false)
+    }))
+
+  it.live("live output honours the caps: --max-stdout 10 on 100 bytes prints exactly 10 bytes, as they come", () =>
+    Effect.gen(function*() {
+      const ran = yield* cli(["run", "--max-stdout", "10", "--", "sh", "-c", "printf %0100d 7; sleep 1; echo late >&2"])
+      expect(ran.code).toBe(0)
+      expect(ran.out).toBe("0".repeat(10))
+      expect(ran.err).toBe("late\nnative-runner: stdout truncated at 10 of 100 bytes\n")
+      expect(writtenAt(ran, "stderr", "late") - writtenAt(ran, "stdout", "0")).toBeGreaterThan(500)
+    }))
+
+  it.live("--keep tail prints the last bytes at the end; --keep both the head half live and the tail half at the end", () =>
+    Effect.gen(function*() {
+      const script = "printf 0123456789abcdefghij; printf ABCDEFGHIJ >&2; sleep 1"
+      const caps = ["--max-stdout", "6", "--max-stderr", "4"]
+      const tail = yield* cli(["run", "--keep", "tail", ...caps, "--", "sh", "-c", script])
+      expect([tail.code, tail.out]).toStrictEqual([0, "efghij"])
+      expect(tail.err).toBe(
+        "GHIJnative-runner: stdout: the first 14 of 20 bytes omitted\n" +
+          "native-runner: stderr: the first 6 of 10 bytes omitted\n"
+      )
+      // Which bytes are the last ones is known only once the run is over.
+      expect(tail.writes.every((w) => tail.endedAt - w.at < 500)).toBe(true)
+      const both = yield* cli(["run", "--keep", "both", ...caps, "--", "sh", "-c", script])
+      expect([both.code, both.out]).toStrictEqual([0, "012hij"])
+      expect(both.err).toBe(
+        "ABIJnative-runner: stdout: 14 bytes omitted after byte 3\nnative-runner: stderr: 6 bytes omitted after byte 2\n"
+      )
+      expect(both.writes.filter((w) => w.stream === "stdout").map((w) => w.text)).toStrictEqual(["012", "hij"])
+      expect(writtenAt(both, "stdout", "hij") - writtenAt(both, "stdout", "012")).toBeGreaterThan(500)
+      // Output shorter than the cap is printed whole, in order, whatever the mode.
+      const short = yield* cli(["run", "--keep", "both", "--max-stdout", "100", "--", "sh", "-c", script])
+      expect([short.out, short.err]).toStrictEqual(["0123456789abcdefghij", "ABCDEFGHIJ"])
+    }))
+
+  it.live("--idle-timeout 300ms: exit 124 with what was printed and the idle notice, without waiting", () =>
+    Effect.gen(function*() {
+      const started = Date.now()
+      const ran = yield* cli(["run", "--idle-timeout", "300ms", "--", "sh", "-c", "echo hi; sleep 5"])
+      expect(Date.now() - started).toBeLessThan(4000)
+      expect([ran.code, ran.out, ran.err]).toStrictEqual([
+        124,
+        "hi\n",
+        "native-runner: no output for 300ms: stopped (exit 124)\n"
+      ])
+      const json = decodeJson((yield* cli(["run", "--json", "--idle-timeout", "300ms", "--", "sleep", "5"])).out)
+      expect([json.exitCode, json.timedOut, json.timeoutKind, json.audits[0]?.timeoutKind])
+        .toStrictEqual([124, true, "idle", "idle"])
+    }))
+
+  it.live("--spill-dir (relative to our cwd): two 0600 files with every byte; their paths on stderr; --spill-max", () =>
+    Effect.gen(function*() {
+      const dir = mkdtempSync(path.join(tmp, "spill-"))
+      const script = "seq 1 2000; printf oops >&2"
+      const relative = path.relative(process.cwd(), dir)
+      const ran = yield* cli(["run", "--spill-dir", relative, "--max-stdout", "100", "--", "sh", "-c", script])
+      const everything = Array.from({ length: 2000 }, (_, i) => `${i + 1}\n`).join("")
+      expect([ran.code, ran.out]).toStrictEqual([0, everything.slice(0, 100)])
+      const [stdoutFile, stderrFile] = ["stdout", "stderr"].map((stream) => {
+        const [file, ...more] = readdirSync(dir).filter((name) => name.endsWith(`.${stream}`))
+        expect(more).toStrictEqual([])
+        return path.join(dir, file ?? "")
+      })
+      expect(lines(ran.err)).toStrictEqual([
+        "oopsnative-runner: stdout truncated at 100 of 8893 bytes",
+        `native-runner: stdout written to ${stdoutFile}`,
+        `native-runner: stderr written to ${stderrFile}`
+      ])
+      expect([readFileSync(stdoutFile ?? "", "utf8"), readFileSync(stderrFile ?? "", "utf8")])
+        .toStrictEqual([everything, "oops"])
+      for (const file of [stdoutFile, stderrFile]) expect(statSync(file ?? "").mode & 0o777).toBe(0o600)
+      const capped = decodeJson(
+        (yield* cli(["run", "--json", "--spill-dir", dir, "--spill-max", "1000", "--", "sh", "-c", script])).out
+      )
+      expect([capped.stdoutBytes, capped.stdout.length]).toStrictEqual([8893, 8893])
+      expect(statSync(capped.stdoutFile ?? "").size).toBe(1000)
+      expect(readFileSync(capped.stderrFile ?? "", "utf8")).toBe("oops")
+    }))
+
+  it.live("--jsonl: one valid JSON object per line, in order as they happen, the last the exit object", () =>
+    Effect.gen(function*() {
+      const script = "echo out; sleep 0.3; echo err >&2; sleep 0.3; printf '\\377'; exit 3"
+      const ran = yield* cli(["run", "--jsonl", "--", "sh", "-c", script])
+      expect([ran.code, ran.err]).toStrictEqual([3, ""])
+      // Each event is its own write, with its own newline.
+      expect(ran.writes.every((w) => w.stream === "stdout" && w.text.endsWith("\n") && lines(w.text).length === 1)).toBe(true)
+      const events = lines(ran.out).map((line) => decodeJsonl(line))
+      const [started, ...rest] = events
+      const exit = rest.pop()
+      expect(rest).toStrictEqual([
+        { event: "stdout", data: "out\n", encoding: "utf8" },
+        { event: "stderr", data: "err\n", encoding: "utf8" },
+        { event: "stdout", data: "/w==", encoding: "base64" }
+      ])
+      if (started?.event !== "started" || exit?.event !== "exit") throw new Error(`unexpected events: ${ran.out}`)
+      expect(started.pid).toBeGreaterThan(0)
+      expect(exit).toMatchObject({
+        exitCode: 3,
+        stdout: "b3V0Cv8=",
+        stdoutEncoding: "base64",
+        stderr: "err\n",
+        dropped: { chunks: 0, bytes: 0 }
+      })
+      expect(exit.audits[0]?.runId).toBe(started.runId)
+      expect(writtenAt(ran, "stdout", "\"exit\"") - writtenAt(ran, "stdout", "\"started\"")).toBeGreaterThan(400)
+      // The caps apply to the events as to plain output.
+      const capped = yield* cli(["run", "--jsonl", "--max-stdout", "5", "--", "printf", "0123456789"])
+      const cappedEvents = lines(capped.out).map((line) => decodeJsonl(line))
+      expect(cappedEvents.filter((event) => event.event === "stdout"))
+        .toStrictEqual([{ event: "stdout", data: "01234", encoding: "utf8" }])
+      expect(cappedEvents.at(-1)).toMatchObject({
+        event: "exit",
+        stdout: "01234",
+        truncatedStdout: true,
+        stdoutOmitted: { offset: 5, bytes: 5 }
+      })
+    }))
+
   it.live("--timeout: exit 124 and one line, without waiting for the command", () =>
     Effect.gen(function*() {
       const started = Date.now()
@@ -276,6 +454,43 @@ describe("native-runner (in-process main)", () => {
       const { timestamp, ...record } = decodeAuditLine(line)
       expect(record).toStrictEqual(json.audits[0])
       expect(Number.isNaN(Date.parse(timestamp))).toBe(false)
+    }))
+
+  it.live("--redact-after masks the flag's value in the audit log and --json's audits, never in the command", () =>
+    Effect.gen(function*() {
+      const log = path.join(tmp, "redacted.jsonl")
+      const script = "printf '%s\\n' \"$@\""
+      const plain = yield* cli([
+        "run", "--audit-log", log, "--redact-after", "--token", "--", "sh", "-c", script, "sh", "--token", "s3cr3t"
+      ])
+      // The command got the real value; only the records are masked.
+      expect([plain.code, plain.out]).toStrictEqual([0, "--token\ns3cr3t\n"])
+      const json = decodeJson((yield* cli([
+        "run", "--json", "--audit-log", log, "--redact-after", "--token", "--redact-after", "-p", "--",
+        "sh", "-c", script, "sh", "--token=s3cr3t", "-p", "pa55"
+      ])).out)
+      expect(json.stdout).toBe("--token=s3cr3t\n-p\npa55\n")
+      expect(json.audits[0]?.argv).toStrictEqual(["sh", "-c", script, "sh", "--token=***", "-p", "***"])
+      const text = readFileSync(log, "utf8")
+      expect(text).not.toContain("s3cr3t")
+      expect(text).not.toContain("pa55")
+      expect(lines(text).map((line) => decodeAuditLine(line).argv.slice(3))).toStrictEqual([
+        ["sh", "--token", "***"],
+        ["sh", "--token=***", "-p", "***"]
+      ])
+    }))
+
+  it.live("--audit-log creates the file 0600; an existing file keeps its mode", () =>
+    Effect.gen(function*() {
+      const fresh = path.join(tmp, "fresh.jsonl")
+      expect((yield* cli(["run", "--audit-log", fresh, "--", "true"])).code).toBe(0)
+      expect(statSync(fresh).mode & 0o777).toBe(0o600)
+      const shared = path.join(tmp, "shared.jsonl")
+      writeFileSync(shared, "")
+      chmodSync(shared, 0o644)
+      expect((yield* cli(["run", "--audit-log", shared, "--", "true"])).code).toBe(0)
+      expect(statSync(shared).mode & 0o777).toBe(0o644)
+      expect(lines(readFileSync(shared, "utf8"))).toHaveLength(1)
     }))
 
   it.live("--help for every command, with examples and no ANSI styles when not a terminal", () =>
@@ -388,11 +603,45 @@ describe.runIf(sandboxUsable || inCI)("native-runner run --sandbox bwrap (in-pro
     }))
 })
 
-describe.concurrent("native-runner bin (node --import tsx src/bin.ts)", () => {
+describe.concurrent("native-runner bin (node dist/bin.js, the bundle)", () => {
   it.live("run -- sh -c ...: the child's options are not ours; its exit code is ours", () =>
     Effect.gen(function*() {
       const result = yield* bin(["run", "--", "sh", "-c", "echo \"$@\"; exit 3", "sh", "-c", "--foo", "--json", "--help"])
       expect([result.exitCode, result.out, result.err]).toStrictEqual([3, "-c --foo --json --help\n", ""])
+    }))
+
+  it.live("live output reaches the OS: 'first' is read from our stdout while the command still runs", () =>
+    Effect.gen(function*() {
+      const arrivals: Array<{ readonly text: string; readonly at: number }> = []
+      const exit = yield* NativeRunner.execStream({
+        argv: [process.execPath, BIN, "run", "--", "sh", "-c", "echo first; sleep 2; echo second"],
+        cwd: ROOT
+      }).pipe(
+        Stream.tap((event) =>
+          Effect.sync(() => {
+            if (event._tag === "Stdout") arrivals.push({ text: decoder.decode(event.bytes), at: Date.now() })
+          })
+        ),
+        Stream.runLast,
+        Effect.provide(NativeRunner.layerNode({ timeout: "60 seconds" }))
+      )
+      const result = Option.isSome(exit) && exit.value._tag === "Exit" ? exit.value.result : undefined
+      expect([result?.exitCode, decoder.decode(result?.stdout), decoder.decode(result?.stderr)])
+        .toStrictEqual([0, "first\nsecond\n", ""])
+      const first = arrivals.find((a) => a.text.includes("first"))
+      const second = arrivals.find((a) => a.text.includes("second"))
+      expect(first).not.toBe(second)
+      expect((second?.at ?? 0) - (first?.at ?? 0)).toBeGreaterThan(1500)
+    }))
+
+  it.live("--jsonl --idle-timeout: exit 124 reaches the OS; the lines are events, the last the exit object", () =>
+    Effect.gen(function*() {
+      const result = yield* bin(["run", "--jsonl", "--idle-timeout", "300ms", "--", "sh", "-c", "echo hi; sleep 10"])
+      expect([result.exitCode, result.err]).toStrictEqual([124, ""])
+      const events = lines(result.out).map((line) => decodeJsonl(line))
+      expect(events.map((event) => event.event)).toStrictEqual(["started", "stdout", "exit"])
+      expect(events[1]).toStrictEqual({ event: "stdout", data: "hi\n", encoding: "utf8" })
+      expect(events[2]).toMatchObject({ exitCode: 124, timedOut: true, timeoutKind: "idle", stdout: "hi\n" })
     }))
 
   it.live("--timeout 300ms: exit 124 and the timeout line", () =>
@@ -424,6 +673,19 @@ describe.concurrent("native-runner bin (node --import tsx src/bin.ts)", () => {
       expect(record).toStrictEqual(json.audits[0])
     }))
 
+  it.live("--audit-log --redact-after --token: the line has *** and never the value; the file is 0600", () =>
+    Effect.gen(function*() {
+      const log = path.join(tmp, "bin-redacted.jsonl")
+      const result = yield* bin([
+        "run", "--audit-log", log, "--redact-after", "--token", "--", "sh", "-c", "true", "--token", "s3cr3t"
+      ])
+      expect(result.exitCode).toBe(0)
+      const text = readFileSync(log, "utf8")
+      expect(text).not.toContain("s3cr3t")
+      expect(decodeAuditLine(lines(text)[0]).argv).toStrictEqual(["sh", "-c", "true", "--token", "***"])
+      expect(statSync(log).mode & 0o777).toBe(0o600)
+    }))
+
   it.live("bad usage: exit 2, nothing spawned", () =>
     Effect.gen(function*() {
       const { argv, marker } = touching()
@@ -445,9 +707,9 @@ describe.concurrent("native-runner bin (node --import tsx src/bin.ts)", () => {
       })
       expect(result.exitCode).toBe(125)
       expect(lines(result.err)).toStrictEqual([
-        "native-runner: bubblewrap was not found: \"bwrap\" does not exist or is not on PATH. Fix: Install bubblewrap " +
-        "(`apt-get install -y bubblewrap`, `dnf install bubblewrap`, `apk add bubblewrap`) or pass its location as " +
-        "`bwrapPath`; or run without a sandbox."
+        "native-runner: bubblewrap was not found: no `bwrap` on PATH. Fix: Install " +
+        "bubblewrap (`apt-get install -y bubblewrap`, `dnf install bubblewrap`, `apk add bubblewrap`) or pass its " +
+        "absolute path as `bwrapPath`; or run without a sandbox."
       ])
       expect(existsSync(marker)).toBe(false)
     }))

@@ -1,11 +1,11 @@
 /**
- * The CLI's own I/O: our standard streams as a service (so tests can record them), and the files `run` reads or
- * appends to before anything is spawned.
+ * The CLI's own I/O: our standard streams as a service (so tests can record them), and the files and directories
+ * `run` reads, appends to or writes in, checked before anything is spawned.
  */
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import { open, readFile } from "node:fs/promises"
+import { access, constants, open, readFile, stat } from "node:fs/promises"
 import { AUDIT_FILE_MODE } from "../../Audit.js"
 import { UsageError } from "./failures.js"
 
@@ -64,4 +64,17 @@ export const checkAuditLog = (file: string | undefined): Effect.Effect<void, Usa
   file === undefined ? Effect.void : Effect.tryPromise({
     try: () => open(file, "a", AUDIT_FILE_MODE).then((handle) => handle.close()),
     catch: (error) => new UsageError({ message: `cannot write --audit-log: ${errorText(error)}`, command: "run" })
+  })
+
+/**
+ * Checks `--spill-dir` up front: a directory we can create files in. The runner would refuse it too, but only as a
+ * spawn failure (exit 125); a wrong directory is the caller's mistake, so it is bad usage, as a missing `--cwd` is.
+ */
+export const checkSpillDir = (dir: string | undefined): Effect.Effect<void, UsageError> =>
+  dir === undefined ? Effect.void : Effect.tryPromise({
+    try: async () => {
+      if (!(await stat(dir)).isDirectory()) throw new Error(`${dir} is not a directory`)
+      await access(dir, constants.W_OK | constants.X_OK)
+    },
+    catch: (error) => new UsageError({ message: `cannot use --spill-dir: ${errorText(error)}`, command: "run" })
   })

@@ -76,12 +76,39 @@ export const runConfig = {
       "exit code 124."
   ),
   killGrace: durationOption("kill-grace", 0, "Time between SIGTERM and SIGKILL when a run is stopped (default 2s)."),
+  idleTimeout: durationOption(
+    "idle-timeout",
+    1,
+    "Stops the run when neither stdout nor stderr has had output for this long (default: none), as --timeout " +
+      "does: SIGTERM, then SIGKILL after --kill-grace; exit code 124."
+  ),
   maxStdout: sizeOption(
     "max-stdout",
     MAX_BYTES_CAP,
-    "Bytes of stdout kept (default 1MiB). The rest is read and counted, not kept; a notice says so."
+    "Bytes of stdout kept and printed (default 1MiB). The rest is read and counted, not printed; a notice says so."
   ),
-  maxStderr: sizeOption("max-stderr", MAX_BYTES_CAP, "Bytes of stderr kept (default 1MiB)."),
+  maxStderr: sizeOption("max-stderr", MAX_BYTES_CAP, "Bytes of stderr kept and printed (default 1MiB)."),
+  keep: choiceOption(
+    "keep",
+    ["head", "tail", "both"],
+    "Which bytes of each stream the caps keep: head (default; printed as they arrive, up to the cap), tail (the " +
+      "last ones, printed when the run ends) or both (the first half of the cap as it arrives, the last half at " +
+      "the end). A notice says what was cut."
+  ).pipe(Options.optional),
+  spillDir: Options.text("spill-dir").pipe(
+    Options.withPseudoName("dir"),
+    Options.withDescription(
+      "Also writes each stream whole to a new file (mode 0600) in this existing directory, named " +
+        "native-runner-<runId>.stdout and .stderr; a notice gives the paths. The files are yours. A missing " +
+        "directory is bad usage (exit 2)."
+    ),
+    Options.optional
+  ),
+  spillMax: sizeOption(
+    "spill-max",
+    Number.MAX_SAFE_INTEGER,
+    "Bytes written to each --spill-dir file at most (default: no limit)."
+  ),
   cwd: Options.text("cwd").pipe(
     Options.withPseudoName("dir"),
     Options.withDescription(
@@ -173,6 +200,13 @@ export const runConfig = {
   json: Options.boolean("json").pipe(
     Options.withDescription(
       "Print one JSON object (exit, signal, timing, output as UTF-8 or base64, audits) instead of the output."
+    )
+  ),
+  jsonl: Options.boolean("jsonl").pipe(
+    Options.withDescription(
+      "Print one JSON object per line as the run goes: started (runId, pid), then stdout and stderr (data, " +
+        "encoding; the bytes plain mode prints as they arrive), last exit (the --json object and dropped). " +
+        "Not with --json."
     )
   ),
   argv: Args.text({ name: "command" }).pipe(

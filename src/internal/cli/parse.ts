@@ -120,11 +120,12 @@ export const shellQuote = (arg: string): string =>
 export const RUN_OPTION_NAMES: ReadonlyArray<string> = [
   "--timeout", "--kill-grace", "--max-stdout", "--max-stderr", "--cwd", "--env", "--inherit-env", "--stdin-file",
   "--sandbox", "--workspace", "--network", "--max-procs", "--max-memory", "--max-file-size", "--max-cpu",
-  "--max-open-files", "--audit-log", "--redact-after", "--sandbox-user", "--no-seccomp", "--json"
+  "--max-open-files", "--audit-log", "--redact-after", "--sandbox-user", "--no-seccomp", "--json", "--jsonl",
+  "--idle-timeout", "--keep", "--spill-dir", "--spill-max"
 ]
 
 // Our flags that take no value: given twice, the second one is left over as an argument.
-const BOOLEAN_OPTION_NAMES: ReadonlyArray<string> = ["--json", "--no-seccomp"]
+const BOOLEAN_OPTION_NAMES: ReadonlyArray<string> = ["--json", "--jsonl", "--no-seccomp"]
 
 /**
  * Checks that the parsed argv is exactly what follows `--` in the raw arguments, and says what is wrong if not.

@@ -7,7 +7,7 @@ import * as Either from "effect/Either"
 import * as Option from "effect/Option"
 import * as path from "node:path"
 import * as Audit from "../../Audit.js"
-import type { ExecInput } from "../../Exec.js"
+import type { ExecInput, Keep, Spill } from "../../Exec.js"
 import type * as NativeRunner from "../../NativeRunner.js"
 import type * as Sandbox from "../../Sandbox.js"
 import { UsageError } from "./failures.js"
@@ -31,11 +31,19 @@ export type SandboxRequest =
 /** Everything `native-runner run` was asked to do, validated, paths absolute. */
 export interface RunRequest {
   readonly argv: readonly [string, ...Array<string>]
+  /** One object at the end (`--json`); never with `jsonl`. */
   readonly json: boolean
+  /** One object per event as it happens (`--jsonl`); never with `json`. */
+  readonly jsonl: boolean
   readonly timeoutMs?: number | undefined
   readonly killGraceMs?: number | undefined
+  readonly idleTimeoutMs?: number | undefined
   readonly maxStdoutBytes?: number | undefined
   readonly maxStderrBytes?: number | undefined
+  /** Absent means the runner's default (head). */
+  readonly keep?: Keep | undefined
+  /** The spill directory is absolute; it is checked to exist just before the run (`checkSpillDir`). */
+  readonly spill?: Spill | undefined
   readonly cwd?: string | undefined
   readonly env: Readonly<Record<string, string>>
   readonly inheritEnv: "none" | "core" | "all"
@@ -67,6 +75,10 @@ export const toRunRequest = (
   const given = sandboxOnly.find(([, isSet]) => isSet)
   // A sandbox setting that is silently ignored is worse than an error.
   if (config.sandbox === "none" && given !== undefined) return usage(`${given[0]} only applies with --sandbox bwrap`)
+  if (config.json && config.jsonl) return usage("use either --json or --jsonl, not both")
+  if (Option.isSome(config.spillMax) && Option.isNone(config.spillDir)) {
+    return usage("--spill-max only applies with --spill-dir")
+  }
   const maxCpu = Option.getOrUndefined(config.maxCpu)
   if (maxCpu !== undefined && maxCpu % 1000 !== 0) {
     return usage(`--max-cpu must be whole seconds (got ${formatMillis(maxCpu)})`)
@@ -85,13 +97,20 @@ export const toRunRequest = (
   return Either.right({
     argv: config.argv,
     json: config.json,
+    jsonl: config.jsonl,
     env: Object.fromEntries(config.env),
     // A sandbox has its own PATH, HOME and TMPDIR and, like the library's sandbox, inherits nothing unless asked.
     inheritEnv: Option.getOrElse(config.inheritEnv, () => (config.sandbox === "bwrap" ? "none" : "core")),
     timeoutMs: Option.getOrUndefined(config.timeout),
     killGraceMs: Option.getOrUndefined(config.killGrace),
+    idleTimeoutMs: Option.getOrUndefined(config.idleTimeout),
     maxStdoutBytes: Option.getOrUndefined(config.maxStdout),
     maxStderrBytes: Option.getOrUndefined(config.maxStderr),
+    keep: Option.getOrUndefined(config.keep),
+    spill: Option.getOrUndefined(Option.map(config.spillDir, (dir) => ({
+      dir: path.resolve(hostCwd, dir),
+      ...only(config.spillMax, (maxBytes) => ({ maxBytes }))
+    }))),
     cwd: absolute(config.cwd),
     stdinFile: absolute(config.stdinFile),
     auditLog: absolute(config.auditLog),
@@ -138,9 +157,15 @@ export const toRunnerOptions = (request: RunRequest): NativeRunner.Options => {
   return { ...base, sandbox: { policy, fallback: "fail" } }
 }
 
-/** The exec input of a request; `stdin` is read by the caller (it may be our own stdin). */
+/**
+ * The exec input of a request: the command and what is about this run only (`--idle-timeout`, `--keep`,
+ * `--spill-dir`); `stdin` is read by the caller (it may be our own stdin).
+ */
 export const toExecInput = (request: RunRequest, stdin: Uint8Array | undefined): ExecInput => ({
   argv: request.argv,
   ...(Object.keys(request.env).length === 0 ? {} : { env: request.env }),
-  ...(stdin === undefined ? {} : { stdin })
+  ...(stdin === undefined ? {} : { stdin }),
+  ...(request.idleTimeoutMs === undefined ? {} : { idleTimeout: Duration.millis(request.idleTimeoutMs) }),
+  ...(request.keep === undefined ? {} : { keep: request.keep }),
+  ...(request.spill === undefined ? {} : { spill: request.spill })
 })

@@ -2,22 +2,25 @@
  * Benchmarks (`npm run bench`, which compiles src and bench with tsc and runs plain Node, so no TypeScript loader
  * shares the measured process; not part of `npm test`). Every scenario runs its contenders in one process,
  * interleaved round-robin in batches, and reports medians and ratios to raw `child_process.spawn`. The large-output
- * scenario runs each contender in a fresh child process so RSS baselines are clean.
+ * scenario runs each contender in a fresh child process so RSS baselines are clean; so does the CLI's cold start.
  *
  *   BENCH_SCALE=0.1 npm run bench        quick run (iteration counts scaled; sizes are not)
- *   BENCH_ONLY=a,d npm run bench         some scenarios only (a: per exec, b: concurrency, c: large output, d: kill)
+ *   BENCH_ONLY=a,d npm run bench         some scenarios only (a: per exec, b: concurrency, c: large output, d: kill,
+ *                                        e: CLI cold start)
  *
  * Writes every table, with machine info, to bench/results/latest.json.
  */
-import { execFile, spawnSync } from "node:child_process"
+import { execFile, execFileSync, spawnSync } from "node:child_process"
 import { existsSync, mkdirSync, writeFileSync } from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
+import * as NativeRunner from "../src/NativeRunner.js"
 import * as C from "./lib/contenders.js"
 import { pool, roundRobin, scale, scaled, timed } from "./lib/harness.js"
 import { fmt, GiB, median, MiB, quantile, sum, table } from "./lib/stats.js"
 import { sandboxContenders } from "./lib/sandbox.js"
+import { hostMemoryScenario } from "./hostMemory.js"
 
 // Compiled by `npm run bench` to bench/.build/bench/run.js; results go to bench/results at the repo's root.
 const here = path.dirname(fileURLToPath(import.meta.url))
@@ -26,7 +29,7 @@ const repoRoot = (() => {
   while (!existsSync(path.join(dir, "package.json")) && path.dirname(dir) !== dir) dir = path.dirname(dir)
   return dir
 })()
-const only = new Set((process.env["BENCH_ONLY"] ?? "a,b,c,d").split(",").map((s) => s.trim()))
+const only = new Set((process.env["BENCH_ONLY"] ?? "a,b,c,d,e").split(",").map((s) => s.trim()))
 
 interface Row {
   readonly contender: string
@@ -56,13 +59,15 @@ const print = (s: Scenario, header: ReadonlyArray<string>, cells: (row: Row) => 
 }
 
 const OURS = "ours (NativeRunner)"
+const OURS_DIRECT = "ours, direct (spawnHelper off)"
 
 const perExecContenders = (options: { readonly exitOnly: boolean }): Array<C.Contender> => [
   C.raw(),
   ...(options.exitOnly ? [C.commandExitOnly()] : []),
   C.command(),
   C.execaContender(),
-  C.ours()
+  C.ours(),
+  C.ours(OURS_DIRECT, NativeRunner.layerNode({ spawnHelper: "off" }))
 ]
 
 const oneMiB = MiB
@@ -308,6 +313,50 @@ const scenarioD = async () => {
   for (const c of contenders) await c.dispose()
 }
 
+// (e) CLI cold start: the whole `native-runner run -- true` process against a bare Node process spawning `true`.
+const scenarioE = async () => {
+  // The bin as `npm start` would run it: rebuilt first if src/ changed since the last build.
+  execFileSync(process.execPath, [path.join(repoRoot, "bench", "build-bin.mjs"), "--if-stale"], { stdio: "inherit" })
+  const runs = scaled(20, 5)
+  const bin = path.join(repoRoot, "dist", "bin.js")
+  const stdout = await new Promise<string>((resolve, reject) =>
+    execFile(
+      process.execPath,
+      [path.join(here, "cold-start.js"), JSON.stringify({ runs, bin })],
+      { cwd: repoRoot, maxBuffer: 1024 * 1024 },
+      (error, out, err) => (error ? reject(new Error(`cold start: ${error.message}\n${err}`)) : resolve(out))
+    )
+  )
+  const samples: { bare: Array<number>; bin: Array<number> } = JSON.parse(stdout.trim().split("\n").pop() ?? "{}")
+  const base = median(samples.bare)
+  const rows: Array<Row> = [
+    { contender: "bare node (node -e spawnSync('true'))", times: samples.bare },
+    { contender: "native-runner run -- true (node dist/bin.js)", times: samples.bin }
+  ].map(({ contender, times }) => ({
+    contender,
+    medianMs: median(times),
+    p90Ms: quantile(times, 0.9),
+    ratio: median(times) / base
+  }))
+  const binMedian = median(samples.bin)
+  const se = put("e", {
+    title: "(e) CLI cold start: node dist/bin.js run -- true, whole process",
+    params: { runsPerCommand: samples.bin.length, bin: "dist/bin.js (bench/build-bin.mjs)" },
+    rows,
+    targets: [{ target: "native-runner run -- true <= 150 ms (median)", value: `${fmt(binMedian, 0)} ms`, met: binMedian <= 150 }],
+    notes: [
+      "wall time from spawn to exit, measured from a fresh small Node process; files already in the page cache",
+      "bare node is the floor: Node's own start-up plus one spawnSync of true"
+    ]
+  })
+  print(se, ["command", "median ms", "p90 ms", "ratio"], (r) => [
+    r.contender,
+    fmt(Number(r["medianMs"]), 1),
+    fmt(Number(r["p90Ms"]), 1),
+    `${fmt(Number(r["ratio"]))}x`
+  ])
+}
+
 // Sandboxed per-exec cost, when the runner has a sandbox; otherwise an honest "not measured" row.
 const scenarioSandbox = async () => {
   const found = await sandboxContenders()
@@ -373,6 +422,9 @@ const main = async () => {
   if (only.has("b")) await scenarioB()
   if (only.has("c")) await scenarioC()
   if (only.has("d")) await scenarioD()
+  if (only.has("e")) await scenarioE()
+  // Not in the default set (a minute or two, and a 2 GiB host): BENCH_ONLY=mem; see bench/hostMemory.ts.
+  if (only.has("mem")) put("mem", await hostMemoryScenario({ here, repoRoot }))
   const after = machine()
   console.log(`\nload average at the end: ${after.loadavg.map((l) => l.toFixed(2)).join(" ")}`)
   const dir = path.join(repoRoot, "bench", "results")

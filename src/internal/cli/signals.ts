@@ -1,0 +1,37 @@
+/**
+ * How the CLI process ends. SIGHUP, SIGINT and SIGTERM interrupt the program: the run's process tree is killed and its
+ * audit line written by the runner's own interruption path, then the CLI exits 128+n (129, 130, 143), as a shell
+ * reports a death by that signal. A second signal while that cleanup runs is ignored: the cleanup is bounded by the
+ * run's kill grace.
+ */
+import * as Cause from "effect/Cause"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as FiberId from "effect/FiberId"
+import { constants } from "node:os"
+
+const SIGNALS = ["SIGHUP", "SIGINT", "SIGTERM"] as const
+
+/**
+ * Runs `program` to its exit code and exits the process with it; `failed` is the code for a defect (reported on
+ * stderr first). Returns at once; the process exits when the program is done.
+ */
+export const runToExit = (program: Effect.Effect<number>, failed: number): void => {
+  const fiber = Effect.runFork(program)
+  let received: (typeof SIGNALS)[number] | undefined
+  const onSignal = (signal: (typeof SIGNALS)[number]) => {
+    if (received !== undefined) return
+    received = signal
+    fiber.unsafeInterruptAsFork(FiberId.none)
+  }
+  for (const signal of SIGNALS) process.on(signal, onSignal)
+  // The fiber alone does not hold the event loop open (a command reading our stdin might not either).
+  const keepAlive = setInterval(() => undefined, 2 ** 31 - 1)
+  fiber.addObserver((exit) => {
+    clearInterval(keepAlive)
+    if (received !== undefined) return process.exit(128 + constants.signals[received])
+    if (Exit.isSuccess(exit)) return process.exit(exit.value)
+    if (!Cause.isInterruptedOnly(exit.cause)) process.stderr.write(`${Cause.pretty(exit.cause)}\n`)
+    process.exit(Cause.isInterruptedOnly(exit.cause) ? 130 : failed)
+  })
+}

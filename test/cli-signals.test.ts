@@ -1,0 +1,52 @@
+/**
+ * The real bin under SIGHUP, SIGINT and SIGTERM: the command's tree is killed, the audit line written, and the CLI
+ * exits 128+n, as a shell reports a death by that signal. The bin is built from src/ into a temporary directory.
+ */
+import { afterAll, describe, expect, it } from "@effect/vitest"
+import * as Effect from "effect/Effect"
+import { execFileSync, spawn } from "node:child_process"
+import { randomInt } from "node:crypto"
+import { mkdtempSync, readFileSync, rmSync } from "node:fs"
+import { constants, tmpdir } from "node:os"
+import * as path from "node:path"
+import { hostProcesses, waitUntil } from "./helpers/escape.js"
+
+const ROOT = path.join(import.meta.dirname, "..")
+const tmp = mkdtempSync(path.join(tmpdir(), "enr-cli-signals-"))
+afterAll(() => rmSync(tmp, { recursive: true, force: true }))
+execFileSync(process.execPath, [path.join(ROOT, "bench", "build-bin.mjs"), "--outdir", path.join(tmp, "dist")])
+const BIN = path.join(tmp, "dist", "bin.js")
+
+/** `sleep` commands whose argument is `marker` (a unique number of seconds). */
+const sleeping = (marker: string) =>
+  hostProcesses().filter((p) => p.argv[0] === "sleep" && p.argv[1] === marker).map((p) => p.pid)
+
+/** Starts `native-runner run` on a command that prints "ready" then sleeps; resolves once "ready" was printed. */
+const startCli = (marker: string, auditLog: string) =>
+  Effect.async<{ readonly pid: number; readonly exited: Promise<number | null> }>((resume) => {
+    const child = spawn(process.execPath, [
+      BIN, "run", "--audit-log", auditLog, "--kill-grace", "2s", "--", "sh", "-c", `echo ready; exec sleep ${marker}`
+    ], { stdio: ["ignore", "pipe", "pipe"] })
+    const exited = new Promise<number | null>((done) => child.once("exit", (code) => done(code)))
+    child.stdout.on("data", (chunk: Buffer) => {
+      if (chunk.toString().includes("ready") && child.pid !== undefined) resume(Effect.succeed({ pid: child.pid, exited }))
+    })
+  })
+
+describe("native-runner run under a signal", () => {
+  for (const signal of ["SIGHUP", "SIGINT", "SIGTERM"] as const) {
+    it.live(`${signal}: the command's tree is killed, the audit line written, exit 128+${constants.signals[signal]}`, () =>
+      Effect.gen(function*() {
+        const marker = `1000.${randomInt(1e9)}`
+        const auditLog = path.join(tmp, `${signal}.jsonl`)
+        const cli = yield* startCli(marker, auditLog)
+        expect(sleeping(marker).length).toBe(1)
+        process.kill(cli.pid, signal)
+        expect(yield* Effect.promise(() => cli.exited)).toBe(128 + constants.signals[signal])
+        expect(yield* waitUntil(() => sleeping(marker).length === 0, 5_000)).toBe(true)
+        const records = readFileSync(auditLog, "utf8").trim().split("\n").map((line) => JSON.parse(line) as unknown)
+        expect(records).toHaveLength(1)
+        expect(records[0]).toMatchObject({ interrupted: true, cmd: "sh" })
+      }), 30_000)
+  }
+})

@@ -116,7 +116,7 @@ const scenarioA = async () => {
     title: "(a) per-exec overhead: sequential /bin/true",
     params: { execsPerContender: rounds * batch, batch, warmup: 20 },
     rows,
-    targets: [{ target: "ours <= 1.3x raw (median)", value: `${fmt(oursRatio)}x`, met: oursRatio <= 1.3 }],
+    targets: [{ target: "ours <= 1.15x raw (median)", value: `${fmt(oursRatio)}x`, met: oursRatio <= 1.15 }],
     notes: ["hostCpuMsPerExec: user+system CPU of this (host) process per exec, children excluded"]
   })
   print(sa, ["contender", "median ms", "p90 ms", "ratio", "host cpu ms", "cpu ratio"], (r) => [
@@ -231,7 +231,10 @@ const scenarioC = async () => {
       params: { runsPerContender: rounds, producer: `head -c ${kase.bytes} /dev/zero` },
       rows,
       targets: [
-        { target: "ours throughput >= 0.9x raw", value: `${fmt(ratio)}x`, met: ratio >= 0.9 },
+        // Capped: the issue's 0.95x; full capture: 0.9x.
+        kase.name === "capped"
+          ? { target: "ours throughput >= 0.95x raw", value: `${fmt(ratio)}x`, met: ratio >= 0.95 }
+          : { target: "ours throughput >= 0.9x raw", value: `${fmt(ratio)}x`, met: ratio >= 0.9 },
         {
           target: kase.name === "capped"
             ? "ours peak RSS growth <= 32 MiB"

@@ -1,50 +1,25 @@
-/** The behaviour suite against the live layer: real processes, real time. */
-import * as Duration from "effect/Duration"
+/** The behaviour suite against the live layer: real processes, real time; through the spawn helper and directly. */
 import * as NativeRunner from "../src/NativeRunner.js"
-import { type Commands, runnerBehaviourSuite, SUITE_HOST_ENV } from "../src/testing.js"
+import { runnerBehaviourSuite, SUITE_HOST_ENV, type Timing } from "../src/testing.js"
+import { liveCommands } from "./helpers/liveCommands.js"
 
 // The env scenarios need known variables in the host env the live layer inherits from, which is process.env.
 Object.assign(process.env, SUITE_HOST_ENV)
 
-/** `printf` with every byte as an octal escape: exact bytes (NUL included) through a POSIX shell. */
-const printf = (bytes: Uint8Array) => `printf '${Array.from(bytes, (b) => `\\${b.toString(8).padStart(3, "0")}`).join("")}'`
-/** `sleep` in seconds with millisecond fractions (GNU and busybox `sleep` take them). */
-const sleep = (duration: Duration.DurationInput) =>
-  `sleep ${(Duration.toMillis(Duration.decode(duration)) / 1000).toFixed(3)}`
+const timing: Timing = { timeout: "400 millis", killGrace: "300 millis", slack: "5 seconds", startup: "750 millis", idle: "300 millis" }
 
-const liveCommands: Commands = {
-  write: (chunks) => [
-    "sh",
-    "-c",
-    chunks.map(([stream, bytes]) => `${printf(bytes)}${stream === "stderr" ? " >&2" : ""}`).join("; ")
-  ],
-  paced: (steps) => [
-    "sh",
-    "-c",
-    steps.map((step) =>
-      step[0] === "sleep" ? sleep(step[1]) : `${printf(step[1])}${step[0] === "stderr" ? " >&2" : ""}`
-    ).join("; ")
-  ],
-  zeros: (count) => ["head", "-c", String(count), "/dev/zero"],
-  cat: ["cat"],
-  exit: (code) => ["sh", "-c", `exit ${code}`],
-  raise: (signal) => ["sh", "-c", `kill -${signal.slice(3)} $$`],
-  // `exec` so the signal reaches `sleep` itself; an ignored TERM stays ignored across exec.
-  hang: (before, { ignoreTerm }) => [
-    "sh",
-    "-c",
-    `${ignoreTerm ? "trap '' TERM; " : ""}printf '%s' "$0"; exec sleep 30`,
-    before
-  ],
-  env: ["env", "-0"],
-  pwd: ["pwd"],
-  touch: (path) => ["touch", path]
-}
-
-runnerBehaviourSuite("NativeRunner.layerNode (live processes)", {
+runnerBehaviourSuite("NativeRunner.layerNode (live processes, through the spawn helper)", {
   layer: (options) => NativeRunner.layerNode(options),
   commands: liveCommands,
   hostEnv: process.env,
   clock: "live",
-  timing: { timeout: "400 millis", killGrace: "300 millis", slack: "5 seconds", startup: "750 millis", idle: "300 millis" }
+  timing
+})
+
+runnerBehaviourSuite("NativeRunner.layerNode (live processes, spawnHelper: off)", {
+  layer: (options) => NativeRunner.layerNode({ ...options, spawnHelper: "off" }),
+  commands: liveCommands,
+  hostEnv: process.env,
+  clock: "live",
+  timing
 })

@@ -25,7 +25,8 @@ import { makeCapture } from "../../src/internal/capture.js"
 import type { Spawner } from "../../src/internal/engine.js"
 import { makeAdaptiveSpawner, makeHelperSpawner, makeHelperSpawnerWith } from "../../src/internal/spawnHelper.js"
 import * as NativeRunner from "../../src/NativeRunner.js"
-import { type Commands, runnerBehaviourSuite, SUITE_HOST_ENV } from "../../src/testing.js"
+import { runnerBehaviourSuite, SUITE_HOST_ENV } from "../../src/testing.js"
+import { liveCommands } from "../helpers/liveCommands.js"
 import { bareRunner } from "../helpers/runner.js"
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..")
@@ -81,40 +82,6 @@ const helperRunner = (options: NativeRunner.Options) =>
     }
     return yield* bareRunner(spawner, options)
   })
-
-/** `printf` with every byte as an octal escape: exact bytes (NUL included) through a POSIX shell. */
-const printf = (bytes: Uint8Array) => `printf '${Array.from(bytes, (b) => `\\${b.toString(8).padStart(3, "0")}`).join("")}'`
-/** `sleep` in seconds with millisecond fractions (GNU and busybox `sleep` take them). */
-const sleep = (duration: Duration.DurationInput) => `sleep ${(Duration.toMillis(Duration.decode(duration)) / 1000).toFixed(3)}`
-
-// As in test/behaviour.live.test.ts (worth sharing from test/helpers once both settle).
-const liveCommands: Commands = {
-  write: (chunks) => [
-    "sh",
-    "-c",
-    chunks.map(([stream, bytes]) => `${printf(bytes)}${stream === "stderr" ? " >&2" : ""}`).join("; ")
-  ],
-  paced: (steps) => [
-    "sh",
-    "-c",
-    steps.map((step) =>
-      step[0] === "sleep" ? sleep(step[1]) : `${printf(step[1])}${step[0] === "stderr" ? " >&2" : ""}`
-    ).join("; ")
-  ],
-  zeros: (count) => ["head", "-c", String(count), "/dev/zero"],
-  cat: ["cat"],
-  exit: (code) => ["sh", "-c", `exit ${code}`],
-  raise: (signal) => ["sh", "-c", `kill -${signal.slice(3)} $$`],
-  hang: (before, { ignoreTerm }) => [
-    "sh",
-    "-c",
-    `${ignoreTerm ? "trap '' TERM; " : ""}printf '%s' "$0"; exec sleep 30`,
-    before
-  ],
-  env: ["env", "-0"],
-  pwd: ["pwd"],
-  touch: (file) => ["touch", file]
-}
 
 runnerBehaviourSuite("runner over the helper spawner (every exec through the helper)", {
   layer: (options) => Layer.scoped(NativeRunner.NativeRunner, helperRunner(options)),

@@ -17,6 +17,7 @@ import { type ExecEvent, type ExecInput, type ExecResult, toInvalidInput } from 
 import * as Sandbox from "./Sandbox.js"
 import type { Spawner } from "./internal/engine.js"
 import { makeSpawner } from "./internal/live.js"
+import { resolveExecutable } from "./internal/executables.js"
 import { makeLiveSpawner } from "./internal/liveSpawner.js"
 import { makeRunCgroups, type RunCgroups } from "./internal/runCgroup.js"
 import { makePolicy } from "./internal/policy.js"
@@ -138,7 +139,11 @@ export const execStream = (input: ExecInput): Stream.Stream<ExecEvent, NativeRun
 
 const makeWith = (
   spawner: Spawner,
-  capabilities: { readonly canSandbox: boolean; readonly runCgroups?: RunCgroups | undefined },
+  capabilities: {
+    readonly canSandbox: boolean
+    readonly runCgroups?: RunCgroups | undefined
+    readonly parentDeath?: string | undefined
+  },
   options: DecodedOptions
 ) =>
   Effect.gen(function*() {
@@ -181,7 +186,9 @@ export const makeNode = (options: Options = {}): Effect.Effect<RunnerService, Na
     // The helper first, while the host is as small as it will ever be: it forks cheaply for ever after.
     const spawner = yield* makeLiveSpawner(decoded.spawnHelper)
     const runCgroups = yield* makeRunCgroups
-    return yield* makeWith(spawner, { canSandbox: true, runCgroups }, decoded)
+    // Spawning directly, nothing kills the children if this process is SIGKILLed: `setpriv --pdeathsig KILL` does.
+    const parentDeath = decoded.spawnHelper === "off" ? yield* resolveExecutable("setpriv") : undefined
+    return yield* makeWith(spawner, { canSandbox: true, runCgroups, parentDeath }, decoded)
   })
 
 /** The live layer over the `CommandExecutor` in context (bring your own); no sandbox. */

@@ -4,6 +4,8 @@
  * run needs around it: the workspace handed to the sandbox user, signals delivered inside, set-up failures typed.
  */
 import * as Effect from "effect/Effect"
+import { accessSync, constants, existsSync, statSync } from "node:fs"
+import * as path from "node:path"
 import * as Either from "effect/Either"
 import * as Schema from "effect/Schema"
 import * as Bubblewrap from "../Bubblewrap.js"
@@ -35,7 +37,7 @@ export const SANDBOX_BASE_ENV: Readonly<Record<string, string>> = {
 
 // A wrapper (bwrap, prlimit, the cgroup shell) reports a program it could not exec on stderr, not as a spawn error.
 const WRAPPED_EXEC_FAILURE =
-  /^(?:bwrap: execvp [^\n]*|prlimit: failed to execute [^\n]*|(?:\/bin\/)?sh: \d+: exec: [^\n]*): (No such file or directory|not found|Permission denied)\s*$/
+  /^(?:bwrap: execvp [^\n]*|(?:prlimit|setpriv): failed to execute [^\n]*|(?:\/bin\/)?sh: \d+: exec: [^\n]*): (No such file or directory|not found|Permission denied)\s*$/
 
 /** Turns "the wrapper could not exec the program" back into the `SpawnError` a direct spawn would give. */
 const wrappedSpawnFailure = (command: PreparedCommand, outcome: Outcome): SpawnError | undefined => {
@@ -94,10 +96,52 @@ const limitsPolicy = (
     return run
   })
 
-const withPrlimit = (limits: Sandbox.ResourceLimits, prlimitPath: string) => (command: PreparedCommand) => {
-  const [program, ...rest] = prlimitArgv(limits, { prlimitPath })
-  const wrapped: PreparedCommand = program === undefined ? command : { ...command, argv: [program, ...rest, ...command.argv] }
-  return Either.right([wrapped, nothingAround] as const)
+/** True for a regular file this process may execute. */
+const isExecutable = (file: string): boolean => {
+  try {
+    return statSync(file).isFile() && (accessSync(file, constants.X_OK), true)
+  } catch {
+    return false
+  }
+}
+
+/**
+ * With a wrapper in front (setpriv, prlimit), a missing program would be the wrapper's "failed to execute" on the
+ * child's stderr, already printed by a live consumer before the run ends: so the program is looked up first, as
+ * `execvp` will (the command's own PATH; an empty entry is its cwd), and a miss is the `SpawnError` a direct spawn
+ * gives, before anything is spawned.
+ */
+const lookUpProgram = (command: PreparedCommand): Effect.Effect<void, SpawnError> =>
+  Effect.suspend(() => {
+    const [program] = command.argv
+    const candidates = program.includes("/")
+      ? [path.resolve(command.cwd, program)]
+      // Without PATH, execvp (and libuv) search the default path.
+      : (command.env["PATH"] ?? "/usr/bin:/bin").split(":").map((dir) => path.resolve(command.cwd, dir, program))
+    if (candidates.some(isExecutable)) return Effect.void
+    const exists = candidates.some((file) => existsSync(file))
+    return Effect.fail(new SpawnError({
+      reason: exists ? "PermissionDenied" : "NotFound",
+      command: program,
+      cwd: command.cwd,
+      message: exists ? `permission denied: ${program}` : `command not found: ${program}`
+    }))
+  })
+
+/**
+ * Prefixes for a run without a sandbox: `setpriv --pdeathsig KILL` (when given: the child then dies with the process
+ * that spawned it, even a SIGKILLed one), then prlimit (when limits are set).
+ */
+const withPrefixes = (limits: Sandbox.ResourceLimits | undefined, prlimitPath: string, setprivPath: string | undefined) =>
+(command: PreparedCommand) => {
+  const prefix = [
+    ...(setprivPath === undefined ? [] : [setprivPath, "--pdeathsig", "KILL"]),
+    ...(limits === undefined ? [] : prlimitArgv(limits, { prlimitPath }))
+  ]
+  const [program, ...rest] = prefix
+  if (program === undefined) return Either.right([command, nothingAround] as const)
+  const wrapped: PreparedCommand = { ...command, argv: [program, ...rest, ...command.argv] }
+  return Either.right([wrapped, { ...nothingAround, acquire: lookUpProgram(command) }] as const)
 }
 
 /**
@@ -173,7 +217,12 @@ const sandboxWrap = (policy: Sandbox.Policy, host: SandboxHost) => (command: Pre
  */
 export const makePolicy = (
   options: PolicyOptions,
-  spawner: { readonly canSandbox: boolean; readonly runCgroups?: RunCgroups | undefined }
+  spawner: {
+    readonly canSandbox: boolean
+    readonly runCgroups?: RunCgroups | undefined
+    /** setpriv, for a parent-death signal on runs without a sandbox (the sandbox has its own). */
+    readonly parentDeath?: string | undefined
+  }
 ): Effect.Effect<Policy, InvalidInput | SandboxUnavailable> =>
   Effect.map(basePolicy(options, spawner), (policy) => withRunCgroup(policy, spawner.runCgroups))
 
@@ -203,13 +252,17 @@ const withRunCgroup = (policy: Policy, cgroups: RunCgroups | undefined): Policy 
 
 const basePolicy = (
   options: PolicyOptions,
-  spawner: { readonly canSandbox: boolean }
+  spawner: { readonly canSandbox: boolean; readonly parentDeath?: string | undefined }
 ): Effect.Effect<Policy, InvalidInput | SandboxUnavailable> =>
   Effect.gen(function*() {
     const useCgroup = (yield* processLimitRoute) === "cgroup"
+    const parentDeath = spawner.parentDeath
     const unsandboxed = (limits: Sandbox.ResourceLimits | undefined) =>
       Effect.gen(function*(): Effect.fn.Return<Policy, SandboxUnavailable> {
-        if (limits === undefined) return plainPolicy
+        if (limits === undefined && parentDeath === undefined) return plainPolicy
+        if (limits === undefined) {
+          return { sandbox: "none", prepare: limitsPolicy(undefined, withPrefixes(undefined, "", parentDeath), false) }
+        }
         // Resolved now, on the host's PATH: a per-exec PATH must not choose what enforces the limits.
         const prlimit = options.sandbox?.prlimitPath ?? (yield* resolveExecutable("prlimit"))
         if (prlimit === undefined) {
@@ -219,7 +272,7 @@ const basePolicy = (
             fix: "Install util-linux (`apt-get install -y util-linux`)."
           }))
         }
-        return { sandbox: "none", prepare: limitsPolicy(limits, withPrlimit(limits, prlimit), useCgroup) }
+        return { sandbox: "none", prepare: limitsPolicy(limits, withPrefixes(limits, prlimit, parentDeath), useCgroup) }
       })
     const sandbox = options.sandbox
     if (sandbox === undefined) return yield* unsandboxed(options.resourceLimits)

@@ -10,7 +10,7 @@ import { hostProcesses, waitUntil } from "../helpers/escape.js"
 const host = path.join(import.meta.dirname, "..", "fixtures", "promise-host.ts")
 
 /** Starts the fixture app with tsx; resolves once it printed "ready" (its command is running by then). */
-const startHost = (marker: string, mode: "cleanup" | "no-cleanup" | "helper-only") =>
+const startHost = (marker: string, mode: "cleanup" | "helper-only" | "direct" | "raw") =>
   Effect.async<{ readonly pid: number; readonly exited: Promise<NodeJS.Signals | number | null> }>((resume) => {
     const child = spawn(process.execPath, ["--import", "tsx", host, marker, mode], {
       stdio: ["ignore", "pipe", "inherit"]
@@ -51,12 +51,22 @@ describe("toPromiseRunner cleanup", () => {
       expect(yield* waitUntil(() => running(marker).length === 0, 5_000)).toBe(true)
     }), 30_000)
 
-  it.live("without cleanup and without the spawn helper the command outlives the app (the control)", () =>
+  it.live("a SIGKILLed app spawning directly (spawnHelper off) leaves nothing: the parent-death signal kills the command", () =>
     Effect.gen(function*() {
       const marker = newMarker()
-      const app = yield* startHost(marker, "no-cleanup")
-      process.kill(app.pid, "SIGTERM")
-      expect(yield* Effect.promise(() => app.exited)).toBe("SIGTERM")
+      const app = yield* startHost(marker, "direct")
+      expect(running(marker).length).toBe(1)
+      process.kill(app.pid, "SIGKILL")
+      expect(yield* Effect.promise(() => app.exited)).toBe("SIGKILL")
+      expect(yield* waitUntil(() => running(marker).length === 0, 5_000)).toBe(true)
+    }), 30_000)
+
+  it.live("a command started with plain child_process.spawn outlives the app (the control)", () =>
+    Effect.gen(function*() {
+      const marker = newMarker()
+      const app = yield* startHost(marker, "raw")
+      process.kill(app.pid, "SIGKILL")
+      expect(yield* Effect.promise(() => app.exited)).toBe("SIGKILL")
       const left = running(marker)
       expect(left.length).toBe(1)
       for (const pid of left) process.kill(pid, "SIGKILL")

@@ -11,7 +11,9 @@ import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
+import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
 import * as esbuild from "esbuild"
 import { type ChildProcess, spawn } from "node:child_process"
 import { randomInt } from "node:crypto"
@@ -255,8 +257,17 @@ describe("helper spawner", () => {
         const helper = yield* makeHelperSpawner
         const runner = yield* bareRunner(helper)
         const arg = marker()
-        const running = yield* Effect.fork(runner.exec({ argv: ["sleep", "5", arg] }))
-        expect(yield* waitUntil(() => pidsWithArg(arg).length === 1, 5000)).toBe(true)
+        // Killed only once the host has the helper's "spawned" reply (the Started event): before it, the start
+        // itself fails (the child may exist, so falling back could run the command twice).
+        let started = false
+        const running = yield* Effect.fork(runner.execStream({ argv: ["sleep", "5", arg] }).pipe(
+          Stream.tap((event) => Effect.sync(() => {
+            if (event._tag === "Started") started = true
+          })),
+          Stream.runLast,
+          Effect.map((last) => (Option.isSome(last) && last.value._tag === "Exit" ? last.value.result : undefined))
+        ))
+        expect(yield* waitUntil(() => started && pidsWithArg(arg).length === 1, 5000)).toBe(true)
         process.kill(helper.helperPid, "SIGKILL")
         const result = yield* Fiber.join(running).pipe(Effect.timeout(Duration.seconds(4)))
         expect(result).toMatchObject({ exitCode: 137, signal: "SIGKILL", timedOut: false })

@@ -6,12 +6,12 @@
  *
  *   BENCH_SCALE=0.1 npm run bench        quick run (iteration counts scaled; sizes are not)
  *   BENCH_ONLY=a,d npm run bench         some scenarios only (a: per exec, b: concurrency, c: large output, d: kill,
- *                                        e: CLI cold start)
+ *                                        e: CLI cold start, f: execStream throughput, mem: host memory)
  *
  * Writes every table, with machine info, to bench/results/latest.json.
  */
 import { execFile, execFileSync, spawnSync } from "node:child_process"
-import { existsSync, mkdirSync, writeFileSync } from "node:fs"
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
@@ -29,7 +29,7 @@ const repoRoot = (() => {
   while (!existsSync(path.join(dir, "package.json")) && path.dirname(dir) !== dir) dir = path.dirname(dir)
   return dir
 })()
-const only = new Set((process.env["BENCH_ONLY"] ?? "a,b,c,d,e").split(",").map((s) => s.trim()))
+const only = new Set((process.env["BENCH_ONLY"] ?? "a,b,c,d,e,f").split(",").map((s) => s.trim()))
 
 interface Row {
   readonly contender: string
@@ -317,6 +317,31 @@ const scenarioD = async () => {
 }
 
 // (e) CLI cold start: the whole `native-runner run -- true` process against a bare Node process spawning `true`.
+/** (f) live output: 1 GiB through `execStream`, every event consumed, against raw spawn draining the pipes. */
+const scenarioF = async () => {
+  const bytes = GiB
+  const spec: C.RunSpec = { argv: ["head", "-c", String(bytes), "/dev/zero"], maxStdoutBytes: MiB, maxStderrBytes: MiB }
+  const contenders = [C.raw(), C.oursStream()]
+  const rounds = scaled(3, 1)
+  await roundRobin(contenders, 1, async (c) => c.run({ ...spec, argv: ["head", "-c", String(16 * MiB), "/dev/zero"] }))
+  const samples = await roundRobin(contenders, rounds, async (c) => {
+    const ms = await timed(async () => check(c.name, await c.run(spec), { exitCode: 0, stdoutBytes: bytes }))
+    return [bytes / MiB / (ms / 1000)]
+  })
+  const rates = samples.map((s) => median(s.flat()))
+  const base = rates[0] ?? Number.NaN
+  const ratio = (rates[1] ?? Number.NaN) / base
+  const sf = put("f", {
+    title: "(f) live output: 1 GiB through execStream (every event consumed), cap 1 MiB",
+    params: { runsPerContender: rounds },
+    rows: contenders.map((c, i) => ({ contender: c.name, mibPerSec: rates[i] ?? Number.NaN, ratio: (rates[i] ?? 0) / base })),
+    targets: [{ target: "execStream drained >= 0.9x raw throughput", value: `${fmt(ratio)}x`, met: ratio >= 0.9 }],
+    notes: ["median of the runs; each event counted, dropped bytes + streamed bytes checked against the result"]
+  })
+  print(sf, ["contender", "MiB/s", "ratio"], (r) => [r.contender, fmt(Number(r["mibPerSec"]), 0), `${fmt(Number(r["ratio"]))}x`])
+  for (const c of contenders) await c.dispose()
+}
+
 const scenarioE = async () => {
   // The bin as `npm start` would run it: rebuilt first if src/ changed since the last build.
   execFileSync(process.execPath, [path.join(repoRoot, "bench", "build-bin.mjs"), "--if-stale"], { stdio: "inherit" })
@@ -426,16 +451,29 @@ const main = async () => {
   if (only.has("c")) await scenarioC()
   if (only.has("d")) await scenarioD()
   if (only.has("e")) await scenarioE()
+  if (only.has("f")) await scenarioF()
   // Not in the default set (a minute or two, and a 2 GiB host): BENCH_ONLY=mem; see bench/hostMemory.ts.
   if (only.has("mem")) put("mem", await hostMemoryScenario({ here, repoRoot }))
   const after = machine()
   console.log(`\nload average at the end: ${after.loadavg.map((l) => l.toFixed(2)).join(" ")}`)
   const dir = path.join(repoRoot, "bench", "results")
   if (!existsSync(dir)) mkdirSync(dir, { recursive: true })
-  writeFileSync(
-    path.join(dir, "latest.json"),
-    JSON.stringify({ machine: { ...before, loadavgAtEnd: after.loadavg, finished: after.date }, scenarios }, null, 2) + "\n"
-  )
+  // A run of some scenarios (BENCH_ONLY) replaces only those: each scenario keeps the machine facts of its own run.
+  const file = path.join(dir, "latest.json")
+  const machineNow = { ...before, loadavgAtEnd: after.loadavg, finished: after.date }
+  const previous: unknown = existsSync(file) ? JSON.parse(readFileSync(file, "utf8")) : {}
+  const previousMachine = typeof previous === "object" && previous !== null && "machine" in previous ? previous.machine : null
+  const previousScenarios = typeof previous === "object" && previous !== null && "scenarios" in previous &&
+      typeof previous.scenarios === "object" && previous.scenarios !== null
+    ? Object.fromEntries(Object.entries(previous.scenarios).map(([key, scenario]: [string, unknown]) => [
+      key,
+      typeof scenario === "object" && scenario !== null && !("machine" in scenario)
+        ? { ...scenario, machine: previousMachine }
+        : scenario
+    ]))
+    : {}
+  const fresh = Object.fromEntries(Object.entries(scenarios).map(([key, scenario]) => [key, { ...scenario, machine: machineNow }]))
+  writeFileSync(file, JSON.stringify({ machine: machineNow, scenarios: { ...previousScenarios, ...fresh } }, null, 2) + "\n")
   console.log(`wrote ${path.relative(process.cwd(), path.join(dir, "latest.json"))}`)
 }
 

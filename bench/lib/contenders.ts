@@ -11,6 +11,7 @@ import * as ManagedRuntime from "effect/ManagedRuntime"
 import * as Stream from "effect/Stream"
 import { execa } from "execa"
 import { spawn } from "node:child_process"
+import type { ExecEvent } from "../../src/Exec.js"
 import * as NativeRunner from "../../src/NativeRunner.js"
 
 /** One command to run, with the limits every contender applies in its own way. */
@@ -222,6 +223,43 @@ export const ours = (
         ...(spec.timeoutMs === undefined ? {} : { timeout: `${spec.timeoutMs} millis` }),
         ...(spec.graceMs === undefined ? {} : { killGrace: `${spec.graceMs} millis` })
       }))
+      return {
+        exitCode: result.exitCode,
+        stdoutBytes: result.stdoutBytes,
+        keptStdoutBytes: result.stdout.length,
+        timedOut: result.timedOut
+      }
+    },
+    dispose: () => runtime.dispose()
+  }
+}
+
+/** Ours through `execStream`, drained: every chunk event consumed (counted), the result taken from `Exit`. */
+export const oursStream = (
+  name = "ours, execStream drained",
+  layer: Layer.Layer<NativeRunner.NativeRunner, unknown> = NativeRunner.layerNode()
+): Contender => {
+  const runtime = ManagedRuntime.make(layer)
+  return {
+    name,
+    run: async (spec) => {
+      let streamed = 0
+      let last: ExecEvent | undefined
+      // Drained as a throughput-minded consumer would: a chunk of events at a time, no effect per event.
+      await runtime.runPromise(NativeRunner.execStream({
+        argv: [...spec.argv],
+        limits: { maxStdoutBytes: spec.maxStdoutBytes, maxStderrBytes: spec.maxStderrBytes }
+      }).pipe(
+        Stream.runForEachChunk((events) => Effect.sync(() => {
+          for (const event of events) {
+            if (event._tag === "Stdout" || event._tag === "Stderr") streamed += event.bytes.length
+            last = event
+          }
+        }))
+      ))
+      if (last === undefined || last._tag !== "Exit") throw new Error(`${name}: the stream ended without Exit`)
+      const { result, dropped } = last
+      if (streamed + dropped.bytes !== result.stdoutBytes + result.stderrBytes) throw new Error(`${name}: bytes lost`)
       return {
         exitCode: result.exitCode,
         stdoutBytes: result.stdoutBytes,

@@ -5,8 +5,11 @@
  * `Exit.dropped`. `Started` and `Exit` are never dropped. Ending the stream early (take, interruption, a failed
  * consumer) interrupts the run, which kills its process tree like an interrupted `exec`.
  */
+import * as Cause from "effect/Cause"
+import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
 import * as Stream from "effect/Stream"
 import type { NativeRunnerError } from "../../Errors.js"
@@ -15,6 +18,12 @@ import type { RunListener } from "../runner.js"
 
 /** Chunks held for a slow consumer before they are dropped. */
 export const EVENT_BUFFER = 256
+
+/** Resumes after the I/O callbacks of the current event-loop turn (`setImmediate`). */
+const nextTurn: Effect.Effect<void> = Effect.async((resume) => {
+  const handle = setImmediate(() => resume(Effect.void))
+  return Effect.sync(() => clearImmediate(handle))
+})
 
 type Item = ExecEvent | { readonly _tag: "End"; readonly exit: Exit.Exit<ExecResult, NativeRunnerError> }
 
@@ -39,18 +48,38 @@ export const execStreamOf = (
       }
     }
     yield* Effect.forkScoped(Effect.flatMap(Effect.exit(run(listener)), (exit) => Queue.offer(queue, { _tag: "End", exit })))
-    return Stream.fromQueue(queue).pipe(
-      Stream.tap((item) => Effect.sync(() => {
-        if (item._tag === "Stdout" || item._tag === "Stderr") chunks--
-      })),
-      Stream.takeUntil((item) => item._tag === "End"),
-      Stream.mapEffect((item): Effect.Effect<ExecEvent, NativeRunnerError> =>
-        item._tag !== "End"
-          ? Effect.succeed(item)
-          : Exit.match(item.exit, {
-            onFailure: Effect.failCause,
-            onSuccess: (result) => Effect.succeed(ExecEvent.Exit({ result, dropped: { ...dropped } }))
-          })
-      )
-    )
+    // Whole chunks of events per pull (no effect per event): the stream costs about as much per chunk of output as
+    // the capture itself. `End` becomes the last event, or the stream's failure.
+    let end: Exit.Exit<ExecResult, NativeRunnerError> | undefined
+    let finished = false
+    const pull: Effect.Effect<Chunk.Chunk<ExecEvent>, Option.Option<NativeRunnerError>> = Effect.suspend(() => {
+      if (finished) return Effect.fail(Option.none())
+      if (end !== undefined) {
+        finished = true
+        return Exit.match(end, {
+          onFailure: (cause) => Effect.failCause(Cause.map(cause, Option.some)),
+          onSuccess: (result) => Effect.succeed(Chunk.of(ExecEvent.Exit({ result, dropped: { ...dropped } })))
+        })
+      }
+      // After the first item, one turn of the event loop for what the same I/O phase brings: chunks then come in
+      // batches instead of one wake-up each (measured: 1 GiB took one pull per 64 KiB chunk, about 60 µs each).
+      const batch = Effect.flatMap(Queue.take(queue), (first) =>
+        Effect.zipRight(
+          nextTurn,
+          Effect.map(Queue.takeUpTo(queue, EVENT_BUFFER), (rest) => Chunk.prepend(rest, first))
+        ))
+      return Effect.map(batch, (items) => {
+        const events: Array<ExecEvent> = []
+        for (const item of items) {
+          if (item._tag === "End") {
+            end = item.exit
+            break
+          }
+          if (item._tag === "Stdout" || item._tag === "Stderr") chunks--
+          events.push(item)
+        }
+        return Chunk.unsafeFromArray(events)
+      })
+    })
+    return Stream.repeatEffectChunkOption(pull)
   }))

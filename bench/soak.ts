@@ -174,8 +174,10 @@ const settledUsage = async (settleMs: number) => {
 
 const main = async () => {
   // Children this process had before any run (none expected; a loader's helper process would be one): not ours.
-  const preexisting = new Set(childrenOf(process.pid).map((p) => p.pid))
   const runtime = ManagedRuntime.make(NativeRunner.layerNode({ killGrace: "200 millis" }))
+  // The layer first: its spawn helper is a child of ours for the layer's whole life, not something a run left.
+  await runtime.runtime()
+  const preexisting = new Set(childrenOf(process.pid).map((p) => p.pid))
   console.log(`soak: ${count} execs, ${inFlight} in flight, node ${process.version}, ${os.cpus().length} cpus, load ${os.loadavg().map((l) => l.toFixed(2)).join(" ")}`)
 
   // Warm-up: one of each kind a few times, so baselines include what the runtime keeps for good.

@@ -7,10 +7,8 @@ import * as Effect from "effect/Effect"
 import { accessSync, constants, existsSync, statSync } from "node:fs"
 import * as path from "node:path"
 import * as Either from "effect/Either"
-import * as Schema from "effect/Schema"
 import * as Bubblewrap from "../Bubblewrap.js"
 import { type InvalidInput, SandboxUnavailable, SpawnError, type SpawnFailure } from "../Errors.js"
-import { toInvalidInput } from "../Exec.js"
 import * as Sandbox from "../Sandbox.js"
 import { type BwrapStatus, descendantsOf, makeBwrapStatus } from "./bwrapStatus.js"
 import type { Outcome, RunningProcess } from "./engine.js"
@@ -23,7 +21,7 @@ import { limitExceeded, pidsCgroup, prlimitArgv, processLimitRoute } from "./res
 import { plainPolicy, type Policy, type PreparedRun } from "./runner.js"
 import type { RunCgroups } from "./runCgroup.js"
 import type * as NativeRunner from "../NativeRunner.js"
-import { preflightHost, resolveSandboxHost, type SandboxHost, type SandboxPaths } from "./sandboxHost.js"
+import { preflightHost, resolveSandboxHost, type SandboxHost } from "./sandboxHost.js"
 
 /** Live-only options, decoded (`NativeRunner.Options`): a sandbox, or resource limits without one. */
 export type PolicyOptions = Pick<NativeRunner.DecodedOptions, "sandbox" | "resourceLimits">

@@ -4,10 +4,10 @@ import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
 import * as Tracer from "effect/Tracer"
-import { chmodSync, mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs"
-import { tmpdir } from "node:os"
+import { chmodSync, readFileSync, statSync, writeFileSync } from "node:fs"
 import * as path from "node:path"
 import { Audit, NativeRunner } from "../src/index.js"
+import { scratchDir } from "./helpers/tempDirs.js"
 
 const AuditLine = Schema.Struct({
   kind: Schema.Literal("native.exec"),
@@ -37,7 +37,7 @@ const jsonlRunner = (file: string) =>
 
 describe("Audit.layerJsonl", () => {
   it.live("writes one valid line per exec from 200 concurrent execs, with no env values or output", () => {
-    const file = path.join(mkdtempSync(path.join(tmpdir(), "enr-audit-")), "audit.jsonl")
+    const file = path.join(scratchDir("enr-audit-"), "audit.jsonl")
     return Effect.gen(function*() {
       yield* Effect.forEach(
         Array.from({ length: 200 }, (_, i) => i),
@@ -56,7 +56,7 @@ describe("Audit.layerJsonl", () => {
   }, { timeout: 60_000 })
 
   it.live("creates a new file readable by its owner only (0600)", () => {
-    const file = path.join(mkdtempSync(path.join(tmpdir(), "enr-audit-")), "new.jsonl")
+    const file = path.join(scratchDir("enr-audit-"), "new.jsonl")
     return Effect.gen(function*() {
       yield* NativeRunner.exec({ argv: ["true"] })
       expect(statSync(file).mode & 0o777).toBe(0o600)
@@ -65,7 +65,7 @@ describe("Audit.layerJsonl", () => {
   })
 
   it.live("an existing file keeps its mode (0644 stays 0644) and is appended to", () => {
-    const file = path.join(mkdtempSync(path.join(tmpdir(), "enr-audit-")), "existing.jsonl")
+    const file = path.join(scratchDir("enr-audit-"), "existing.jsonl")
     writeFileSync(file, "")
     chmodSync(file, 0o644)
     return Effect.gen(function*() {
@@ -76,7 +76,7 @@ describe("Audit.layerJsonl", () => {
   })
 
   it.live("still writes the line of an interrupted exec", () => {
-    const file = path.join(mkdtempSync(path.join(tmpdir(), "enr-audit-")), "audit.jsonl")
+    const file = path.join(scratchDir("enr-audit-"), "audit.jsonl")
     return Effect.gen(function*() {
       const fiber = yield* Effect.fork(NativeRunner.exec({ argv: ["sleep", "30"] }))
       yield* Effect.sleep("300 millis")

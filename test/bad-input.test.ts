@@ -12,15 +12,15 @@ import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as ManagedRuntime from "effect/ManagedRuntime"
 import cp from "node:child_process"
-import { existsSync, mkdtempSync, writeFileSync } from "node:fs"
+import { existsSync, writeFileSync } from "node:fs"
 import { syncBuiltinESMExports } from "node:module"
-import { tmpdir } from "node:os"
 import * as path from "node:path"
 import type { NativeRunnerError } from "../src/Errors.js"
 import type { ExecResult } from "../src/Exec.js"
 import * as NativeRunner from "../src/NativeRunner.js"
+import { scratchDir } from "./helpers/tempDirs.js"
 
-const dir = mkdtempSync(path.join(tmpdir(), "enr-bad-input-"))
+const dir = scratchDir("enr-bad-input-")
 const aFile = path.join(dir, "a-file")
 writeFileSync(aFile, "not a directory")
 

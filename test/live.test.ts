@@ -9,15 +9,15 @@ import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs"
-import { tmpdir } from "node:os"
+import { readFileSync, writeFileSync } from "node:fs"
 import * as path from "node:path"
 import * as NodeContext from "@effect/platform-node/NodeContext"
 import { Audit, Metrics, NativeRunner } from "../src/index.js"
 import { InvalidInput, SpawnError } from "../src/Errors.js"
+import { scratchDir } from "./helpers/tempDirs.js"
 
 const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes)
-const scratch = () => mkdtempSync(path.join(tmpdir(), "enr-live-"))
+const scratch = () => scratchDir("enr-live-")
 
 /** True while `pid` exists and is not a zombie. */
 const alive = (pid: number): boolean => {

@@ -16,9 +16,8 @@ import * as Layer from "effect/Layer"
 import * as ManagedRuntime from "effect/ManagedRuntime"
 import { randomUUID } from "node:crypto"
 import cp from "node:child_process"
-import { mkdtempSync, readFileSync } from "node:fs"
+import { readFileSync } from "node:fs"
 import { syncBuiltinESMExports } from "node:module"
-import { tmpdir } from "node:os"
 import * as path from "node:path"
 import * as v8 from "node:v8"
 import * as vm from "node:vm"
@@ -34,11 +33,12 @@ import {
 import { makeNodeSpawner } from "../src/internal/nodeSpawner.js"
 import { bareRunner } from "./helpers/runner.js"
 import * as NativeRunner from "../src/NativeRunner.js"
+import { scratchDir } from "./helpers/tempDirs.js"
 
 const MARK = "RELIABILITY_MARK"
 const MiB = 1024 * 1024
 const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes)
-const scratch = () => mkdtempSync(path.join(tmpdir(), "enr-reliability-"))
+const scratch = () => scratchDir("enr-reliability-")
 const newMark = () => `${process.pid}-${randomUUID()}`
 const env = (mark: string) => ({ [MARK]: mark })
 

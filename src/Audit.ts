@@ -6,8 +6,53 @@ import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Ref from "effect/Ref"
+import * as Schema from "effect/Schema"
 import { appendFile } from "node:fs/promises"
-import type { AuditRecord } from "./Exec.js"
+import { SpawnFailure } from "./Errors.js"
+import { LimitExceeded } from "./Sandbox.js"
+
+const Count = Schema.Int.pipe(Schema.nonNegative())
+
+/**
+ * The audit record of one exec: the seed's `NativeAuditRecord` fields plus how the run ended. Env values and output
+ * never appear. The CLI's `--json` audits and `--audit-log` lines (plus `timestamp`) are this Schema.
+ */
+export const AuditRecord = Schema.Struct({
+  kind: Schema.Literal("native.exec"),
+  /** Unique per exec, to join audit lines with logs and spans. */
+  runId: Schema.String,
+  /** ISO-8601 time the exec started (from Effect's `Clock`). */
+  startedAt: Schema.String,
+  cmd: Schema.String,
+  /** Redacted with the layer's `redactArgv`. Mutable, as in the seed's record. */
+  argv: Schema.mutable(Schema.Array(Schema.String)),
+  cwd: Schema.String,
+  durationMs: Schema.NonNegative,
+  timedOut: Schema.Boolean,
+  /** Which timeout stopped the run, when one did. */
+  timeoutKind: Schema.optionalWith(Schema.Literal("wall", "idle"), { exact: true }),
+  signal: Schema.optionalWith(Schema.String, { exact: true }),
+  exitCode: Schema.Int,
+  stdoutBytes: Count,
+  stderrBytes: Count,
+  truncatedStdout: Schema.Boolean,
+  truncatedStderr: Schema.Boolean,
+  /** True when the calling fiber was interrupted and the process tree was killed. */
+  interrupted: Schema.Boolean,
+  /** "none" or the sandbox backend ("bwrap"). */
+  sandbox: Schema.String,
+  /** Network mode inside the sandbox ("none" | "host"), absent without a sandbox. */
+  network: Schema.optionalWith(Schema.String, { exact: true }),
+  limitExceeded: Schema.optionalWith(LimitExceeded, { exact: true }),
+  /** Set when reading stdout or stderr failed ("stderr: EIO: ..."): the output after it was never seen. */
+  readError: Schema.optionalWith(Schema.String, { exact: true }),
+  /**
+   * Set when no process could be started (the exec failed with this `SpawnError` reason); `exitCode` is then 127 for
+   * a program not found and 126 otherwise, as shells report them, and nothing ran.
+   */
+  spawnError: Schema.optionalWith(SpawnFailure, { exact: true })
+})
+export type AuditRecord = typeof AuditRecord.Type
 
 /** The mode of an audit file `layerJsonl` creates: read and write for its owner only. */
 export const AUDIT_FILE_MODE = 0o600

@@ -10,9 +10,9 @@ import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import * as AST from "effect/SchemaAST"
-import { InvalidInput, type SpawnFailure } from "./Errors.js"
+import { InvalidInput } from "./Errors.js"
 import type * as Sandbox from "./Sandbox.js"
-import type { NativeAuditRecord } from "./types.js"
+import type { AuditRecord } from "./Audit.js"
 
 /** Largest byte cap accepted: Node's largest Buffer. */
 export const MAX_BYTES_CAP = 4 * 1024 * 1024 * 1024
@@ -260,35 +260,8 @@ const expected = (ast: AST.AST): string => {
 /** Which resource limit ended a run, when that can be known from how it ended. */
 export type LimitExceeded = Sandbox.LimitExceeded
 
-/** The audit record of one exec: the seed's fields plus how it ended. Env values and output never appear. */
-export interface AuditRecord extends NativeAuditRecord {
-  kind: "native.exec"
-  /** Unique per exec, to join audit lines with logs and spans. */
-  runId: string
-  /** ISO-8601 time the exec started (from Effect's `Clock`). */
-  startedAt: string
-  exitCode: number
-  /** Which timeout stopped the run, when one did. */
-  timeoutKind?: TimeoutKind
-  stdoutBytes: number
-  stderrBytes: number
-  truncatedStdout: boolean
-  truncatedStderr: boolean
-  /** True when the calling fiber was interrupted and the process tree was killed. */
-  interrupted: boolean
-  /** "none" or the sandbox backend ("bwrap"). */
-  sandbox: string
-  /** Network mode inside the sandbox ("none" | "host"), absent without a sandbox. */
-  network?: string
-  limitExceeded?: LimitExceeded
-  /** Set when reading stdout or stderr failed ("stderr: EIO: ..."): the output after it was never seen. */
-  readError?: string
-  /**
-   * Set when no process could be started (the exec failed with this `SpawnError` reason); `exitCode` is then 127 for
-   * a program not found and 126 otherwise, as shells report them, and nothing ran.
-   */
-  spawnError?: SpawnFailure
-}
+/** The audit record of one exec; its Schema is `Audit.AuditRecord`. */
+export type { AuditRecord } from "./Audit.js"
 
 /**
  * One event of `NativeRunner.execStream`: `Started` first, then `Stdout` / `Stderr` chunks in the order they arrived

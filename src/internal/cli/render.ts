@@ -5,7 +5,7 @@
  */
 import * as Schema from "effect/Schema"
 import { ExecEvent, type ExecResult, type Keep, type Omitted } from "../../Exec.js"
-import { SpawnFailure } from "../../Errors.js"
+import { AuditRecord } from "../../Audit.js"
 import { LimitExceeded } from "../../Sandbox.js"
 import { formatMillis } from "./parse.js"
 
@@ -22,32 +22,7 @@ const TimeoutKind = Schema.Literal("wall", "idle")
 const CliJsonOmitted = Schema.Struct({ offset: Count, bytes: Count })
 
 /** One audit record as it appears in `--json` output (and, plus `timestamp`, in `--audit-log` lines). */
-export const CliJsonAudit = Schema.Struct({
-  kind: Schema.Literal("native.exec"),
-  runId: Schema.String,
-  startedAt: Schema.String,
-  cmd: Schema.String,
-  argv: Schema.Array(Schema.String),
-  cwd: Schema.String,
-  durationMs: Schema.NonNegative,
-  timedOut: Schema.Boolean,
-  timeoutKind: Schema.optional(TimeoutKind),
-  signal: Schema.optional(Schema.String),
-  exitCode: Schema.Int,
-  stdoutBytes: Count,
-  stderrBytes: Count,
-  truncatedStdout: Schema.Boolean,
-  truncatedStderr: Schema.Boolean,
-  interrupted: Schema.Boolean,
-  /** "none" or "bwrap". */
-  sandbox: Schema.String,
-  /** "none" or "host"; present only for a sandboxed run. */
-  network: Schema.optional(Schema.String),
-  limitExceeded: Schema.optional(LimitExceeded),
-  /** Why stdout or stderr could not be read to its end, when that happened. */
-  readError: Schema.optional(Schema.String),
-  spawnError: Schema.optional(SpawnFailure)
-})
+export const CliJsonAudit = AuditRecord
 
 /**
  * The single JSON object `native-runner run --json` prints. Keys are always present; what did not happen is null

@@ -16,9 +16,10 @@ import { InvalidInput, SandboxUnavailable } from "./Errors.js"
 import { runProcess } from "./internal/engine.js"
 import { resolveExecutable } from "./internal/executables.js"
 import { makeNodeSpawner } from "./internal/nodeSpawner.js"
-import type { ExtraFd, PreparedCommand } from "./internal/prepared.js"
+import * as bwrapArgv from "./internal/bwrapArgv.js"
+import type { PreparedCommand } from "./internal/prepared.js"
 import { prlimitArgv } from "./internal/resourceLimits.js"
-import { type Bind, type Network, type Policy, type SandboxUser, workspaceMount } from "./Sandbox.js"
+import { type Bind, type Policy, type SandboxUser, workspaceMount } from "./Sandbox.js"
 
 /** A host path hidden inside the sandbox: a file is covered by `/dev/null`, a directory by an empty tmpfs. */
 export interface Mask {
@@ -27,7 +28,7 @@ export interface Mask {
 }
 
 /** Host directories bound read-only (when present) so programs and their libraries run. */
-export const systemDirs: ReadonlyArray<string> = ["/usr", "/bin", "/lib", "/lib64", "/sbin", "/etc"]
+export const systemDirs: ReadonlyArray<string> = bwrapArgv.systemDirs
 
 /** Secrets under the bound system dirs that uid 0 could otherwise read; `hostMasks` keeps those that exist. */
 export const secretCandidates: ReadonlyArray<string> = [
@@ -83,39 +84,6 @@ export const hostMasks = Effect.fn("Bubblewrap.hostMasks")(function* (
   return found.flat()
 })
 
-const maskFlags = (mask: Mask): Array<string> =>
-  mask.kind === "file"
-    ? ["--ro-bind", "/dev/null", mask.path]
-    : ["--tmpfs", mask.path, "--remount-ro", mask.path]
-
-/** Everything but the workspace: namespaces, environment and the read-only system view. Order matters to bwrap. */
-const sandboxFlags = (
-  network: Network,
-  env: Readonly<Record<string, string>>,
-  masks: ReadonlyArray<Mask>
-): Array<string> => [
-  "--unshare-all",
-  // Only valid after --unshare-all, which it partly undoes.
-  ...(network === "host" ? ["--share-net"] : []),
-  "--die-with-parent",
-  "--new-session",
-  // Started by root, bwrap keeps every capability inside; uid 0 with CAP_SYS_ADMIN could unmount the masks.
-  "--cap-drop",
-  "ALL",
-  // bwrap applies --clearenv and --setenv while parsing, so the clear must come first.
-  "--clearenv",
-  ...Object.entries(env).flatMap(([name, value]) => ["--setenv", name, value]),
-  ...systemDirs.flatMap((dir) => ["--ro-bind-try", dir, dir]),
-  // Masks after /etc, since a later mount covers an earlier one.
-  ...masks.flatMap(maskFlags),
-  "--proc",
-  "/proc",
-  "--dev",
-  "/dev",
-  "--tmpfs",
-  "/tmp"
-]
-
 /** Options of `wrap`. Paths are absolute: resolve them once, on the host's PATH (`resolveExecutable`). */
 export interface WrapOptions {
   /** The bwrap executable. Default `"/usr/bin/bwrap"`. */
@@ -140,57 +108,11 @@ export interface WrapOptions {
   readonly onStatus?: ((chunk: Uint8Array) => void) | undefined
 }
 
-/** NUL-terminated strings, as bwrap's `--args FD` reads them. */
-const nulSeparated = (args: ReadonlyArray<string>): Uint8Array =>
-  new TextEncoder().encode(args.map((arg) => `${arg}\0`).join(""))
-
-/**
- * The spawnable command: setpriv (when given), bwrap reading `flags` from descriptor 3, then `inner` on the command
- * line (bwrap takes the program only there; it is the workload's own argv, visible in its /proc entry anyway).
- * Status and seccomp descriptors follow, numbered in order.
- */
-const bwrapCommand = (
-  flags: ReadonlyArray<string>,
-  inner: ReadonlyArray<string>,
-  options: WrapOptions | undefined
-): PreparedCommand => {
-  const extraFds: Array<ExtraFd> = [{ _tag: "Input", bytes: new Uint8Array(0) }]
-  const fdFlags: Array<string> = []
-  if (options?.onStatus !== undefined) {
-    fdFlags.push("--json-status-fd", String(3 + extraFds.length))
-    extraFds.push({ _tag: "Output", onData: options.onStatus })
-  }
-  if (options?.seccomp !== undefined) {
-    fdFlags.push("--seccomp", String(3 + extraFds.length))
-    extraFds.push({ _tag: "Input", bytes: options.seccomp })
-  }
-  extraFds[0] = { _tag: "Input", bytes: nulSeparated([...flags, ...fdFlags]) }
-  const identity = options?.identity
-  const bwrap = [options?.bwrapPath ?? "/usr/bin/bwrap", "--args", "3", "--", ...inner] as const
-  const switchUser = identity === undefined
-    ? []
-    : [`--reuid=${identity.uid}`, `--regid=${identity.gid}`, "--clear-groups"]
-  return {
-    argv: options?.setprivPath === undefined
-      ? bwrap
-      : [options.setprivPath, ...switchUser, "--pdeathsig", "KILL", ...bwrap],
-    cwd: "/",
-    env: {},
-    extraFds
-  }
-}
-
 /**
  * The argv as bwrap parses it: `--args 3` replaced by the flags it reads from descriptor 3. For tests, logs and
  * `doctor`; it holds the sandbox's environment, so never print it where secrets must not go.
  */
-export const expandArgs = (command: PreparedCommand): Array<string> => {
-  const index = command.argv.indexOf("--args")
-  const fd = command.extraFds?.[0]
-  if (index < 0 || fd === undefined || fd._tag !== "Input") return [...command.argv]
-  const flags = new TextDecoder().decode(fd.bytes).split("\0").slice(0, -1)
-  return [...command.argv.slice(0, index), ...flags, ...command.argv.slice(index + 2)]
-}
+export const expandArgs = (command: PreparedCommand): Array<string> => bwrapArgv.expandArgs(command)
 
 type Issue = { readonly path: string; readonly message: string }
 
@@ -264,7 +186,7 @@ export const wrap = (
     )
   }
   const flags = [
-    ...sandboxFlags(policy.network ?? "none", env, options?.masks ?? defaultMasks),
+    ...bwrapArgv.sandboxFlags(policy.network ?? "none", env, options?.masks ?? defaultMasks),
     "--bind",
     policy.workspace,
     workspaceMount,
@@ -279,7 +201,7 @@ export const wrap = (
   ]
   const prlimitPath = options?.prlimitPath ?? "/usr/bin/prlimit"
   const limits = policy.limits === undefined ? [] : prlimitArgv(policy.limits, { prlimitPath })
-  return Either.right(bwrapCommand(flags, [...limits, ...command.argv], options))
+  return Either.right(bwrapArgv.bwrapCommand(flags, [...limits, ...command.argv], options))
 }
 
 /** Options of `preflight`: the same helpers, identity and seccomp program as the runs it vouches for. */
@@ -325,7 +247,7 @@ export const preflight = Effect.fn("Bubblewrap.preflight")(function*(options?: P
     return yield* Effect.fail(unavailable("bubblewrap was not found: no `bwrap` on PATH.", installFix))
   }
   const timeout = Duration.decode(options?.timeout ?? Duration.seconds(5))
-  const command = bwrapCommand([...sandboxFlags("none", {}, options?.masks ?? defaultMasks), "--"].slice(0, -1), [
+  const command = bwrapArgv.bwrapCommand([...bwrapArgv.sandboxFlags("none", {}, options?.masks ?? defaultMasks), "--"].slice(0, -1), [
     "/bin/true"
   ], { ...options, bwrapPath: bwrap })
   const outcome = yield* runProcess(makeNodeSpawner(), command, undefined, {

@@ -1,0 +1,94 @@
+/**
+ * bwrap's command line, as `Bubblewrap.wrap` and `Bubblewrap.preflight` build it: the sandbox's flags (namespaces,
+ * environment, the read-only system view, masks) and the spawnable command around them (setpriv first when given,
+ * the flags on descriptor 3, the status and seccomp descriptors after it).
+ */
+import type { Mask, WrapOptions } from "../Bubblewrap.js"
+import type { Network } from "../Sandbox.js"
+import type { ExtraFd, PreparedCommand } from "./prepared.js"
+
+/** Host directories bound read-only (when present) so programs and their libraries run. */
+export const systemDirs: ReadonlyArray<string> = ["/usr", "/bin", "/lib", "/lib64", "/sbin", "/etc"]
+
+const maskFlags = (mask: Mask): Array<string> =>
+  mask.kind === "file"
+    ? ["--ro-bind", "/dev/null", mask.path]
+    : ["--tmpfs", mask.path, "--remount-ro", mask.path]
+
+/** Everything but the workspace: namespaces, environment and the read-only system view. Order matters to bwrap. */
+export const sandboxFlags = (
+  network: Network,
+  env: Readonly<Record<string, string>>,
+  masks: ReadonlyArray<Mask>
+): Array<string> => [
+  "--unshare-all",
+  // Only valid after --unshare-all, which it partly undoes.
+  ...(network === "host" ? ["--share-net"] : []),
+  "--die-with-parent",
+  "--new-session",
+  // Started by root, bwrap keeps every capability inside; uid 0 with CAP_SYS_ADMIN could unmount the masks.
+  "--cap-drop",
+  "ALL",
+  // bwrap applies --clearenv and --setenv while parsing, so the clear must come first.
+  "--clearenv",
+  ...Object.entries(env).flatMap(([name, value]) => ["--setenv", name, value]),
+  ...systemDirs.flatMap((dir) => ["--ro-bind-try", dir, dir]),
+  // Masks after /etc, since a later mount covers an earlier one.
+  ...masks.flatMap(maskFlags),
+  "--proc",
+  "/proc",
+  "--dev",
+  "/dev",
+  "--tmpfs",
+  "/tmp"
+]
+
+/** NUL-terminated strings, as bwrap's `--args FD` reads them. */
+const nulSeparated = (args: ReadonlyArray<string>): Uint8Array =>
+  new TextEncoder().encode(args.map((arg) => `${arg}\0`).join(""))
+
+/**
+ * The spawnable command: setpriv (when given), bwrap reading `flags` from descriptor 3, then `inner` on the command
+ * line (bwrap takes the program only there; it is the workload's own argv, visible in its /proc entry anyway).
+ * Status and seccomp descriptors follow, numbered in order.
+ */
+export const bwrapCommand = (
+  flags: ReadonlyArray<string>,
+  inner: ReadonlyArray<string>,
+  options: WrapOptions | undefined
+): PreparedCommand => {
+  const extraFds: Array<ExtraFd> = [{ _tag: "Input", bytes: new Uint8Array(0) }]
+  const fdFlags: Array<string> = []
+  if (options?.onStatus !== undefined) {
+    fdFlags.push("--json-status-fd", String(3 + extraFds.length))
+    extraFds.push({ _tag: "Output", onData: options.onStatus })
+  }
+  if (options?.seccomp !== undefined) {
+    fdFlags.push("--seccomp", String(3 + extraFds.length))
+    extraFds.push({ _tag: "Input", bytes: options.seccomp })
+  }
+  extraFds[0] = { _tag: "Input", bytes: nulSeparated([...flags, ...fdFlags]) }
+  const identity = options?.identity
+  const bwrap = [options?.bwrapPath ?? "/usr/bin/bwrap", "--args", "3", "--", ...inner] as const
+  const switchUser = identity === undefined
+    ? []
+    : [`--reuid=${identity.uid}`, `--regid=${identity.gid}`, "--clear-groups"]
+  return {
+    argv: options?.setprivPath === undefined
+      ? bwrap
+      : [options.setprivPath, ...switchUser, "--pdeathsig", "KILL", ...bwrap],
+    cwd: "/",
+    env: {},
+    extraFds
+  }
+}
+
+/** `Bubblewrap.expandArgs`. */
+export const expandArgs = (command: PreparedCommand): Array<string> => {
+  const index = command.argv.indexOf("--args")
+  const fd = command.extraFds?.[0]
+  if (index < 0 || fd === undefined || fd._tag !== "Input") return [...command.argv]
+  const flags = new TextDecoder().decode(fd.bytes).split("\0").slice(0, -1)
+  return [...command.argv.slice(0, index), ...flags, ...command.argv.slice(index + 2)]
+}
+

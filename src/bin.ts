@@ -12,8 +12,8 @@ import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import * as NodePath from "@effect/platform-node/NodePath"
 import * as NodeTerminal from "@effect/platform-node/NodeTerminal"
 import * as Effect from "effect/Effect"
-import { layerStdio, main, RUNNER_FAILED } from "./Cli.js"
-import { runToExit } from "./internal/cli/signals.js"
+import { layerStdio, main, RUNNER_FAILED } from "./cli/Cli.js"
+import { runToExit } from "./cli/signals.js"
 
 runToExit(
   main(process.argv.slice(2)).pipe(

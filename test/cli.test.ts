@@ -23,7 +23,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import * as Bubblewrap from "../src/Bubblewrap.js"
-import * as Cli from "../src/Cli.js"
+import * as Cli from "../src/cli/Cli.js"
 import * as NativeRunner from "../src/NativeRunner.js"
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url))

@@ -9,7 +9,7 @@ import * as Options from "@effect/cli/Options"
 import * as ValidationError from "@effect/cli/ValidationError"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
-import { MAX_BYTES_CAP, MAX_TIMEOUT_MS } from "../../Exec.js"
+import { MAX_BYTES_CAP, MAX_TIMEOUT_MS } from "../Exec.js"
 import { formatMillis, parseDuration, parseEnvPair, parseSandboxUser, parseSize } from "./parse.js"
 
 const checked = <A>(name: string, parse: (text: string) => Either.Either<A, string>) => (text: string) =>

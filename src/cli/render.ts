@@ -4,9 +4,9 @@
  * `CliJsonResult`; with `--jsonl` one `CliJsonlEvent` per line.
  */
 import * as Schema from "effect/Schema"
-import { ExecEvent, type ExecResult, type Keep, type Omitted } from "../../Exec.js"
-import { AuditRecord } from "../../Audit.js"
-import { LimitExceeded } from "../../Sandbox.js"
+import { ExecEvent, type ExecResult, type Keep, type Omitted } from "../Exec.js"
+import { AuditRecord } from "../Audit.js"
+import { LimitExceeded } from "../Sandbox.js"
 import { formatMillis } from "./parse.js"
 
 /** How captured bytes appear in JSON. */

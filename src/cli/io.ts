@@ -6,7 +6,7 @@ import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import { access, constants, open, readFile, stat } from "node:fs/promises"
-import { AUDIT_FILE_MODE } from "../../Audit.js"
+import { AUDIT_FILE_MODE } from "../Audit.js"
 import { UsageError } from "./failures.js"
 
 /** Our standard streams as the CLI uses them: everything it prints goes through here, so tests can record it. */

@@ -7,12 +7,12 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import { readFile } from "node:fs/promises"
 import * as path from "node:path"
-import type { NativeRunnerError, SandboxUnavailable } from "../../Errors.js"
-import * as NativeRunner from "../../NativeRunner.js"
-import type { SandboxUser } from "../../Sandbox.js"
-import { pidsCgroup, processLimitRoute } from "../resourceLimits.js"
-import { preflightHost, resolveSandboxHost, type SandboxHost } from "../sandboxHost.js"
-import { deniedSyscalls } from "../seccomp.js"
+import type { NativeRunnerError, SandboxUnavailable } from "../Errors.js"
+import * as NativeRunner from "../NativeRunner.js"
+import type { SandboxUser } from "../Sandbox.js"
+import { pidsCgroup, processLimitRoute } from "../internal/resourceLimits.js"
+import { preflightHost, resolveSandboxHost, type SandboxHost } from "../internal/sandboxHost.js"
+import { deniedSyscalls } from "../internal/seccomp.js"
 
 /** How `--max-procs` is enforced here; for the cgroup route, whether a pids cgroup could be created. */
 export type ProcessLimitFact =

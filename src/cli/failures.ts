@@ -5,7 +5,7 @@
 import type * as HelpDoc from "@effect/cli/HelpDoc"
 import type { Span } from "@effect/cli/HelpDoc/Span"
 import * as Data from "effect/Data"
-import type { NativeRunnerError } from "../../Errors.js"
+import type { NativeRunnerError } from "../Errors.js"
 
 /** The command a usage hint is about. */
 export type CommandName = "run" | "doctor" | "native-runner"

@@ -1,7 +1,7 @@
 /**
  * The `native-runner` command line: `run` (one command through the live runner, optionally inside bubblewrap) and
  * `doctor` (what this host supports). Parsing is `@effect/cli`'s; the value parsers, the strict `--` rule, the
- * request, the rendering and the doctor live in `internal/cli/`. This module defines the commands and `main`, and
+ * request, the rendering and the doctor live beside it in `src/cli/`. This module defines the commands and `main`, and
  * re-exports what callers and tests use.
  */
 import type * as CliApp from "@effect/cli/CliApp"
@@ -18,15 +18,15 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Ref from "effect/Ref"
 import * as Stream from "effect/Stream"
-import * as Audit from "./Audit.js"
-import type { ExecEvent, ExecInput } from "./Exec.js"
-import { doctorFacts, doctorReport, renderDoctor } from "./internal/cli/doctor.js"
-import { commandOf, errorLines, exitCodeOf, helpDocLine, UsageError, usageHint } from "./internal/cli/failures.js"
-import { checkAuditLog, checkSpillDir, readStdinFile, Stdio } from "./internal/cli/io.js"
-import { doctorConfig, examples, type RunConfig, runConfig } from "./internal/cli/options.js"
-import { afterLive, droppedNotice, liveEvents, notices, toJsonlEvent, toJsonResult } from "./internal/cli/render.js"
-import { type RunRequest, toExecInput, toRunnerOptions, toRunRequest } from "./internal/cli/request.js"
-import * as NativeRunner from "./NativeRunner.js"
+import * as Audit from "../Audit.js"
+import type { ExecEvent, ExecInput } from "../Exec.js"
+import { doctorFacts, doctorReport, renderDoctor } from "./doctor.js"
+import { commandOf, errorLines, exitCodeOf, helpDocLine, UsageError, usageHint } from "./failures.js"
+import { checkAuditLog, checkSpillDir, readStdinFile, Stdio } from "./io.js"
+import { doctorConfig, examples, type RunConfig, runConfig } from "./options.js"
+import { afterLive, droppedNotice, liveEvents, notices, toJsonlEvent, toJsonResult } from "./render.js"
+import { type RunRequest, toExecInput, toRunnerOptions, toRunRequest } from "./request.js"
+import * as NativeRunner from "../NativeRunner.js"
 
 export {
   type DoctorFacts,
@@ -36,7 +36,7 @@ export {
   type DoctorRow,
   type ProcessLimitFact,
   renderDoctor
-} from "./internal/cli/doctor.js"
+} from "./doctor.js"
 export {
   type CommandName,
   errorLines,
@@ -45,9 +45,9 @@ export {
   RUNNER_FAILED,
   UsageError,
   usageHint
-} from "./internal/cli/failures.js"
-export { layerStdio, Stdio } from "./internal/cli/io.js"
-export type { RunConfig } from "./internal/cli/options.js"
+} from "./failures.js"
+export { layerStdio, Stdio } from "./io.js"
+export type { RunConfig } from "./options.js"
 export {
   checkForcedArgv,
   formatMillis,
@@ -57,7 +57,7 @@ export {
   parseSize,
   RUN_OPTION_NAMES,
   shellQuote
-} from "./internal/cli/parse.js"
+} from "./parse.js"
 export {
   afterLive,
   CliJsonAudit,
@@ -72,14 +72,14 @@ export {
   OutputEncoding,
   toJsonlEvent,
   toJsonResult
-} from "./internal/cli/render.js"
+} from "./render.js"
 export {
   type RunRequest,
   type SandboxRequest,
   toExecInput,
   toRunnerOptions,
   toRunRequest
-} from "./internal/cli/request.js"
+} from "./request.js"
 
 /** Shown by `--version`. */
 export const VERSION = "0.1.0"

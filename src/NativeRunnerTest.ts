@@ -7,21 +7,17 @@
  * recorded.
  */
 import * as Context from "effect/Context"
-import * as Deferred from "effect/Deferred"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
-import * as Mailbox from "effect/Mailbox"
 import * as Option from "effect/Option"
 import * as Ref from "effect/Ref"
 import * as Schema from "effect/Schema"
-import type * as Scope from "effect/Scope"
-import { statSync, type Stats } from "node:fs"
-import type { InvalidInput, SpawnError, SpawnFailure } from "./Errors.js"
+import type { InvalidInput, SpawnFailure } from "./Errors.js"
 import type { ExecInput } from "./Exec.js"
-import { drainStreams, type KillSignal, type ProcessExit, type RunningProcess, type Spawner } from "./internal/engine.js"
-import { cwdNotDirectory, cwdStatFailure, spawnError } from "./internal/live.js"
+import type { Spawner } from "./internal/engine.js"
+import { checkCwdNow, defaultSpawnMessage, describeEntry, isSpawnFails, matches, startFake } from "./internal/fakeProcess.js"
+import { spawnError } from "./internal/live.js"
 import type { PreparedCommand } from "./internal/prepared.js"
 import { makeRunner, plainPolicy, type RunnerService } from "./internal/runner.js"
 import * as NativeRunner from "./NativeRunner.js"
@@ -169,27 +165,6 @@ export const when = (
   once: options.once ?? false
 })
 
-const matches = (match: Match, call: Call): boolean => {
-  const argv = call.input.argv
-  switch (match._tag) {
-    case "Argv":
-      return argv.length === match.argv.length && match.argv.every((arg, i) => argv[i] === arg)
-    case "Prefix":
-      return argv.length >= match.prefix.length && match.prefix.every((arg, i) => argv[i] === arg)
-    case "Predicate":
-      return match.test(call)
-  }
-}
-
-const describeEntry = (entry: Entry, used: boolean): string => {
-  const what = entry.match._tag === "Argv"
-    ? `exact ${JSON.stringify(entry.match.argv)}`
-    : entry.match._tag === "Prefix"
-    ? `prefix ${JSON.stringify(entry.match.prefix)}`
-    : `when ${JSON.stringify(entry.match.description)}`
-  return entry.once ? `${what} (once${used ? ", used" : ""})` : what
-}
-
 /**
  * A call no script entry answers. It is a bug in the test's script, not an outcome the code under test should
  * handle, so the fake dies with it (a defect) instead of disguising it as a `SpawnError`.
@@ -260,92 +235,6 @@ export const TestOptions = Schema.Struct({
   checkCwd: Schema.optional(Schema.Boolean)
 })
 export type TestOptions = { readonly [K in keyof typeof TestOptions.Type]?: (typeof TestOptions.Type)[K] | undefined }
-
-const encoder = new TextEncoder()
-const toBytes = (data: Data): Uint8Array => (typeof data === "string" ? encoder.encode(data) : data)
-const chunksOf = (data: Data | ReadonlyArray<Data> | undefined): ReadonlyArray<Data> =>
-  data === undefined ? [] : typeof data === "string" || data instanceof Uint8Array ? [data] : data
-
-/**
- * The live layer's cwd check (`checkCwd` in internal/live.ts), same reasons and messages, but synchronous. The live
- * one awaits `fs.promises.stat`; on a TestClock that async step lets `TestClock.adjust` run before the engine has
- * started its timeout, and a plain fork-adjust-join test then hangs at random (about 1 run in 10).
- */
-const checkCwdNow = (command: PreparedCommand): Effect.Effect<void, SpawnError> =>
-  Effect.suspend(() => {
-    let stats: Stats
-    try {
-      stats = statSync(command.cwd)
-    } catch (error) {
-      return Effect.fail(cwdStatFailure(command, error))
-    }
-    return stats.isDirectory() ? Effect.void : Effect.fail(cwdNotDirectory(command))
-  })
-
-const isSpawnFails = (response: Response): response is SpawnFails =>
-  "_tag" in response && response._tag === "SpawnFails"
-
-const defaultSpawnMessage = (reason: SpawnFailure, command: PreparedCommand): string => {
-  const program = command.argv[0]
-  switch (reason) {
-    case "NotFound":
-      return `command not found: ${program}`
-    case "PermissionDenied":
-      return `permission denied: ${program}`
-    case "CwdNotFound":
-      return `cannot use cwd ${command.cwd}: no such directory`
-    case "CwdNotDirectory":
-      return `cwd ${command.cwd} is not a directory`
-    case "SandboxSetup":
-      return `the sandbox for ${program} could not be set up`
-    case "Unknown":
-      return `cannot spawn ${program}`
-  }
-}
-
-// Fake processes get pids of their own, far above any real pid_max, so they can never be confused with real ones.
-let nextFakePid = 10_000_000
-
-/** Starts the scripted process in the spawn's scope; `kill` follows the signal rules of a real process. */
-const startFake = (fake: FakeProcess): Effect.Effect<RunningProcess, never, Scope.Scope> =>
-  Effect.gen(function*() {
-    const out = yield* Mailbox.make<Uint8Array>()
-    const err = yield* Mailbox.make<Uint8Array>()
-    const exited = yield* Deferred.make<ProcessExit>()
-    // Like a real exit: the status is set once, and the pipes close (readers see the end of both streams).
-    const finish = (exit: ProcessExit) =>
-      Effect.uninterruptible(
-        Effect.flatMap(Deferred.succeed(exited, exit), (first) => first ? Effect.zipRight(out.end, err.end) : Effect.void)
-      )
-    const steps: ReadonlyArray<Step> = [
-      ...chunksOf(fake.stdout).map(stdout),
-      ...chunksOf(fake.stderr).map(stderr),
-      ...(fake.output ?? [])
-    ]
-    const run = Effect.gen(function*() {
-      for (const step of steps) {
-        if (step._tag === "Sleep") yield* Effect.sleep(step.duration)
-        else yield* (step._tag === "Stdout" ? out : err).offer(toBytes(step.data))
-      }
-      const exit = fake.exit ?? 0
-      if (exit === "never") return yield* Effect.never
-      yield* finish(typeof exit === "number" ? { code: exit, signal: null } : { code: null, signal: exit.signal })
-    })
-    // Interruptible explicitly: the engine spawns uninterruptibly, and a fork inherits that.
-    const fiber = yield* Effect.forkScoped(Effect.interruptible(run))
-    const killWith = (signal: KillSignal) => Effect.zipRight(Fiber.interrupt(fiber), finish({ code: null, signal }))
-    // Whatever closes the spawn's scope, the fake is gone afterwards, like a process whose tree was killed.
-    yield* Effect.addFinalizer(() => killWith("SIGKILL"))
-    const running: RunningProcess = {
-      pid: nextFakePid++,
-      output: drainStreams(Mailbox.toStream(out), Mailbox.toStream(err)),
-      exit: Deferred.await(exited),
-      kill: (signal) =>
-        Effect.flatMap(Deferred.isDone(exited), (done) =>
-          done || (signal === "SIGTERM" && fake.ignoreTerm === true) ? Effect.void : killWith(signal))
-    }
-    return running
-  })
 
 interface ScriptState {
   readonly calls: ReadonlyArray<Call>

@@ -1,14 +1,16 @@
 /** Host helper programs (bwrap, setpriv, prlimit), resolved to absolute paths once, never on a workload's PATH. */
 import * as Effect from "effect/Effect"
-import { constants } from "node:fs"
-import { access, stat } from "node:fs/promises"
+import { accessSync, constants, statSync } from "node:fs"
 import * as path from "node:path"
 
-const isExecutableFile = (file: string): Promise<boolean> =>
-  stat(file).then(
-    (stats) => stats.isFile() && access(file, constants.X_OK).then(() => true, () => false),
-    () => false
-  )
+/** True for a regular file this process may execute (two local syscalls: done synchronously). */
+export const isExecutableFile = (file: string): boolean => {
+  try {
+    return statSync(file).isFile() && (accessSync(file, constants.X_OK), true)
+  } catch {
+    return false
+  }
+}
 
 /**
  * The first executable `name` on `searchPath` (default: this process's PATH), as an absolute path. Relative and empty
@@ -18,15 +20,15 @@ export const resolveExecutable = (
   name: string,
   searchPath: string | undefined = process.env["PATH"]
 ): Effect.Effect<string | undefined> =>
-  Effect.promise(async () => {
+  Effect.sync(() => {
     for (const dir of (searchPath ?? "").split(":")) {
       if (!path.isAbsolute(dir)) continue
       const candidate = path.join(dir, name)
-      if (await isExecutableFile(candidate)) return candidate
+      if (isExecutableFile(candidate)) return candidate
     }
     return undefined
   })
 
 /** `file` itself when it is an absolute path to an executable file, else `undefined`. */
 export const checkExecutable = (file: string): Effect.Effect<string | undefined> =>
-  Effect.promise(async () => path.isAbsolute(file) && await isExecutableFile(file) ? file : undefined)
+  Effect.sync(() => path.isAbsolute(file) && isExecutableFile(file) ? file : undefined)

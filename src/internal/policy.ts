@@ -4,7 +4,7 @@
  * run needs around it: the workspace handed to the sandbox user, signals delivered inside, set-up failures typed.
  */
 import * as Effect from "effect/Effect"
-import { accessSync, constants, existsSync, statSync } from "node:fs"
+import { existsSync } from "node:fs"
 import * as path from "node:path"
 import * as Either from "effect/Either"
 import * as Bubblewrap from "../Bubblewrap.js"
@@ -12,7 +12,7 @@ import { type InvalidInput, SandboxUnavailable, SpawnError, type SpawnFailure } 
 import * as Sandbox from "../Sandbox.js"
 import { type BwrapStatus, descendantsOf, makeBwrapStatus } from "./bwrapStatus.js"
 import type { Outcome, RunningProcess } from "./engine.js"
-import { resolveExecutable } from "./executables.js"
+import { isExecutableFile, resolveExecutable } from "./executables.js"
 import { checkReachable, handOver } from "./handover.js"
 import { checkCwd } from "./live.js"
 import type { PreparedCommand } from "./prepared.js"
@@ -94,15 +94,6 @@ const limitsPolicy = (
     return run
   })
 
-/** True for a regular file this process may execute. */
-const isExecutable = (file: string): boolean => {
-  try {
-    return statSync(file).isFile() && (accessSync(file, constants.X_OK), true)
-  } catch {
-    return false
-  }
-}
-
 /**
  * With a wrapper in front (setpriv, prlimit), a missing program would be the wrapper's "failed to execute" on the
  * child's stderr, already printed by a live consumer before the run ends: so the program is looked up first, as
@@ -116,7 +107,7 @@ const lookUpProgram = (command: PreparedCommand): Effect.Effect<void, SpawnError
       ? [path.resolve(command.cwd, program)]
       // Without PATH, execvp (and libuv) search the default path.
       : (command.env["PATH"] ?? "/usr/bin:/bin").split(":").map((dir) => path.resolve(command.cwd, dir, program))
-    if (candidates.some(isExecutable)) return Effect.void
+    if (candidates.some(isExecutableFile)) return Effect.void
     const exists = candidates.some((file) => existsSync(file))
     return Effect.fail(new SpawnError({
       reason: exists ? "PermissionDenied" : "NotFound",

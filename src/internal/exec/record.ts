@@ -41,11 +41,18 @@ const recordOf = (meta: RunMeta, run: RunFields): AuditRecord => ({
   ...(meta.network === undefined ? {} : { network: meta.network })
 })
 
+/** A problem per stream as one line ("stdout: ...; stderr: ..."), or `undefined` when neither had one. */
+export const perStream = (stdout: string | undefined, stderr: string | undefined): string | undefined => {
+  const text = [["stdout", stdout], ["stderr", stderr]].flatMap(([stream, problem]) =>
+    problem === undefined ? [] : [`${stream}: ${problem}`]
+  )
+  return text.length === 0 ? undefined : text.join("; ")
+}
+
 /** Which stream could not be read to its end, and why. */
 const readErrorOf = (outcome: Outcome): { readonly readError?: string } => {
-  const problems = [["stdout", outcome.stdout.readError()], ["stderr", outcome.stderr.readError()]] as const
-  const text = problems.flatMap(([stream, error]) => (error === undefined ? [] : [`${stream}: ${error}`]))
-  return text.length === 0 ? {} : { readError: text.join("; ") }
+  const readError = perStream(outcome.stdout.readError(), outcome.stderr.readError())
+  return readError === undefined ? {} : { readError }
 }
 
 /** The audit record of a run that started (also of one interrupted: `outcome.interrupted`). */

@@ -6,6 +6,7 @@ import { SpawnError } from "../../Errors.js"
 import type { Spill } from "../../Exec.js"
 import type { RunHooks } from "../engine.js"
 import { makeSpill } from "../spill.js"
+import { perStream } from "./record.js"
 
 /** A chunk sink for the engine plus the paths for the result; `undefined` without `spill`. */
 export interface SpillFiles {
@@ -37,10 +38,6 @@ export const openSpillFiles = (
       onChunk: (stream, bytes) => (stream === "stdout" ? stdout : stderr).push(bytes),
       stdoutFile: stdout.path,
       stderrFile: stderr.path,
-      error: () => {
-        const errors = [["stdout", stdout.error()], ["stderr", stderr.error()]] as const
-        const text = errors.flatMap(([stream, error]) => (error === undefined ? [] : [`${stream}: ${error}`]))
-        return text.length === 0 ? undefined : text.join("; ")
-      }
+      error: () => perStream(stdout.error(), stderr.error())
     }
   })

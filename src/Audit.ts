@@ -9,6 +9,7 @@ import * as Ref from "effect/Ref"
 import * as Schema from "effect/Schema"
 import { appendFile } from "node:fs/promises"
 import { SpawnFailure } from "./Errors.js"
+import * as internal from "./internal/audit.js"
 import { LimitExceeded } from "./Sandbox.js"
 
 const Count = Schema.Int.pipe(Schema.nonNegative())
@@ -63,7 +64,8 @@ export interface AuditSink {
 }
 
 /** The audit sink service the runner publishes to, when present. */
-export class Audit extends Context.Tag("effect-native-runner/Audit")<Audit, AuditSink>() {}
+export const Audit: typeof internal.Audit = internal.Audit
+export type Audit = internal.Audit
 
 /** Reads what `layerMemory` collected, in publication order. */
 export class AuditMemory extends Context.Tag("effect-native-runner/AuditMemory")<AuditMemory, {

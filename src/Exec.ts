@@ -2,169 +2,69 @@
  * The data of one exec: the input (decoded once, at the edge, with `effect/Schema`), the result and the audit record.
  * The input accepts everything the seed's `NativeExecInput` has; the result is a superset of `NativeExecResult`.
  */
-import * as Data from "effect/Data"
-import * as Duration from "effect/Duration"
-import * as Effect from "effect/Effect"
-import * as Option from "effect/Option"
-import * as ParseResult from "effect/ParseResult"
-import * as Schema from "effect/Schema"
+import type * as Data from "effect/Data"
+import type * as Effect from "effect/Effect"
+import type * as ParseResult from "effect/ParseResult"
 import type { InvalidInput } from "./Errors.js"
+import { execEvent } from "./internal/exec/events.js"
+import * as internal from "./internal/exec/input.js"
 import { toInvalidInput as invalidInputOf } from "./internal/invalidInput.js"
 import type * as Sandbox from "./Sandbox.js"
 import type { AuditRecord } from "./Audit.js"
 
 /** Largest byte cap accepted: Node's largest Buffer. */
-export const MAX_BYTES_CAP = 4 * 1024 * 1024 * 1024
+export const MAX_BYTES_CAP = internal.MAX_BYTES_CAP
 /** Largest timeout accepted, in milliseconds: the largest delay a Node timer honours (about 24.8 days). */
-export const MAX_TIMEOUT_MS = 2_147_483_647
+export const MAX_TIMEOUT_MS = internal.MAX_TIMEOUT_MS
 
-// The message names no field: the issue's path does ("argv.2: must not contain a NUL byte").
 /** A string that can be passed to `execve` or `chdir`: no NUL bytes. */
-export const ArgString = Schema.String.pipe(
-  Schema.filter((s) => !s.includes("\u0000") || "must not contain a NUL byte")
-)
-
-// Names may appear in messages (they are not secret); values never do.
-const envProblems = (name: string, value: unknown): Array<string> => [
-  ...(name.length === 0
-    ? ["an environment variable name must not be empty"]
-    : name.includes("=")
-    ? [`environment variable name ${JSON.stringify(name)} must not contain '='`]
-    : name.includes("\u0000")
-    ? ["an environment variable name must not contain a NUL byte"]
-    : name === "__proto__"
-    ? ["the environment variable name __proto__ is not supported"]
-    : []),
-  ...(typeof value !== "string"
-    ? [`environment variable ${JSON.stringify(name)} must be a string`]
-    : value.includes("\u0000")
-    ? [`environment variable ${JSON.stringify(name)} must not contain a NUL byte`]
-    : [])
-]
-
-const isPlainObject = (u: unknown): u is Readonly<Record<string, unknown>> =>
-  typeof u === "object" && u !== null && !Array.isArray(u)
-
-const hasStringValues = (env: Readonly<Record<string, unknown>>): env is Readonly<Record<string, string>> =>
-  Object.values(env).every((v) => typeof v === "string")
+export const ArgString = internal.ArgString
 
 /**
  * Environment variables: names non-empty without `=` or NUL, values strings without NUL. Checked on the object's own
  * keys (a `Schema.Record` would silently drop a `__proto__` key from parsed JSON instead of rejecting it).
  */
-export const Env = Schema.declare(isPlainObject, {
-  identifier: "Env",
-  description: "an object of string environment variables"
-}).pipe(
-  Schema.filter((env) => {
-    const problems = Object.entries(env).flatMap(([name, value]) => envProblems(name, value))
-    return problems.length === 0 || problems.join("; ")
-  }),
-  // Never fails after the check above (which names the variable); it narrows the type to string values.
-  Schema.filter(hasStringValues)
-)
+export const Env = internal.Env
 
 /** A byte cap: a whole number from 0 to 4 GiB. */
-export const ByteCap = Schema.Number.pipe(
-  Schema.filter((n) =>
-    Number.isSafeInteger(n) && n >= 0 && n <= MAX_BYTES_CAP || `must be a whole number of bytes from 0 to ${MAX_BYTES_CAP}`
-  )
-)
+export const ByteCap = internal.ByteCap
 
 /** A timeout in milliseconds: a whole number from 1 to `MAX_TIMEOUT_MS`. */
-export const TimeoutMs = Schema.Number.pipe(
-  Schema.filter((n) =>
-    Number.isSafeInteger(n) && n >= 1 && n <= MAX_TIMEOUT_MS ||
-    `must be a whole number of milliseconds from 1 to ${MAX_TIMEOUT_MS}`
-  )
-)
-
-// Duration.decode turns negative numbers and NaN into zero (a NaN grace would silently mean "SIGKILL at once"), so
-// both are checked on the raw value first.
-const isNegativeOrNaN = (u: unknown): boolean =>
-  typeof u === "number"
-    ? u < 0 || Number.isNaN(u)
-    : typeof u === "bigint"
-    ? u < 0
-    : typeof u === "string"
-    ? u.trim().startsWith("-")
-    : Array.isArray(u) && u.some((part) => typeof part === "number" && (part < 0 || Number.isNaN(part)))
-
-const isDurationInput = (u: unknown): u is Duration.DurationInput =>
-  !isNegativeOrNaN(u) &&
-  (typeof u === "number" || typeof u === "bigint" || typeof u === "string" || Array.isArray(u) || Duration.isDuration(u)) &&
-  Option.isSome(Duration.decodeUnknown(u))
+export const TimeoutMs = internal.TimeoutMs
 
 /** Any `Duration.DurationInput` ("500 millis", 1000, `Duration.seconds(2)`, ...) that is finite and not negative. */
-export const DurationInput = Schema.declare(isDurationInput, {
-  identifier: "DurationInput",
-  description: "a Duration.DurationInput such as \"500 millis\" or Duration.seconds(2)"
-}).pipe(
-  Schema.filter((d) => {
-    const decoded = Duration.decode(d)
-    return Duration.isFinite(decoded) && Duration.toMillis(decoded) >= 0 || "must be a finite, non-negative duration"
-  })
-)
+export const DurationInput = internal.DurationInput
 
 /** Per-call limits, as in the seed: every field optional, a missing one takes the layer's default. */
-export const Limits = Schema.Struct({
-  maxStdoutBytes: Schema.optional(ByteCap),
-  maxStderrBytes: Schema.optional(ByteCap),
-  timeoutMs: Schema.optional(TimeoutMs)
-})
+export const Limits = internal.Limits
 export type Limits = typeof Limits.Type
 
 /** A duration above 0. */
-export const PositiveDuration = DurationInput.pipe(
-  Schema.filter((d) => Duration.toMillis(Duration.decode(d)) > 0 || "must be above 0")
-)
+export const PositiveDuration = internal.PositiveDuration
 
 /**
  * Which bytes of each stream the cap keeps: `"head"` the first ones (default), `"tail"` the last ones, `"both"` the
  * first and the last half of the cap (the result's `stdoutOmitted` / `stderrOmitted` say where the cut is).
  */
-export const Keep = Schema.Literal("head", "tail", "both")
+export const Keep = internal.Keep
 export type Keep = typeof Keep.Type
 
 /**
  * Each stream, whole (up to `maxBytes`), also written to a new file (mode 0600) in `dir`; the result gives
  * `stdoutFile` / `stderrFile`. The caller owns the files.
  */
-export const Spill = Schema.Struct({
-  dir: Schema.String.pipe(Schema.filter((dir) => dir.startsWith("/") && !dir.includes("\u0000") || "must be an absolute path")),
-  maxBytes: Schema.optional(Schema.Number.pipe(
-    Schema.filter((n) => Number.isSafeInteger(n) && n >= 0 || "must be a whole number of bytes from 0")
-  ))
-})
+export const Spill = internal.Spill
 export type Spill = typeof Spill.Type
 
 /**
  * The input of `NativeRunner.exec`. Everything the seed's `NativeExecInput` has, plus Effect-style durations
  * (`timeout` wins over `limits.timeoutMs`; `killGrace` overrides the layer's grace period).
  */
-export const ExecInput = Schema.Struct({
-  argv: Schema.Array(ArgString).pipe(
-    Schema.filter((argv) =>
-      argv.length === 0 ? "must not be empty" : argv[0] === "" ? "the program (argv[0]) must not be empty" : true
-    )
-  ),
-  cwd: Schema.optional(ArgString.pipe(Schema.nonEmptyString({ message: () => "must not be empty" }))),
-  env: Schema.optional(Env),
-  stdin: Schema.optional(Schema.Uint8ArrayFromSelf.annotations({ description: "a Uint8Array" })),
-  limits: Schema.optional(Limits),
-  timeout: Schema.optional(PositiveDuration),
-  killGrace: Schema.optional(DurationInput),
-  idleTimeout: Schema.optional(PositiveDuration),
-  keep: Schema.optional(Keep),
-  spill: Schema.optional(Spill)
-})
+export const ExecInput = internal.ExecInput
 export type ExecInput = typeof ExecInput.Type
 
-const decodeExecInput = Schema.decodeUnknown(ExecInput, { errors: "all", onExcessProperty: "error" })
-
 /** Decodes untrusted input once; failures become `InvalidInput` listing every problem with its path. */
-export const decodeInput = (input: unknown): Effect.Effect<ExecInput, InvalidInput> =>
-  decodeExecInput(input).pipe(Effect.mapError(toInvalidInput("invalid exec input")))
+export const decodeInput: (input: unknown) => Effect.Effect<ExecInput, InvalidInput> = internal.decodeInput
 
 /**
  * Turns a Schema `ParseError` into `InvalidInput` naming each offending field and what it expected, never the value.
@@ -189,7 +89,7 @@ export type ExecEvent = Data.TaggedEnum<{
   Stderr: { readonly bytes: Uint8Array }
   Exit: { readonly result: ExecResult; readonly dropped: { readonly chunks: number; readonly bytes: number } }
 }>
-export const ExecEvent = Data.taggedEnum<ExecEvent>()
+export const ExecEvent = execEvent
 
 /** Which timeout stopped a run. */
 export type TimeoutKind = "wall" | "idle"

@@ -10,14 +10,10 @@ import * as Context from "effect/Context"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import * as Option from "effect/Option"
-import * as Ref from "effect/Ref"
 import * as Schema from "effect/Schema"
 import type { InvalidInput, SpawnFailure } from "./Errors.js"
 import type { ExecInput } from "./Exec.js"
-import type { Spawner } from "./internal/engine.js"
-import { checkCwdNow, defaultSpawnMessage, describeEntry, isSpawnFails, matches, startFake } from "./internal/fakeProcess.js"
-import { spawnError } from "./internal/live.js"
+import * as internal from "./internal/fakeSpawner.js"
 import type { PreparedCommand } from "./internal/prepared.js"
 import { makeRunner, plainPolicy, type RunnerService } from "./internal/runner.js"
 import * as NativeRunner from "./NativeRunner.js"
@@ -169,16 +165,8 @@ export const when = (
  * A call no script entry answers. It is a bug in the test's script, not an outcome the code under test should
  * handle, so the fake dies with it (a defect) instead of disguising it as a `SpawnError`.
  */
-export class UnscriptedCall extends Schema.TaggedError<UnscriptedCall>("effect-native-runner/UnscriptedCall")(
-  "UnscriptedCall",
-  {
-    argv: Schema.Array(Schema.String),
-    cwd: Schema.String,
-    /** The script's entries, described, in order. */
-    script: Schema.Array(Schema.String),
-    message: Schema.String
-  }
-) {}
+export const UnscriptedCall: typeof internal.UnscriptedCall = internal.UnscriptedCall
+export type UnscriptedCall = internal.UnscriptedCall
 
 // ---------------------------------------------------------------------------------------------------------------
 // The recorder
@@ -205,7 +193,7 @@ export const calls: Effect.Effect<ReadonlyArray<Call>, never, Recorder> = Effect
 export const pending: Effect.Effect<ReadonlyArray<string>, never, Recorder> = Effect.flatMap(Recorder, (r) => r.pending)
 
 // ---------------------------------------------------------------------------------------------------------------
-// The fake spawner
+// The layer
 // ---------------------------------------------------------------------------------------------------------------
 
 /** The host environment the fake's inherit policy reads by default: fixed, so tests never see the real one. */
@@ -236,11 +224,6 @@ export const TestOptions = Schema.Struct({
 })
 export type TestOptions = { readonly [K in keyof typeof TestOptions.Type]?: (typeof TestOptions.Type)[K] | undefined }
 
-interface ScriptState {
-  readonly calls: ReadonlyArray<Call>
-  readonly used: ReadonlyArray<boolean>
-}
-
 /**
  * Builds the test runner and its recorder. `layerTest` is this as a layer; use `make` to build several runners in
  * one test.
@@ -250,65 +233,14 @@ export const make = (
   options: TestOptions = {}
 ): Effect.Effect<{ readonly runner: RunnerService; readonly recorder: RecorderService }, InvalidInput> =>
   Effect.gen(function*() {
-    const state = yield* Ref.make<ScriptState>({ calls: [], used: script.map(() => false) })
-    const describeScript = (used: ReadonlyArray<boolean>) =>
-      script.map((entry, i) => describeEntry(entry, used[i] === true))
-
-    const spawner: Spawner = {
-      spawn: (command) =>
-        Effect.gen(function*() {
-          // The runner hands every spawn the decoded input it came from; the call records them apart.
-          const { input, ...prepared } = command
-          if (input === undefined) return yield* Effect.dieMessage("NativeRunnerTest: spawn outside of exec")
-          const call: Call = { input, command: prepared }
-          yield* Ref.update(state, (s) => ({ ...s, calls: [...s.calls, call] }))
-          if (options.checkCwd !== false) yield* checkCwdNow(command)
-          // Find and use up the entry in one step, so concurrent calls never share a `once` entry.
-          const found = yield* Ref.modify(state, (s): [Option.Option<Entry>, ScriptState] => {
-            const index = script.findIndex((entry, i) => !(entry.once && s.used[i] === true) && matches(entry.match, call))
-            const entry = script[index]
-            if (entry === undefined) return [Option.none(), s]
-            return [Option.some(entry), { ...s, used: s.used.map((u, i) => u || (i === index && entry.once)) }]
-          })
-          if (Option.isNone(found)) {
-            const used = (yield* Ref.get(state)).used
-            const described = describeScript(used)
-            return yield* Effect.die(
-              new UnscriptedCall({
-                argv: call.input.argv,
-                cwd: command.cwd,
-                script: described,
-                message: `unscripted call ${JSON.stringify(call.input.argv)} in ${command.cwd}; the script has ` +
-                  (described.length === 0 ? "no entries" : `these entries:\n  ${described.join("\n  ")}`)
-              })
-            )
-          }
-          const respond = found.value.respond
-          const computed = typeof respond === "function" ? respond(call) : respond
-          const response = Effect.isEffect(computed) ? yield* computed : computed
-          if (isSpawnFails(response)) {
-            return yield* Effect.fail(
-              spawnError(command, response.reason, response.message ?? defaultSpawnMessage(response.reason, command))
-            )
-          }
-          return yield* startFake(response)
-        })
-    }
-
-    const { checkCwd: _checkCwd, hostCwd, hostEnv, ...runnerOptions } = yield* NativeRunner.decodeOptions(TestOptions, options)
+    const { checkCwd, hostCwd, hostEnv, ...runnerOptions } = yield* NativeRunner.decodeOptions(TestOptions, options)
+    const { recorder, spawner } = yield* internal.makeFakeSpawner(script, checkCwd !== false)
     const runner = yield* makeRunner({
       spawner,
       policy: plainPolicy,
       hostEnv: hostEnv ?? DEFAULT_HOST_ENV,
       hostCwd: hostCwd ?? process.cwd()
     }, runnerOptions)
-    const recorder: RecorderService = {
-      calls: Effect.map(Ref.get(state), (s) => s.calls),
-      pending: Effect.map(
-        Ref.get(state),
-        (s) => script.flatMap((entry, i) => (entry.once && s.used[i] !== true ? [describeEntry(entry, false)] : []))
-      )
-    }
     return { runner, recorder }
   })
 

@@ -3,6 +3,7 @@
  * `Policy` into the argv to spawn; nothing here touches the host.
  */
 import * as Schema from "effect/Schema"
+import * as internal from "./internal/sandbox.js"
 
 /** An absolute host or sandbox path; relative paths would depend on the runner's own cwd. */
 export const AbsolutePath = Schema.String.pipe(
@@ -63,7 +64,7 @@ export const SandboxUser = Schema.Struct({
 export type SandboxUser = typeof SandboxUser.Type
 
 /** The default sandbox user of a root host: `nobody:nogroup` (65534:65534). */
-export const defaultSandboxUser: SandboxUser = { uid: 65534, gid: 65534 }
+export const defaultSandboxUser: SandboxUser = internal.defaultSandboxUser
 
 /**
  * What a sandboxed command may see and use.
@@ -94,4 +95,4 @@ export const Policy = Schema.Struct({
 export type Policy = typeof Policy.Type
 
 /** Where the workspace appears inside the sandbox. */
-export const workspaceMount = "/workspace"
+export const workspaceMount = internal.workspaceMount

@@ -1,7 +1,7 @@
 /**
  * Decoding exec input (`Exec.decodeInput`) and the `InvalidInput` it fails with. Input can hold secrets (env values,
  * stdin, argv), and errors end up in logs: every message names the field and what it expected, never the value.
- * Pure: nothing is spawned here (the same inputs through the runner and its layers are in bad-input.test.ts).
+ * Pure: nothing is spawned here (the same inputs through the runner and its layers are in badInput.test.ts).
  */
 import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"

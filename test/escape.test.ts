@@ -1,6 +1,6 @@
 /**
  * Hostile workloads run by a root host. Each attack is shown working without the sandbox (the control: proof that
- * the probe is real, so the sandboxed test can fail) and contained with it. Gated like sandbox.test.ts: in CI
+ * the probe is real, so the sandboxed test can fail) and contained with it. Gated like sandboxed.test.ts: in CI
  * (CI=true) every test runs and an unusable bwrap or a non-root runner fails; elsewhere the suite is skipped, saying why.
  */
 import { afterEach, describe, expect, it } from "@effect/vitest"

@@ -9,7 +9,6 @@ import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
-import * as Stream from "effect/Stream"
 import { constants } from "node:os"
 import type { SpawnError } from "../Errors.js"
 import { type Capture, makeCapture } from "./capture.js"
@@ -97,34 +96,6 @@ const signalNumber = (name: string): number => {
 export const exitCodeOf = (exit: ProcessExit): number =>
   exit.code !== null ? exit.code : 128 + (exit.signal === null ? 0 : signalNumber(exit.signal))
 
-/** Reads a stream to its end into `capture`, pulling chunk by chunk (cheaper per run than `Stream.runForEachChunk`). */
-const drainStream = (stream: Stream.Stream<Uint8Array, unknown>, capture: Capture): Effect.Effect<void> =>
-  Effect.scoped(Effect.flatMap(Stream.toPull(stream), (pull) => {
-    const loop: Effect.Effect<void> = Effect.matchEffect(pull, {
-      // None: the end of the stream. Some(error): a read error, which ends the capture early and is recorded in it;
-      // how the process ended is still reported from its exit status.
-      onFailure: (error) =>
-        Option.isSome(error)
-          ? Effect.sync(() => capture.fail(error.value instanceof Error ? error.value.message : String(error.value)))
-          : Effect.void,
-      onSuccess: (chunk) => {
-        for (const bytes of chunk) capture.push(bytes)
-        return loop
-      }
-    })
-    return loop
-  }))
-
-/** `RunningProcess.output` for a backend whose pipes are `Stream`s: both drained concurrently. */
-export const drainStreams = (
-  stdout: Stream.Stream<Uint8Array, unknown>,
-  stderr: Stream.Stream<Uint8Array, unknown>
-) =>
-(stdoutCapture: Capture, stderrCapture: Capture): Effect.Effect<void> =>
-  Effect.zipWith(drainStream(stdout, stdoutCapture), drainStream(stderr, stderrCapture), () => undefined, {
-    concurrent: true
-  })
-
 /**
  * TERM to the tree, up to `grace` for the process to exit, then KILL. Also KILLs leftover members of the tree
  * that ignored TERM after the leader died. Interruptible waits inside so it also works from a finalizer.
@@ -183,6 +154,108 @@ const awaitExit = (
     ])
 
 /**
+ * The two captures of a run, the sinks the backend feeds (the captures, observed when someone listens), and when
+ * output last arrived (for the idle timeout).
+ */
+interface RunCaptures {
+  readonly stdout: Capture
+  readonly stderr: Capture
+  readonly sinks: readonly [Capture, Capture]
+  readonly activity: { last: number } | undefined
+}
+
+const capturesOf = (settings: RunSettings, onChunk: RunHooks["onChunk"], clock: Clock.Clock, started: number) => {
+  const stdout = makeCapture(settings.maxStdoutBytes, settings.keep)
+  const stderr = makeCapture(settings.maxStderrBytes, settings.keep)
+  const activity = settings.idleTimeout === undefined ? undefined : { last: started }
+  const sinks = [
+    observed(stdout, "stdout", onChunk, activity, clock),
+    observed(stderr, "stderr", onChunk, activity, clock)
+  ] as const
+  return { stdout, stderr, sinks, activity } satisfies RunCaptures
+}
+
+/** The outcome from how the run ended; an exit never seen (interrupted before it) counts as SIGKILL. */
+const outcomeOf = (
+  captures: RunCaptures,
+  started: number,
+  exit: ProcessExit | undefined,
+  timeoutKind: Outcome["timeoutKind"],
+  interrupted: boolean
+) =>
+  Effect.map(Clock.currentTimeMillis, (now): Outcome => ({
+    exitCode: timeoutKind !== undefined
+      ? TIMEOUT_EXIT_CODE
+      : exit === undefined
+      ? 128 + signalNumber("SIGKILL")
+      : exitCodeOf(exit),
+    signal: exit?.signal ?? undefined,
+    timedOut: timeoutKind !== undefined,
+    timeoutKind,
+    interrupted,
+    stdout: captures.stdout,
+    stderr: captures.stderr,
+    durationMs: now - started
+  }))
+
+/** The exit once known, shared by the run, its kill finalizer and its interruption. */
+interface ExitNote {
+  exit: ProcessExit | undefined
+}
+
+/**
+ * Spawn and kill finalizer as one uninterruptible step: an interrupt landing in between would leave only the
+ * backend's own release, which (for the platform's) sends TERM and waits forever for a child that ignores it.
+ * Readers start before we wait for the exit, or a chatty child blocks on a full pipe. They are forked before the
+ * kill finalizer is added, so on interruption they stop only after it: a program handling TERM can still write
+ * (closing its pipes first would kill it with SIGPIPE in its own handler), and what it writes is kept.
+ */
+const spawnOwned = (
+  spawner: Spawner,
+  command: PreparedCommand,
+  stdin: Uint8Array | undefined,
+  sinks: RunCaptures["sinks"],
+  killGrace: Duration.Duration,
+  note: ExitNote
+) =>
+  Effect.uninterruptible(Effect.flatMap(spawner.spawn(command, stdin), (proc) =>
+    Effect.zipLeft(
+      Effect.map(Effect.forkScoped(Effect.interruptible(proc.output(...sinks))), (readers) => [proc, readers] as const),
+      // Added after the backend's own release, so it runs first: nothing outlives the scope, whatever ends it.
+      Effect.addFinalizer(() =>
+        note.exit !== undefined
+          ? Effect.void
+          : Effect.map(terminate(proc, killGrace), (exit) => {
+            note.exit = exit
+          })
+      )
+    )))
+
+/** Waits for the exit or a timeout. Timed out: kill the tree. Exited: kill what it left behind in its group. */
+const awaitEnd = (proc: RunningProcess, settings: RunSettings, activity: RunCaptures["activity"]) =>
+  Effect.gen(function*() {
+    const waited = yield* awaitExit(proc, settings, activity)
+    const timeoutKind = typeof waited === "string" ? waited : undefined
+    const exit = typeof waited === "string" ? yield* terminate(proc, settings.killGrace) : waited
+    // Background children of a process that exited by itself.
+    if (timeoutKind === undefined) yield* proc.kill("SIGKILL")
+    return { exit, timeoutKind }
+  })
+
+/**
+ * The pipes close once every holder is dead; one that survives (e.g. setsid) only gets a bounded wait. Usually both
+ * pipes have ended by now: then no timer is needed.
+ */
+const drainRest = (readers: Fiber.RuntimeFiber<void>, drainTimeout: Duration.Duration) =>
+  Effect.gen(function*() {
+    const early = yield* Fiber.poll(readers)
+    if (Option.isNone(early)) {
+      const drained = yield* Fiber.join(readers).pipe(Effect.timeoutOption(drainTimeout))
+      if (Option.isNone(drained)) yield* Fiber.interrupt(readers)
+    }
+  })
+
+/**
  * Runs one prepared command to completion under `settings`. Non-zero exits, signals, timeouts and truncation are
  * in the outcome; only a failed spawn is an error. If the calling fiber is interrupted, the process tree is killed
  * before this effect ends, and `hooks.onInterrupt` receives what was captured so far.
@@ -197,68 +270,20 @@ export const runProcess = (
   Effect.gen(function*() {
     const clock = yield* Effect.clock
     const started = clock.unsafeCurrentTimeMillis()
-    const stdout = makeCapture(settings.maxStdoutBytes, settings.keep)
-    const stderr = makeCapture(settings.maxStderrBytes, settings.keep)
-    const activity = settings.idleTimeout === undefined ? undefined : { last: started }
-    const sinks = [
-      observed(stdout, "stdout", hooks.onChunk, activity, clock),
-      observed(stderr, "stderr", hooks.onChunk, activity, clock)
-    ] as const
-    let finalExit: ProcessExit | undefined
-    const outcomeOf = (exit: ProcessExit | undefined, timeoutKind: Outcome["timeoutKind"], interrupted: boolean) =>
-      Effect.map(Clock.currentTimeMillis, (now): Outcome => ({
-        exitCode: timeoutKind !== undefined
-          ? TIMEOUT_EXIT_CODE
-          : exit === undefined
-          ? 128 + signalNumber("SIGKILL")
-          : exitCodeOf(exit),
-        signal: exit?.signal ?? undefined,
-        timedOut: timeoutKind !== undefined,
-        timeoutKind,
-        interrupted,
-        stdout,
-        stderr,
-        durationMs: now - started
-      }))
-
+    const captures = capturesOf(settings, hooks.onChunk, clock, started)
+    const note: ExitNote = { exit: undefined }
     const run = Effect.scoped(
       Effect.gen(function*() {
-        // Spawn and kill finalizer as one uninterruptible step: an interrupt landing in between would leave only the
-        // backend's own release, which (for the platform's) sends TERM and waits forever for a child that ignores it.
-        // Readers start before we wait for the exit, or a chatty child blocks on a full pipe. They are forked before the
-        // kill finalizer is added, so on interruption they stop only after it: a program handling TERM can still write
-        // (closing its pipes first would kill it with SIGPIPE in its own handler), and what it writes is kept.
-        const [proc, readers] = yield* Effect.uninterruptible(Effect.flatMap(spawner.spawn(command, stdin), (proc) =>
-          Effect.zipLeft(
-            Effect.map(Effect.forkScoped(Effect.interruptible(proc.output(...sinks))), (readers) => [proc, readers] as const),
-            // Added after the backend's own release, so it runs first: nothing outlives the scope, whatever ends it.
-            Effect.addFinalizer(() =>
-              finalExit !== undefined
-                ? Effect.void
-                : Effect.map(terminate(proc, settings.killGrace), (exit) => {
-                  finalExit = exit
-                })
-            )
-          )))
+        const [proc, readers] = yield* spawnOwned(spawner, command, stdin, captures.sinks, settings.killGrace, note)
         hooks.onStarted?.(proc.pid)
-        const waited = yield* awaitExit(proc, settings, activity)
-        const timeoutKind = typeof waited === "string" ? waited : undefined
-        // Timed out: kill the tree. Exited: kill what it left behind in its group (background children).
-        const exit = typeof waited === "string" ? yield* terminate(proc, settings.killGrace) : waited
-        if (timeoutKind === undefined) yield* proc.kill("SIGKILL")
-        finalExit = exit
-        // The pipes close once every holder is dead; one that survives (e.g. setsid) only gets a bounded wait.
-        // Usually both pipes have ended by now: then no timer is needed.
-        const early = yield* Fiber.poll(readers)
-        if (Option.isNone(early)) {
-          const drained = yield* Fiber.join(readers).pipe(Effect.timeoutOption(settings.drainTimeout))
-          if (Option.isNone(drained)) yield* Fiber.interrupt(readers)
-        }
-        return yield* outcomeOf(exit, timeoutKind, false)
+        const { exit, timeoutKind } = yield* awaitEnd(proc, settings, captures.activity)
+        note.exit = exit
+        yield* drainRest(readers, settings.drainTimeout)
+        return yield* outcomeOf(captures, started, exit, timeoutKind, false)
       })
     )
     const onInterrupt = hooks.onInterrupt
     return yield* onInterrupt === undefined
       ? run
-      : run.pipe(Effect.onInterrupt(() => Effect.flatMap(outcomeOf(finalExit, undefined, true), onInterrupt)))
+      : run.pipe(Effect.onInterrupt(() => Effect.flatMap(outcomeOf(captures, started, note.exit, undefined, true), onInterrupt)))
   })

@@ -1,6 +1,6 @@
 /**
- * The test layer's fake processes: a scripted response played on Effect's `Clock`, signal rules of a real process, the
- * live layer's cwd check, and how script entries match a call. `NativeRunnerTest` owns the shapes; this runs them.
+ * The test layer's fake processes: a scripted response played on Effect's `Clock`, signal rules of a real process, and
+ * the live layer's cwd check. `NativeRunnerTest` owns the shapes; this runs them (./fakeSpawner.ts picks which).
  */
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
@@ -9,31 +9,11 @@ import * as Mailbox from "effect/Mailbox"
 import type * as Scope from "effect/Scope"
 import { statSync, type Stats } from "node:fs"
 import type { SpawnError, SpawnFailure } from "../Errors.js"
-import type { Call, Data, Entry, FakeProcess, Match, Response, SpawnFails, Step } from "../NativeRunnerTest.js"
-import { drainStreams, type KillSignal, type ProcessExit, type RunningProcess } from "./engine.js"
+import type { Data, FakeProcess, Response, SpawnFails, Step } from "../NativeRunnerTest.js"
+import { drainStreams } from "./drain.js"
+import type { KillSignal, ProcessExit, RunningProcess } from "./engine.js"
 import { cwdNotDirectory, cwdStatFailure } from "./live.js"
 import type { PreparedCommand } from "./prepared.js"
-
-export const matches = (match: Match, call: Call): boolean => {
-  const argv = call.input.argv
-  switch (match._tag) {
-    case "Argv":
-      return argv.length === match.argv.length && match.argv.every((arg, i) => argv[i] === arg)
-    case "Prefix":
-      return argv.length >= match.prefix.length && match.prefix.every((arg, i) => argv[i] === arg)
-    case "Predicate":
-      return match.test(call)
-  }
-}
-
-export const describeEntry = (entry: Entry, used: boolean): string => {
-  const what = entry.match._tag === "Argv"
-    ? `exact ${JSON.stringify(entry.match.argv)}`
-    : entry.match._tag === "Prefix"
-    ? `prefix ${JSON.stringify(entry.match.prefix)}`
-    : `when ${JSON.stringify(entry.match.description)}`
-  return entry.once ? `${what} (once${used ? ", used" : ""})` : what
-}
 
 const encoder = new TextEncoder()
 const toBytes = (data: Data): Uint8Array => (typeof data === "string" ? encoder.encode(data) : data)

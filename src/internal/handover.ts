@@ -15,7 +15,7 @@ import type * as Scope from "effect/Scope"
 import type { Stats } from "node:fs"
 import { chmod, lchown, lstat, readdir, readFile } from "node:fs/promises"
 import * as path from "node:path"
-import { SpawnError } from "../Errors.js"
+import { SpawnError } from "./errors.js"
 import type { SandboxUser } from "../Sandbox.js"
 
 interface Owner {

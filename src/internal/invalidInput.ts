@@ -7,7 +7,7 @@ import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import type * as ParseResult from "effect/ParseResult"
 import * as AST from "effect/SchemaAST"
-import { InvalidInput } from "../Errors.js"
+import { InvalidInput } from "./errors.js"
 
 /**
  * Turns a Schema `ParseError` into `InvalidInput` whose messages name each offending field and what it expected, and

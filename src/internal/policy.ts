@@ -7,9 +7,10 @@ import * as Effect from "effect/Effect"
 import { existsSync } from "node:fs"
 import * as path from "node:path"
 import * as Either from "effect/Either"
-import * as Bubblewrap from "../Bubblewrap.js"
-import { type InvalidInput, SandboxUnavailable, SpawnError, type SpawnFailure } from "../Errors.js"
-import * as Sandbox from "../Sandbox.js"
+import type { InvalidInput, SpawnFailure } from "../Errors.js"
+import { SandboxUnavailable, SpawnError } from "./errors.js"
+import type * as Sandbox from "../Sandbox.js"
+import * as bubblewrap from "./bubblewrap.js"
 import { type BwrapStatus, descendantsOf, makeBwrapStatus } from "./bwrapStatus.js"
 import type { Outcome, RunningProcess } from "./engine.js"
 import { isExecutableFile, resolveExecutable } from "./executables.js"
@@ -21,6 +22,7 @@ import { limitExceeded, pidsCgroup, prlimitArgv, processLimitRoute } from "./res
 import { plainPolicy, type Policy, type PreparedRun } from "./runner.js"
 import type { RunCgroups } from "./runCgroup.js"
 import type * as NativeRunner from "../NativeRunner.js"
+import { workspaceMount } from "./sandbox.js"
 import { preflightHost, resolveSandboxHost, type SandboxHost } from "./sandboxHost.js"
 
 /** Live-only options, decoded (`NativeRunner.Options`): a sandbox, or resource limits without one. */
@@ -29,7 +31,7 @@ export type PolicyOptions = Pick<NativeRunner.DecodedOptions, "sandbox" | "resou
 /** PATH, HOME and TMPDIR inside the sandbox; nothing of the host's environment is inherited there by default. */
 export const SANDBOX_BASE_ENV: Readonly<Record<string, string>> = {
   PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-  HOME: Sandbox.workspaceMount,
+  HOME: workspaceMount,
   TMPDIR: "/tmp"
 }
 
@@ -173,7 +175,7 @@ const bwrapSetupFailure = (command: PreparedCommand, status: BwrapStatus) => (ou
 const sandboxWrap = (policy: Sandbox.Policy, host: SandboxHost) => (command: PreparedCommand) => {
   const status = makeBwrapStatus()
   return Either.map(
-    Bubblewrap.wrap(policy, command, {
+    bubblewrap.wrap(policy, command, {
       bwrapPath: host.bwrap,
       setprivPath: host.setpriv,
       identity: host.identity,

@@ -8,7 +8,7 @@ import type * as Scope from "effect/Scope"
 import * as fs from "node:fs/promises"
 import * as os from "node:os"
 import * as path from "node:path"
-import { SandboxUnavailable } from "../Errors.js"
+import { SandboxUnavailable } from "./errors.js"
 import type { LimitExceeded, ResourceLimits } from "../Sandbox.js"
 import type { PreparedCommand } from "./prepared.js"
 

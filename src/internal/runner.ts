@@ -10,17 +10,18 @@ import type * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import type * as Stream from "effect/Stream"
 import { randomUUID } from "node:crypto"
-import { Audit } from "../Audit.js"
 import type { InvalidInput, NativeRunnerError, SandboxUnavailable, SpawnError } from "../Errors.js"
-import { type AuditRecord, decodeInput, type ExecEvent, type ExecInput, type ExecResult, type LimitExceeded } from "../Exec.js"
-import * as Metrics from "../Metrics.js"
+import type { AuditRecord, ExecEvent, ExecInput, ExecResult, LimitExceeded } from "../Exec.js"
 import type * as NativeRunnerModule from "../NativeRunner.js"
+import { Audit } from "./audit.js"
 import { type Outcome, type RunHooks, runProcess, type RunningProcess, type RunSettings, type Spawner } from "./engine.js"
 import { buildEnv, type InheritEnv } from "./env.js"
 import { execStreamOf } from "./exec/events.js"
+import { decodeInput } from "./exec/input.js"
 import { auditOf, recordMetrics, resultOf, type RunExtras, type RunMeta, spawnFailureAuditOf } from "./exec/record.js"
 import { resolveCwd, settingsOf } from "./exec/settings.js"
 import { openSpillFiles, type SpillFiles } from "./exec/spillFiles.js"
+import * as metrics from "./metrics.js"
 import type { PreparedCommand } from "./prepared.js"
 
 /** The service every layer provides. */
@@ -94,6 +95,19 @@ export interface RunListener {
   readonly onChunk: NonNullable<RunHooks["onChunk"]>
 }
 
+/** What every exec of one runner shares. */
+interface RunnerShared {
+  readonly context: RunnerContext
+  readonly options: RunnerOptions
+  /** One permit per exec running (`maxConcurrent`). */
+  readonly slots: Effect.Semaphore
+  /** The cwd a relative (or missing) input cwd is resolved against; `undefined` once the host's own is gone. */
+  readonly baseCwd: string | undefined
+  readonly redact: (argv: ReadonlyArray<string>) => ReadonlyArray<string>
+  /** Publishes to the `Audit` service, when one was in the context. */
+  readonly publish: (record: AuditRecord) => Effect.Effect<void>
+}
+
 /**
  * Builds the runner service; publishes audits to the `Audit` service if one is in the context. An exec is a short
  * pipeline: decode -> settings -> prepare (env, cwd, policy) -> run (engine) -> record -> result.
@@ -104,91 +118,128 @@ export const makeRunner = (
 ): Effect.Effect<RunnerService> =>
   Effect.gen(function*() {
     const audit = yield* Effect.serviceOption(Audit)
-    const slots = yield* Effect.makeSemaphore(options.maxConcurrent)
-    const { policy, spawner } = context
-    const baseCwd = options.cwd ?? policy.defaultCwd ?? context.hostCwd
-    const redact = options.redactArgv ?? ((argv: ReadonlyArray<string>) => argv)
-    const publish = (record: AuditRecord) =>
-      Option.isSome(audit) ? Effect.uninterruptible(audit.value.publish(record)) : Effect.void
-
-    /** Runs the prepared command in a concurrency slot, counted in flight; interrupted runs are audited too. */
-    const run = (meta: RunMeta, prepared: PreparedRun, input: ExecInput, settings: RunSettings, hooks: RunHooks) =>
-      slots.withPermits(1)(Effect.acquireUseRelease(
-        Metric.increment(Metrics.inFlight),
-        () =>
-          runProcess(adapted(spawner, prepared.adapt), prepared.command, input.stdin, settings, {
-            ...hooks,
-            onInterrupt: (partial) => {
-              const record = auditOf(meta, partial)
-              return Effect.zipRight(publish(record), recordMetrics(record, partial))
-            }
-          }),
-        () => Metric.incrementBy(Metrics.inFlight, -1)
-      ))
-
-    const runExec = (raw: ExecInput, listener: RunListener | undefined) =>
-      Effect.gen(function*() {
-        const input = yield* decodeInput(raw).pipe(Effect.tapError(() => Metrics.recordOutcome("invalid_input")))
-        const settings = settingsOf(input, options)
-        const [program = "", ...args] = input.argv
-        const cwd = yield* resolveCwd(baseCwd, input.cwd, program)
-        const env = buildEnv(
-          options.inheritEnv ?? policy.defaultInheritEnv ?? "core",
-          context.hostEnv,
-          policy.baseEnv,
-          options.env,
-          input.env
-        )
-        const startedMillis = yield* Clock.currentTimeMillis
-        const meta: RunMeta = {
-          runId: randomUUID(),
-          startedAt: new Date(startedMillis).toISOString(),
-          startedMillis,
-          cmd: program,
-          argv: redact(input.argv),
-          cwd,
-          sandbox: policy.sandbox,
-          network: policy.network
-        }
-        const spill = input.spill ?? options.spill
-        const [outcome, extras] = yield* Effect.scoped(Effect.gen(function*() {
-          const files = spill === undefined ? undefined : yield* openSpillFiles(spill, meta.runId, program, cwd)
-          const prepared = yield* policy.prepare({ argv: [program, ...args], cwd, env, input })
-          const outcome = yield* run(meta, prepared, input, settings, hooksOf(meta.runId, listener, files))
-          const extras: RunExtras = {
-            limitExceeded: yield* prepared.finish(outcome),
-            stdoutFile: files?.stdoutFile,
-            stderrFile: files?.stderrFile,
-            spillError: files?.error()
-          }
-          return [outcome, extras] as const
-        })).pipe(Effect.tapError((error) =>
-          error._tag === "SpawnError"
-            ? Effect.zipRight(
-              Metrics.recordOutcome("spawn_error"),
-              // Nothing ran, but the attempt is audited all the same.
-              Effect.flatMap(Clock.currentTimeMillis, (now) =>
-                publish(spawnFailureAuditOf(meta, error, now - startedMillis)))
-            )
-            : Effect.void
-        ))
-        const record = auditOf(meta, outcome, extras)
-        yield* publish(record)
-        yield* recordMetrics(record, outcome)
-        yield* Effect.annotateCurrentSpan({
-          "exec.cmd": record.cmd,
-          "exec.exit_code": record.exitCode,
-          "exec.timed_out": record.timedOut,
-          "exec.truncated": record.truncatedStdout || record.truncatedStderr,
-          "exec.sandbox": record.sandbox
-        })
-        return resultOf(outcome, record, extras)
-      })
-
+    const shared: RunnerShared = {
+      context,
+      options,
+      slots: yield* Effect.makeSemaphore(options.maxConcurrent),
+      baseCwd: options.cwd ?? context.policy.defaultCwd ?? context.hostCwd,
+      redact: options.redactArgv ?? ((argv: ReadonlyArray<string>) => argv),
+      publish: (record) => Option.isSome(audit) ? Effect.uninterruptible(audit.value.publish(record)) : Effect.void
+    }
     const exec = Effect.fn("NativeRunner.exec")(function*(raw: ExecInput) {
-      return yield* runExec(raw, undefined)
+      return yield* runExec(shared, raw, undefined)
     })
-    return { exec, execStream: (raw) => execStreamOf((listener) => runExec(raw, listener)) }
+    return { exec, execStream: (raw) => execStreamOf((listener) => runExec(shared, raw, listener)) }
+  })
+
+/** One exec: decode -> settings -> prepare -> run -> record -> result. */
+const runExec = (shared: RunnerShared, raw: ExecInput, listener: RunListener | undefined) =>
+  Effect.gen(function*() {
+    const input = yield* decodeInput(raw).pipe(Effect.tapError(() => metrics.recordOutcome("invalid_input")))
+    const settings = settingsOf(input, shared.options)
+    const { command, meta } = yield* prepare(shared, input)
+    const [outcome, extras] = yield* runScoped(shared, meta, command, input, settings, listener).pipe(
+      Effect.tapError((error) => error._tag === "SpawnError" ? auditSpawnFailure(shared, meta, error) : Effect.void)
+    )
+    return yield* recordRun(shared, meta, outcome, extras)
+  })
+
+/** The command after the env policy and the cwd, and what every record of the exec shares. */
+const prepare = (shared: RunnerShared, input: ExecInput) =>
+  Effect.gen(function*() {
+    const { context, options } = shared
+    const { policy } = context
+    const [program = "", ...args] = input.argv
+    const cwd = yield* resolveCwd(shared.baseCwd, input.cwd, program)
+    const env = buildEnv(
+      options.inheritEnv ?? policy.defaultInheritEnv ?? "core",
+      context.hostEnv,
+      policy.baseEnv,
+      options.env,
+      input.env
+    )
+    const startedMillis = yield* Clock.currentTimeMillis
+    const meta: RunMeta = {
+      runId: randomUUID(),
+      startedAt: new Date(startedMillis).toISOString(),
+      startedMillis,
+      cmd: program,
+      argv: shared.redact(input.argv),
+      cwd,
+      sandbox: policy.sandbox,
+      network: policy.network
+    }
+    const command: PreparedCommand = { argv: [program, ...args], cwd, env, input }
+    return { command, meta }
+  })
+
+/** Spill files, the policy's adaptation and the run, in one scope: per-run resources go when the run is over. */
+const runScoped = (
+  shared: RunnerShared,
+  meta: RunMeta,
+  command: PreparedCommand,
+  input: ExecInput,
+  settings: RunSettings,
+  listener: RunListener | undefined
+) =>
+  Effect.scoped(Effect.gen(function*() {
+    const spill = input.spill ?? shared.options.spill
+    const files = spill === undefined ? undefined : yield* openSpillFiles(spill, meta.runId, meta.cmd, meta.cwd)
+    const prepared = yield* shared.context.policy.prepare(command)
+    const outcome = yield* runInSlot(shared, meta, prepared, input, settings, hooksOf(meta.runId, listener, files))
+    const extras: RunExtras = {
+      limitExceeded: yield* prepared.finish(outcome),
+      stdoutFile: files?.stdoutFile,
+      stderrFile: files?.stderrFile,
+      spillError: files?.error()
+    }
+    return [outcome, extras] as const
+  }))
+
+/** Runs the prepared command in a concurrency slot, counted in flight; interrupted runs are audited too. */
+const runInSlot = (
+  shared: RunnerShared,
+  meta: RunMeta,
+  prepared: PreparedRun,
+  input: ExecInput,
+  settings: RunSettings,
+  hooks: RunHooks
+) =>
+  shared.slots.withPermits(1)(Effect.acquireUseRelease(
+    Metric.increment(metrics.inFlight),
+    () =>
+      runProcess(adapted(shared.context.spawner, prepared.adapt), prepared.command, input.stdin, settings, {
+        ...hooks,
+        onInterrupt: (partial) => {
+          const record = auditOf(meta, partial)
+          return Effect.zipRight(shared.publish(record), recordMetrics(record, partial))
+        }
+      }),
+    () => Metric.incrementBy(metrics.inFlight, -1)
+  ))
+
+/** Nothing ran, but the attempt is audited all the same. */
+const auditSpawnFailure = (shared: RunnerShared, meta: RunMeta, error: SpawnError) =>
+  Effect.zipRight(
+    metrics.recordOutcome("spawn_error"),
+    Effect.flatMap(Clock.currentTimeMillis, (now) =>
+      shared.publish(spawnFailureAuditOf(meta, error, now - meta.startedMillis)))
+  )
+
+/** The audit record published, the metrics counted, the span annotated; the result built from the same record. */
+const recordRun = (shared: RunnerShared, meta: RunMeta, outcome: Outcome, extras: RunExtras) =>
+  Effect.gen(function*() {
+    const record = auditOf(meta, outcome, extras)
+    yield* shared.publish(record)
+    yield* recordMetrics(record, outcome)
+    yield* Effect.annotateCurrentSpan({
+      "exec.cmd": record.cmd,
+      "exec.exit_code": record.exitCode,
+      "exec.timed_out": record.timedOut,
+      "exec.truncated": record.truncatedStdout || record.truncatedStderr,
+      "exec.sandbox": record.sandbox
+    })
+    return resultOf(outcome, record, extras)
   })
 
 /** The engine's hooks for one run: the listener's and the spill files', only where someone listens. */

@@ -4,9 +4,12 @@
  * the seccomp program and the masks. `doctor` prints the same facts the layer uses.
  */
 import * as Effect from "effect/Effect"
-import * as Bubblewrap from "../Bubblewrap.js"
-import { SandboxUnavailable } from "../Errors.js"
-import { defaultSandboxUser, type Policy, type SandboxUser } from "../Sandbox.js"
+import type { Mask } from "../Bubblewrap.js"
+import { systemDirs } from "./bwrapArgv.js"
+import { hostMasks, preflight } from "./bubblewrap.js"
+import { SandboxUnavailable } from "./errors.js"
+import type { Policy, SandboxUser } from "../Sandbox.js"
+import { defaultSandboxUser } from "./sandbox.js"
 import { checkExecutable, resolveExecutable } from "./executables.js"
 import { defaultFilter, hostSeccompArch, type SeccompArch } from "./seccomp.js"
 
@@ -27,7 +30,7 @@ export interface SandboxHost {
   /** The host uid:gid of the program when this process is root; `undefined`: it runs as this process's user. */
   readonly identity: SandboxUser | undefined
   readonly seccomp: { readonly arch: SeccompArch; readonly program: Uint8Array } | undefined
-  readonly masks: ReadonlyArray<Bubblewrap.Mask>
+  readonly masks: ReadonlyArray<Mask>
 }
 
 const unavailable = (message: string, fix: string) => new SandboxUnavailable({ backend: "bwrap", message, fix })
@@ -62,10 +65,10 @@ export const resolveSandboxHost = (
       ))
     }
     const prlimit = yield* locate("prlimit", paths.prlimitPath)
-    const visible = prlimit !== undefined && Bubblewrap.systemDirs.some((dir) => prlimit.startsWith(`${dir}/`))
+    const visible = prlimit !== undefined && systemDirs.some((dir) => prlimit.startsWith(`${dir}/`))
     if (hasLimits(policy) && !visible) {
       return yield* Effect.fail(unavailable(
-        `prlimit ${prlimit === undefined ? "was not found" : `at ${prlimit} is not under a system directory bound into the sandboxes (${Bubblewrap.systemDirs.join(", ")})`}; resource limits need it.`,
+        `prlimit ${prlimit === undefined ? "was not found" : `at ${prlimit} is not under a system directory bound into the sandboxes (${systemDirs.join(", ")})`}; resource limits need it.`,
         "Install util-linux (`apt-get install -y util-linux`) or pass its absolute path as `prlimitPath`."
       ))
     }
@@ -82,13 +85,13 @@ export const resolveSandboxHost = (
       prlimit,
       identity: isRoot ? policy.user ?? defaultSandboxUser : undefined,
       seccomp: policy.seccomp === false || arch === undefined ? undefined : { arch, program: defaultFilter(arch) },
-      masks: yield* Bubblewrap.hostMasks()
+      masks: yield* hostMasks()
     }
   })
 
 /** `Bubblewrap.preflight` with exactly the helpers, identity, seccomp program and masks the runs will use. */
 export const preflightHost = (host: SandboxHost) =>
-  Bubblewrap.preflight({
+  preflight({
     bwrapPath: host.bwrap,
     setprivPath: host.setpriv,
     identity: host.identity,

@@ -3,7 +3,7 @@
  * the main thread: 1.5 ms per exec at 50 MiB, about 40 ms at 1 GiB with the event loop stalled as long (FINDINGS,
  * "Spawn cost against the host's memory"). One small Node helper, started while the host is still small, forks
  * cheaply for ever after; the children write their output straight to the host over a Unix socket, so the helper
- * relays no output bytes. The protocol is described in ./spawnHelper/helperMain.ts.
+ * relays no output bytes. The protocol is described in ./spawnHelper/protocol.ts.
  */
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
@@ -17,7 +17,7 @@ import { mkdtempSync, rmSync } from "node:fs"
 import { createServer, type Server } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { SpawnError } from "../Errors.js"
+import { SpawnError } from "./errors.js"
 import type { Spawner } from "./engine.js"
 import { killGroup, makeNodeSpawner, spawnFailure } from "./nodeSpawner.js"
 import type { PreparedCommand } from "./prepared.js"

@@ -7,14 +7,18 @@
  */
 import * as Cause from "effect/Cause"
 import * as Chunk from "effect/Chunk"
+import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
 import * as Stream from "effect/Stream"
 import type { NativeRunnerError } from "../../Errors.js"
-import { ExecEvent, type ExecResult } from "../../Exec.js"
+import type { ExecEvent, ExecResult } from "../../Exec.js"
 import type { RunListener } from "../runner.js"
+
+/** The constructors of `ExecEvent`; `Exec.ExecEvent` re-exports them. */
+export const execEvent = Data.taggedEnum<ExecEvent>()
 
 /** Chunks held for a slow consumer before they are dropped. */
 export const EVENT_BUFFER = 256
@@ -36,9 +40,9 @@ export const execStreamOf = (
     const dropped = { chunks: 0, bytes: 0 }
     let chunks = 0
     const listener: RunListener = {
-      onStarted: (runId, pid) => void queue.unsafeOffer(ExecEvent.Started({ runId, pid })),
+      onStarted: (runId, pid) => void queue.unsafeOffer(execEvent.Started({ runId, pid })),
       onChunk: (stream, bytes) => {
-        const event = stream === "stdout" ? ExecEvent.Stdout({ bytes }) : ExecEvent.Stderr({ bytes })
+        const event = stream === "stdout" ? execEvent.Stdout({ bytes }) : execEvent.Stderr({ bytes })
         if (chunks < EVENT_BUFFER && queue.unsafeOffer(event)) {
           chunks++
           return
@@ -58,7 +62,7 @@ export const execStreamOf = (
         finished = true
         return Exit.match(end, {
           onFailure: (cause) => Effect.failCause(Cause.map(cause, Option.some)),
-          onSuccess: (result) => Effect.succeed(Chunk.of(ExecEvent.Exit({ result, dropped: { ...dropped } })))
+          onSuccess: (result) => Effect.succeed(Chunk.of(execEvent.Exit({ result, dropped: { ...dropped } })))
         })
       }
       // After the first item, one turn of the event loop for what the same I/O phase brings: chunks then come in

@@ -3,7 +3,8 @@ import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
 import type { SpawnError } from "../../Errors.js"
 import type { AuditRecord, ExecResult, LimitExceeded } from "../../Exec.js"
-import * as Metrics from "../../Metrics.js"
+import type { Outcome as MetricsOutcome } from "../../Metrics.js"
+import * as metrics from "../metrics.js"
 import type { Outcome } from "../engine.js"
 
 /** What every record of one exec shares, fixed before it runs. */
@@ -89,7 +90,7 @@ export const spawnFailureAuditOf = (meta: RunMeta, error: SpawnError, durationMs
 export const recordMetrics = (record: AuditRecord, outcome: Outcome): Effect.Effect<void> => {
   const kept = outcome.stdout.kept() + outcome.stderr.kept()
   const seen = record.stdoutBytes + record.stderrBytes
-  const label: Metrics.Outcome = record.interrupted
+  const label: MetricsOutcome = record.interrupted
     ? "interrupted"
     : record.timedOut
     ? "timeout"
@@ -99,10 +100,10 @@ export const recordMetrics = (record: AuditRecord, outcome: Outcome): Effect.Eff
     ? "ok"
     : "non_zero"
   return Effect.all([
-    Metrics.recordOutcome(label),
-    Metric.update(Metrics.duration, record.durationMs),
-    Metric.incrementBy(Metrics.bytesCaptured, kept),
-    Metric.incrementBy(Metrics.bytesDropped, seen - kept)
+    metrics.recordOutcome(label),
+    Metric.update(metrics.duration, record.durationMs),
+    Metric.incrementBy(metrics.bytesCaptured, kept),
+    Metric.incrementBy(metrics.bytesDropped, seen - kept)
   ], { discard: true })
 }
 

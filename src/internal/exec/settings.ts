@@ -2,7 +2,7 @@
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as path from "node:path"
-import { SpawnError } from "../../Errors.js"
+import { SpawnError } from "../errors.js"
 import type { ExecInput } from "../../Exec.js"
 import type { RunSettings } from "../engine.js"
 import type { RunnerOptions } from "../runner.js"

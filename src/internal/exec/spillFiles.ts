@@ -2,7 +2,7 @@
 import * as Effect from "effect/Effect"
 import { rm } from "node:fs/promises"
 import type * as Scope from "effect/Scope"
-import { SpawnError } from "../../Errors.js"
+import { SpawnError } from "../errors.js"
 import type { Spill } from "../../Exec.js"
 import type { RunHooks } from "../engine.js"
 import { makeSpill } from "../spill.js"

@@ -1,39 +1,22 @@
 /**
- * The host's side of the helper protocol: the table of execs in flight, the output connections routed to them by
- * their header, and the helper's replies applied to them. Plain Node callbacks; the Effect lifecycle is in
- * ../spawnHelper.ts.
+ * The host's side of the helper protocol: the table of execs in flight, and the helper's replies applied to them (their
+ * output connections are routed in ./output.ts). Plain Node callbacks; the Effect lifecycle is in ../spawnHelper.ts.
  */
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as FiberId from "effect/FiberId"
 import type { Server, Socket } from "node:net"
-import type { Capture } from "../capture.js"
 import type { ProcessExit, RunningProcess } from "../engine.js"
-import { errnoOf } from "../live.js"
 import { killGroup } from "../nodeSpawner.js"
 import type { PreparedCommand } from "../prepared.js"
-import { HEADER_BYTES, type HelperRequest, isReply } from "./helperMain.js"
+import { type HelperRequest, isReply } from "./protocol.js"
+import { emptyStream, type OutputStream, pipeInto, route } from "./output.js"
 
 /** What the helper reported about a failed start: Node's errno code, and the error as text. */
 export interface StartFailure {
   readonly code: string | undefined
   readonly message: string
-}
-
-interface Reader {
-  readonly capture: Capture
-  readonly closed: () => void
-}
-
-/** One output connection: the socket once the helper has connected, the reader once `output` has started. */
-interface Stream {
-  socket: Socket | undefined
-  /** Bytes that came with the header. */
-  rest: Uint8Array | undefined
-  /** A read error that came before the reader. */
-  failure: string | undefined
-  reader: Reader | undefined
 }
 
 /** One exec in flight: from the request until its spawn scope is released (or the start failed). */
@@ -48,7 +31,7 @@ export interface Exec {
   pid: number
   exitKnown: boolean
   readonly exited: Deferred.Deferred<ProcessExit>
-  readonly streams: readonly [Stream, Stream]
+  readonly streams: readonly [OutputStream, OutputStream]
   outputStopped: boolean
 }
 
@@ -97,20 +80,6 @@ const settle = (exec: Exec, exit: ProcessExit) => {
 const stopOutput = (exec: Exec) => {
   exec.outputStopped = true
   for (const stream of exec.streams) stream.socket?.destroy()
-}
-
-/** Feeds a connection into its reader once both are there; the reader's `closed` runs when the connection closes. */
-const pipeInto = (stream: Stream) => {
-  const { reader, socket } = stream
-  if (reader === undefined || socket === undefined) return
-  if (stream.rest !== undefined) reader.capture.push(stream.rest)
-  stream.rest = undefined
-  if (stream.failure !== undefined) reader.capture.fail(stream.failure)
-  // Destroyed while waiting for its reader (a read error): nothing more will come.
-  if (socket.destroyed) return reader.closed()
-  socket.on("data", (chunk: Uint8Array) => reader.capture.push(chunk))
-  socket.once("close", reader.closed)
-  socket.resume()
 }
 
 export const track = (table: Table, exec: Exec) => {
@@ -177,8 +146,6 @@ export const runningOf = (exec: Exec): RunningProcess => ({
   kill: (signal) => Effect.sync(() => killGroup(exec.pid, signal, exec.exitKnown))
 })
 
-const emptyStream = (): Stream => ({ socket: undefined, rest: undefined, failure: undefined, reader: undefined })
-
 const makeExec = (
   id: number,
   command: PreparedCommand,
@@ -196,6 +163,74 @@ const makeExec = (
   outputStopped: false
 })
 
+/**
+ * Sends `exec`'s request to the helper, with a watchdog for its answer; the returned effect is the request's
+ * interruption.
+ */
+const sendRequest = (
+  table: Table,
+  exec: Exec,
+  stdin: Uint8Array | undefined,
+  answerWithinMs: number,
+  resume: (started: Effect.Effect<Exec, StartFailure>) => void
+) => {
+  const { command } = exec
+  track(table, exec)
+  exec.watchdog = setTimeout(() => {
+    table.goneAway(`the spawn helper did not answer in ${answerWithinMs} ms and was killed`)
+    table.channel.stuck()
+  }, answerWithinMs)
+  // Not a reason to keep the host alive: the channel is held while the request is in flight.
+  exec.watchdog.unref()
+  try {
+    table.channel.send({
+      id: exec.id,
+      argv: command.argv,
+      cwd: command.cwd,
+      env: command.env,
+      stdin,
+      fds: (command.extraFds ?? []).map((fd) => fd._tag === "Input" ? fd.bytes : null),
+      cgroup: command.cgroup
+    })
+  } catch (error) {
+    // Not sent (a value structured clone refuses): nothing was started.
+    answered(exec)
+    forget(table, exec)
+    resume(Effect.fail({ code: undefined, message: `cannot send the request to the spawn helper: ${String(error)}` }))
+  }
+  return Effect.sync(() => {
+    if (exec.state !== "starting") return
+    // The watchdog stays: an abandoned request still needs its answer, to kill what it started.
+    exec.state = "abandoned"
+    exec.answer = undefined
+  })
+}
+
+/** The stream an output connection's header names, while its exec still takes output; else `undefined`. */
+const streamFor = (table: Table, id: number, which: number | undefined): OutputStream | undefined => {
+  const exec = table.execs.get(id)
+  const stream = which === 1 ? exec?.streams[0] : which === 2 ? exec?.streams[1] : undefined
+  return exec === undefined || stream === undefined || stream.socket !== undefined || exec.outputStopped
+    ? undefined
+    : stream
+}
+
+/** The helper has gone: starts in flight fail, running groups are SIGKILLed and reported so. */
+const goneAway = (table: Table, why: string) => {
+  if (table.gone !== undefined) return
+  table.gone = why
+  for (const exec of [...table.execs.values()]) {
+    if (exec.state === "running") {
+      if (!exec.exitKnown) killGroup(exec.pid, "SIGKILL")
+      settle(exec, { code: null, signal: "SIGKILL" })
+      continue
+    }
+    const answer = answered(exec)
+    forget(table, exec)
+    answer?.(Effect.fail({ code: undefined, message: `${why} before the start` }))
+  }
+}
+
 /** `answerWithinMs`: how long the helper may take to answer a request before it is taken for stuck and killed. */
 export const makeTable = (answerWithinMs: number): Table => {
   const sockets = new Set<Socket>()
@@ -210,81 +245,14 @@ export const makeTable = (answerWithinMs: number): Table => {
     request: (command, stdin) =>
       Effect.async<Exec, StartFailure>((resume) => {
         nextId = (nextId + 1) >>> 0
-        const exec = makeExec(nextId, command, resume)
-        track(table, exec)
-        exec.watchdog = setTimeout(() => {
-          table.goneAway(`the spawn helper did not answer in ${answerWithinMs} ms and was killed`)
-          table.channel.stuck()
-        }, answerWithinMs)
-        // Not a reason to keep the host alive: the channel is held while the request is in flight.
-        exec.watchdog.unref()
-        try {
-          table.channel.send({
-            id: exec.id,
-            argv: command.argv,
-            cwd: command.cwd,
-            env: command.env,
-            stdin,
-            fds: (command.extraFds ?? []).map((fd) => fd._tag === "Input" ? fd.bytes : null),
-            cgroup: command.cgroup
-          })
-        } catch (error) {
-          // Not sent (a value structured clone refuses): nothing was started.
-          answered(exec)
-          forget(table, exec)
-          resume(Effect.fail({ code: undefined, message: `cannot send the request to the spawn helper: ${String(error)}` }))
-        }
-        return Effect.sync(() => {
-          if (exec.state !== "starting") return
-          // The watchdog stays: an abandoned request still needs its answer, to kill what it started.
-          exec.state = "abandoned"
-          exec.answer = undefined
-        })
+        return sendRequest(table, makeExec(nextId, command, resume), stdin, answerWithinMs, resume)
       }),
     accept: (socket) => {
       sockets.add(socket)
       socket.once("close", () => sockets.delete(socket))
-      let routed: Stream | undefined
-      // A read error ends the stream ("close" follows): the capture records it, so the result says the output is
-      // incomplete; the exit status still says how the process ended. Before routing, the connection is just dropped.
-      socket.on("error", (error: Error) => {
-        const reason = `${errnoOf(error) ?? "read error"}: ${error.message}`
-        if (routed?.reader !== undefined) routed.reader.capture.fail(reason)
-        else if (routed !== undefined) routed.failure = reason
-      })
-      let head: Buffer = Buffer.alloc(0)
-      const onHead = (chunk: Buffer) => {
-        head = head.length === 0 ? chunk : Buffer.concat([head, chunk])
-        if (head.length < HEADER_BYTES) return
-        socket.off("data", onHead)
-        socket.pause()
-        const exec = table.execs.get(head.readUInt32BE(0))
-        const which = head[4]
-        const stream = which === 1 ? exec?.streams[0] : which === 2 ? exec?.streams[1] : undefined
-        if (exec === undefined || stream === undefined || stream.socket !== undefined || exec.outputStopped) {
-          return socket.destroy()
-        }
-        stream.socket = socket
-        stream.rest = head.length > HEADER_BYTES ? head.subarray(HEADER_BYTES) : undefined
-        routed = stream
-        pipeInto(stream)
-      }
-      socket.on("data", onHead)
+      route(socket, (id, which) => streamFor(table, id, which))
     },
-    goneAway: (why) => {
-      if (table.gone !== undefined) return
-      table.gone = why
-      for (const exec of [...table.execs.values()]) {
-        if (exec.state === "running") {
-          if (!exec.exitKnown) killGroup(exec.pid, "SIGKILL")
-          settle(exec, { code: null, signal: "SIGKILL" })
-          continue
-        }
-        const answer = answered(exec)
-        forget(table, exec)
-        answer?.(Effect.fail({ code: undefined, message: `${why} before the start` }))
-      }
-    },
+    goneAway: (why) => goneAway(table, why),
     closeSockets: (server) => {
       server.close()
       for (const socket of sockets) socket.destroy()

@@ -1,8 +1,12 @@
-/** A pipe that cannot be read to its end is reported, never passed off as drained. */
+/**
+ * Draining a backend's output Streams (src/internal/drain.ts): a pipe that cannot be read to its end is reported,
+ * never passed off as drained.
+ */
 import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
-import { drainStreams, type Spawner } from "../../src/internal/engine.js"
+import { drainStreams } from "../../src/internal/drain.js"
+import type { Spawner } from "../../src/internal/engine.js"
 import { bareRunner } from "../helpers/runner.js"
 
 // A process whose stderr read fails after three bytes (as under address-space pressure), and which exits 0.

@@ -1,7 +1,8 @@
 /**
- * Resource limits on real processes. Spawned with `spawnSync` (with a SIGKILL timeout), or, for bwrap (which reads
- * its flags from descriptor 3), through the engine and the Node spawner, since the runner is built separately; each
- * test stays well under five seconds and leaves no process or cgroup behind.
+ * Resource limits (src/internal/resourceLimits.ts): the prlimit prefix, the limit read from how a run ended and the
+ * cgroup entry, as pure functions; then on real processes. Spawned with `spawnSync` (with a SIGKILL timeout), or, for
+ * bwrap (which reads its flags from descriptor 3), through the engine and the Node spawner, since the runner is built
+ * separately; each test stays well under five seconds and leaves no process or cgroup behind.
  */
 import { describe, expect, it } from "@effect/vitest"
 import * as Duration from "effect/Duration"
@@ -11,12 +12,12 @@ import { spawn, spawnSync } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import * as Bubblewrap from "../src/Bubblewrap.js"
-import { runProcess } from "../src/internal/engine.js"
-import { makeNodeSpawner } from "../src/internal/nodeSpawner.js"
-import type { PreparedCommand } from "../src/internal/prepared.js"
-import { limitExceeded, pidsCgroup, prlimitArgv, processLimitRoute } from "../src/internal/resourceLimits.js"
-import type * as Sandbox from "../src/Sandbox.js"
+import * as Bubblewrap from "../../src/Bubblewrap.js"
+import { runProcess } from "../../src/internal/engine.js"
+import { makeNodeSpawner } from "../../src/internal/nodeSpawner.js"
+import type { PreparedCommand } from "../../src/internal/prepared.js"
+import { enterCgroup, limitExceeded, pidsCgroup, prlimitArgv, processLimitRoute } from "../../src/internal/resourceLimits.js"
+import type * as Sandbox from "../../src/Sandbox.js"
 
 const env = { PATH: "/usr/bin:/bin" }
 
@@ -54,6 +55,78 @@ const withWorkspace = <A, E, R>(body: (dir: string) => Effect.Effect<A, E, R>) =
     body,
     (dir) => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))
   )
+
+describe("prlimitArgv", () => {
+  it("sets every limit, CPU hard one second above soft", () => {
+    expect(
+      prlimitArgv({ maxCpuSeconds: 2, maxFileSizeBytes: 10, maxMemoryBytes: 1 << 30, maxOpenFiles: 64, maxProcesses: 20 })
+    ).toEqual(["prlimit", "--cpu=2:3", "--fsize=10", `--as=${1 << 30}`, "--nofile=64", "--nproc=20", "--"])
+  })
+
+  it("is empty without limits and uses prlimitPath", () => {
+    expect(prlimitArgv({})).toEqual([])
+    expect(prlimitArgv({ maxOpenFiles: 8 }, { prlimitPath: "/usr/bin/prlimit" })).toEqual([
+      "/usr/bin/prlimit",
+      "--nofile=8",
+      "--"
+    ])
+  })
+})
+
+describe("limitExceeded", () => {
+  const all: Sandbox.ResourceLimits = {
+    maxCpuSeconds: 1,
+    maxFileSizeBytes: 1,
+    maxMemoryBytes: 1,
+    maxOpenFiles: 1,
+    maxProcesses: 1
+  }
+
+  it("maps SIGXCPU, as a signal or as exit 152, to cpu when a CPU limit was set", () => {
+    expect(limitExceeded(all, { exitCode: null, signal: "SIGXCPU" })).toBe("cpu")
+    expect(limitExceeded(all, { exitCode: 152 })).toBe("cpu")
+    expect(limitExceeded({ maxFileSizeBytes: 1 }, { exitCode: null, signal: "SIGXCPU" })).toBeUndefined()
+  })
+
+  it("maps SIGXFSZ, as a signal or as exit 153, to fileSize when a file size limit was set", () => {
+    expect(limitExceeded(all, { exitCode: null, signal: "SIGXFSZ" })).toBe("fileSize")
+    expect(limitExceeded(all, { exitCode: 153, signal: undefined })).toBe("fileSize")
+    expect(limitExceeded({ maxCpuSeconds: 1 }, { exitCode: 153 })).toBeUndefined()
+  })
+
+  it("maps refused forks to processes when a process limit was set", () => {
+    expect(limitExceeded(all, { exitCode: 0, refusedForks: 3 })).toBe("processes")
+    expect(limitExceeded(all, { exitCode: 2, refusedForks: 0 })).toBeUndefined()
+    expect(limitExceeded({ maxCpuSeconds: 1 }, { exitCode: 2, refusedForks: 3 })).toBeUndefined()
+    // The signal that ended the run comes first.
+    expect(limitExceeded(all, { exitCode: 153, refusedForks: 3 })).toBe("fileSize")
+  })
+
+  it("does not guess from other outcomes", () => {
+    for (const outcome of [{ exitCode: 0 }, { exitCode: 1 }, { exitCode: 137 }, { exitCode: null, signal: "SIGKILL" }]) {
+      expect(limitExceeded(all, outcome)).toBeUndefined()
+    }
+  })
+})
+
+describe("enterCgroup", () => {
+  const command: PreparedCommand = { argv: ["make", "-j2"], cwd: "/srv/job", env: { PATH: "/usr/bin:/bin", LANG: "C" } }
+
+  it("joins the cgroup in a shell that then execs the unchanged command", () => {
+    const entered = enterCgroup("/sys/fs/cgroup/pids/run-1", command)
+    expect(entered.argv).toEqual([
+      "/bin/sh",
+      "-c",
+      'echo $$ > "$1" && shift && exec "$@"',
+      "sh",
+      "/sys/fs/cgroup/pids/run-1/cgroup.procs",
+      "make",
+      "-j2"
+    ])
+    expect(entered.cwd).toBe(command.cwd)
+    expect(entered.env).toBe(command.env)
+  })
+})
 
 describe("prlimit without a sandbox", () => {
   it.live("a file size limit stops the write with SIGXFSZ and leaves the file at the limit", () =>

@@ -1,0 +1,37 @@
+/**
+ * The runner's error classes, declared once here so internal code can construct them; `Errors.ts` re-exports each
+ * under the same name with its documentation.
+ */
+import * as Schema from "effect/Schema"
+
+export class InvalidInput extends Schema.TaggedError<InvalidInput>("effect-native-runner/InvalidInput")(
+  "InvalidInput",
+  {
+    message: Schema.String,
+    issues: Schema.Array(Schema.Struct({ path: Schema.String, message: Schema.String }))
+  }
+) {}
+
+export const SpawnFailure = Schema.Literal(
+  "NotFound",
+  "PermissionDenied",
+  "CwdNotFound",
+  "CwdNotDirectory",
+  "SandboxSetup",
+  "Unknown"
+)
+
+export class SpawnError extends Schema.TaggedError<SpawnError>("effect-native-runner/SpawnError")("SpawnError", {
+  reason: SpawnFailure,
+  command: Schema.String,
+  cwd: Schema.String,
+  message: Schema.String
+}) {}
+
+export class SandboxUnavailable extends Schema.TaggedError<SandboxUnavailable>(
+  "effect-native-runner/SandboxUnavailable"
+)("SandboxUnavailable", {
+  backend: Schema.String,
+  message: Schema.String,
+  fix: Schema.String
+}) {}

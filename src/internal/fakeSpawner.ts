@@ -1,0 +1,117 @@
+/**
+ * The test layer's spawner: every call recorded, answered by the first script entry that matches (a `once` entry
+ * used up as it answers), a call nothing answers dying with `UnscriptedCall`. The process it starts is
+ * ./fakeProcess.ts; `NativeRunnerTest` owns the script's shapes and re-exports `UnscriptedCall`.
+ */
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import * as Ref from "effect/Ref"
+import * as Schema from "effect/Schema"
+import type { Call, Entry, Match, RecorderService, Respond, Response } from "../NativeRunnerTest.js"
+import type { Spawner } from "./engine.js"
+import { checkCwdNow, defaultSpawnMessage, isSpawnFails, startFake } from "./fakeProcess.js"
+import { spawnError } from "./live.js"
+import type { PreparedCommand } from "./prepared.js"
+
+export class UnscriptedCall extends Schema.TaggedError<UnscriptedCall>("effect-native-runner/UnscriptedCall")(
+  "UnscriptedCall",
+  {
+    argv: Schema.Array(Schema.String),
+    cwd: Schema.String,
+    /** The script's entries, described, in order. */
+    script: Schema.Array(Schema.String),
+    message: Schema.String
+  }
+) {}
+
+export const matches = (match: Match, call: Call): boolean => {
+  const argv = call.input.argv
+  switch (match._tag) {
+    case "Argv":
+      return argv.length === match.argv.length && match.argv.every((arg, i) => argv[i] === arg)
+    case "Prefix":
+      return argv.length >= match.prefix.length && match.prefix.every((arg, i) => argv[i] === arg)
+    case "Predicate":
+      return match.test(call)
+  }
+}
+
+export const describeEntry = (entry: Entry, used: boolean): string => {
+  const what = entry.match._tag === "Argv"
+    ? `exact ${JSON.stringify(entry.match.argv)}`
+    : entry.match._tag === "Prefix"
+    ? `prefix ${JSON.stringify(entry.match.prefix)}`
+    : `when ${JSON.stringify(entry.match.description)}`
+  return entry.once ? `${what} (once${used ? ", used" : ""})` : what
+}
+
+interface ScriptState {
+  readonly calls: ReadonlyArray<Call>
+  readonly used: ReadonlyArray<boolean>
+}
+
+/** Finds the entry for `call` and uses it up in one step, so concurrent calls never share a `once` entry. */
+const takeEntry = (script: ReadonlyArray<Entry>, state: Ref.Ref<ScriptState>, call: Call) =>
+  Ref.modify(state, (s): [Option.Option<Entry>, ScriptState] => {
+    const index = script.findIndex((entry, i) => !(entry.once && s.used[i] === true) && matches(entry.match, call))
+    const entry = script[index]
+    if (entry === undefined) return [Option.none(), s]
+    return [Option.some(entry), { ...s, used: s.used.map((u, i) => u || (i === index && entry.once)) }]
+  })
+
+/** The defect of a call no entry answers, listing the script as it stands. */
+const unscripted = (script: ReadonlyArray<Entry>, state: Ref.Ref<ScriptState>, call: Call, cwd: string) =>
+  Effect.flatMap(Ref.get(state), ({ used }) => {
+    const described = script.map((entry, i) => describeEntry(entry, used[i] === true))
+    return Effect.die(
+      new UnscriptedCall({
+        argv: call.input.argv,
+        cwd,
+        script: described,
+        message: `unscripted call ${JSON.stringify(call.input.argv)} in ${cwd}; the script has ` +
+          (described.length === 0 ? "no entries" : `these entries:\n  ${described.join("\n  ")}`)
+      })
+    )
+  })
+
+/** Plays the entry's answer: a failed spawn as the live layer reports it, or a started fake process. */
+const answer = (respond: Respond, call: Call, command: PreparedCommand) =>
+  Effect.gen(function*() {
+    const computed = typeof respond === "function" ? respond(call) : respond
+    const response: Response = Effect.isEffect(computed) ? yield* computed : computed
+    if (isSpawnFails(response)) {
+      return yield* Effect.fail(
+        spawnError(command, response.reason, response.message ?? defaultSpawnMessage(response.reason, command))
+      )
+    }
+    return yield* startFake(response)
+  })
+
+/** The spawner answering calls from `script`, and the recorder of what it saw. */
+export const makeFakeSpawner = (
+  script: ReadonlyArray<Entry>,
+  checkCwd: boolean
+): Effect.Effect<{ readonly spawner: Spawner; readonly recorder: RecorderService }> =>
+  Effect.map(Ref.make<ScriptState>({ calls: [], used: script.map(() => false) }), (state) => ({
+    spawner: {
+      spawn: (command) =>
+        Effect.gen(function*() {
+          // The runner hands every spawn the decoded input it came from; the call records them apart.
+          const { input, ...prepared } = command
+          if (input === undefined) return yield* Effect.dieMessage("NativeRunnerTest: spawn outside of exec")
+          const call: Call = { input, command: prepared }
+          yield* Ref.update(state, (s) => ({ ...s, calls: [...s.calls, call] }))
+          if (checkCwd) yield* checkCwdNow(command)
+          const found = yield* takeEntry(script, state, call)
+          if (Option.isNone(found)) return yield* unscripted(script, state, call, command.cwd)
+          return yield* answer(found.value.respond, call, command)
+        })
+    },
+    recorder: {
+      calls: Effect.map(Ref.get(state), (s) => s.calls),
+      pending: Effect.map(
+        Ref.get(state),
+        (s) => script.flatMap((entry, i) => (entry.once && s.used[i] !== true ? [describeEntry(entry, false)] : []))
+      )
+    }
+  }))

@@ -1,0 +1,68 @@
+/**
+ * The output connections of the helper protocol: the helper opens one per stream of each exec, starting with a header
+ * (./helperMain.ts); the host routes it by that header to the exec's stream and feeds it into its capture.
+ */
+import type { Socket } from "node:net"
+import type { Capture } from "../capture.js"
+import { errnoOf } from "../live.js"
+import { HEADER_BYTES } from "./protocol.js"
+
+export interface Reader {
+  readonly capture: Capture
+  readonly closed: () => void
+}
+
+/** One output connection: the socket once the helper has connected, the reader once `output` has started. */
+export interface OutputStream {
+  socket: Socket | undefined
+  /** Bytes that came with the header. */
+  rest: Uint8Array | undefined
+  /** A read error that came before the reader. */
+  failure: string | undefined
+  reader: Reader | undefined
+}
+
+export const emptyStream = (): OutputStream => ({ socket: undefined, rest: undefined, failure: undefined, reader: undefined })
+
+/** Feeds a connection into its reader once both are there; the reader's `closed` runs when the connection closes. */
+export const pipeInto = (stream: OutputStream) => {
+  const { reader, socket } = stream
+  if (reader === undefined || socket === undefined) return
+  if (stream.rest !== undefined) reader.capture.push(stream.rest)
+  stream.rest = undefined
+  if (stream.failure !== undefined) reader.capture.fail(stream.failure)
+  // Destroyed while waiting for its reader (a read error): nothing more will come.
+  if (socket.destroyed) return reader.closed()
+  socket.on("data", (chunk: Uint8Array) => reader.capture.push(chunk))
+  socket.once("close", reader.closed)
+  socket.resume()
+}
+
+/**
+ * Reads the header of a new output connection and hands the connection to the stream `streamFor` gives (none: the
+ * connection is dropped).
+ */
+export const route = (socket: Socket, streamFor: (id: number, which: number | undefined) => OutputStream | undefined) => {
+  let routed: OutputStream | undefined
+  // A read error ends the stream ("close" follows): the capture records it, so the result says the output is
+  // incomplete; the exit status still says how the process ended. Before routing, the connection is just dropped.
+  socket.on("error", (error: Error) => {
+    const reason = `${errnoOf(error) ?? "read error"}: ${error.message}`
+    if (routed?.reader !== undefined) routed.reader.capture.fail(reason)
+    else if (routed !== undefined) routed.failure = reason
+  })
+  let head: Buffer = Buffer.alloc(0)
+  const onHead = (chunk: Buffer) => {
+    head = head.length === 0 ? chunk : Buffer.concat([head, chunk])
+    if (head.length < HEADER_BYTES) return
+    socket.off("data", onHead)
+    socket.pause()
+    const stream = streamFor(head.readUInt32BE(0), head[4])
+    if (stream === undefined) return socket.destroy()
+    stream.socket = socket
+    stream.rest = head.length > HEADER_BYTES ? head.subarray(HEADER_BYTES) : undefined
+    routed = stream
+    pipeInto(stream)
+  }
+  socket.on("data", onHead)
+}

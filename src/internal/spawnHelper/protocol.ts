@@ -1,0 +1,53 @@
+/**
+ * The messages the spawn helper (./helperMain.ts) and the host exchange. Per exec: one IPC request
+ * (`HelperRequest`); the helper opens two connections to the host's Unix socket, each starting with a 5-byte header
+ * (exec id as uint32 BE, then 1 for stdout or 2 for stderr), and starts the child with those sockets as its stdout
+ * and stderr, so output never passes through the helper. Replies: `spawned` (or `failed`), `data` for each chunk of
+ * an Output descriptor, then `exit`.
+ */
+
+/** Bytes of the header that opens each output connection: exec id (uint32 BE) and stream (1 stdout, 2 stderr). */
+export const HEADER_BYTES = 5
+
+/** One exec, host to helper. Structured clone (`serialization: "advanced"`) carries the Uint8Arrays as they are. */
+export interface HelperRequest {
+  readonly id: number
+  readonly argv: readonly [string, ...Array<string>]
+  readonly cwd: string
+  readonly env: Readonly<Record<string, string>>
+  readonly stdin: Uint8Array | undefined
+  /** Descriptors from 3 on: the bytes of an Input descriptor, or `null` for an Output one (relayed as `data`). */
+  readonly fds: ReadonlyArray<Uint8Array | null>
+  /** The run's cgroup (`PreparedCommand.cgroup`): the helper moves itself into `procs` for the fork, then to `home`. */
+  readonly cgroup: { readonly procs: string; readonly home: string } | undefined
+}
+
+/** Helper to host. `failed`: `code` is Node's errno code, absent when the helper itself failed (no connection). */
+export type HelperReply =
+  | { readonly k: "spawned"; readonly id: number; readonly pid: number }
+  | { readonly k: "failed"; readonly id: number; readonly code: string | undefined; readonly message: string }
+  | { readonly k: "data"; readonly id: number; readonly fd: number; readonly chunk: Uint8Array }
+  | { readonly k: "exit"; readonly id: number; readonly code: number | null; readonly signal: string | null }
+
+const isNullableString = (value: unknown) => value === undefined || typeof value === "string"
+
+/** Replies come from our own helper; still, a malformed one is dropped rather than trusted. */
+export const isReply = (message: unknown): message is HelperReply => {
+  if (typeof message !== "object" || message === null || !("k" in message)) return false
+  if (!("id" in message) || typeof message.id !== "number") return false
+  switch (message.k) {
+    case "spawned":
+      return "pid" in message && typeof message.pid === "number" && Number.isSafeInteger(message.pid) && message.pid > 0
+    case "failed":
+      return "message" in message && typeof message.message === "string" &&
+        (!("code" in message) || isNullableString(message.code))
+    case "data":
+      return "fd" in message && typeof message.fd === "number" && "chunk" in message &&
+        message.chunk instanceof Uint8Array
+    case "exit":
+      return "code" in message && (message.code === null || typeof message.code === "number") &&
+        "signal" in message && (message.signal === null || typeof message.signal === "string")
+    default:
+      return false
+  }
+}

@@ -23,5 +23,17 @@ export type SpawnError = internal.SpawnError
 export const SandboxUnavailable: typeof internal.SandboxUnavailable = internal.SandboxUnavailable
 export type SandboxUnavailable = internal.SandboxUnavailable
 
+/**
+ * A run on the fleet (`effect-native-runner/cluster`) could not be completed. `reason`:
+ * - `WorkerLost`: the worker that claimed the run died or stopped before it finished. The command may have started;
+ *   under at-most-once delivery (the default) it is never started again, and a repeat of its request id fails the same way;
+ * - `Busy`: the worker's line for this tenant is full (back-pressure); nothing ran;
+ * - `Storage`: the fleet's database could not record the claim or the outcome;
+ * - `Unavailable`: the fleet could not be joined (database unreachable, listen address taken); no `requestId`.
+ * A local runner never fails with it.
+ */
+export const FleetError: typeof internal.FleetError = internal.FleetError
+export type FleetError = internal.FleetError
+
 /** Every typed failure of `NativeRunner.exec`. */
-export type NativeRunnerError = InvalidInput | SpawnError | SandboxUnavailable
+export type NativeRunnerError = InvalidInput | SpawnError | SandboxUnavailable | FleetError

@@ -133,4 +133,6 @@ export interface ExecResult {
    */
   readError?: string
   audits: Array<AuditRecord>
+  /** Set by a fleet client (`effect-native-runner/cluster`): the worker that ran it; spill files are on its disk. */
+  worker?: string
 }

@@ -35,3 +35,9 @@ export class SandboxUnavailable extends Schema.TaggedError<SandboxUnavailable>(
   message: Schema.String,
   fix: Schema.String
 }) {}
+
+export class FleetError extends Schema.TaggedError<FleetError>("effect-native-runner/FleetError")("FleetError", {
+  reason: Schema.Literal("WorkerLost", "Busy", "Storage", "Unavailable"),
+  requestId: Schema.optionalWith(Schema.String, { exact: true }),
+  message: Schema.String
+}) {}

@@ -1,0 +1,245 @@
+/**
+ * The durable claim of each fleet run, keyed by request id: written before anything is spawned (at-most-once), read
+ * to answer a repeated request id with the stored outcome (idempotency), and checked against the owner's liveness so
+ * a run whose worker died is reported lost instead of being run again.
+ */
+import * as SqlClient from "@effect/sql/SqlClient"
+import type { SqlError } from "@effect/sql/SqlError"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Ref from "effect/Ref"
+import * as Schedule from "effect/Schedule"
+import type * as Scope from "effect/Scope"
+import { FleetError } from "../Errors.js"
+
+/** A finished run's stored outcome: the encoded `WireResult` or the encoded `WireError`. */
+export type Outcome = { readonly _tag: "Done"; readonly result: unknown } | { readonly _tag: "Failed"; readonly error: unknown }
+
+/** What a claim attempt found. */
+export type ClaimState =
+  | { readonly _tag: "Claimed"; readonly attempt: number }
+  | { readonly _tag: "Running"; readonly workerId: string; readonly ownerAlive: boolean }
+  | { readonly _tag: "Finished"; readonly outcome: Outcome }
+  | { readonly _tag: "Lost"; readonly workerId: string }
+
+export interface ClaimStoreService {
+  /** This worker's id, as claims name it. */
+  readonly workerId: string
+  /** Claims `requestId` for this worker if nobody has; otherwise says what the existing claim is. */
+  readonly claim: (requestId: string, tenant: string) => Effect.Effect<ClaimState, FleetError>
+  /**
+   * Takes over a claim that did not finish (lost, or running with a dead owner) for at-least-once delivery; false
+   * when another worker took it first.
+   */
+  readonly reclaim: (requestId: string, previousWorkerId: string) => Effect.Effect<boolean, FleetError>
+  readonly finish: (requestId: string, outcome: Outcome) => Effect.Effect<void, FleetError>
+  /**
+   * Marks a claim that will not finish as lost: its owner died, or it was interrupted (by its caller, or by its
+   * worker's shutdown past the grace). Under at-most-once every later repeat then fails the same way.
+   */
+  readonly markLost: (requestId: string, workerId: string) => Effect.Effect<void, FleetError>
+  /** True once the claim is no longer running (finished or lost), or its owner is dead, or there is none. */
+  readonly settled: (requestId: string) => Effect.Effect<boolean, FleetError>
+}
+
+export class ClaimStore extends Context.Tag("effect-native-runner/cluster/ClaimStore")<ClaimStore, ClaimStoreService>() {}
+
+/**
+ * What a client reads of the claims: whether a run it stopped waiting for (interrupted) has settled on its worker, so
+ * an interrupted fleet exec returns once the worker has killed the tree, as a local one does.
+ */
+export class ClaimReader extends Context.Tag("effect-native-runner/cluster/ClaimReader")<ClaimReader, {
+  readonly settled: (requestId: string) => Effect.Effect<boolean, FleetError>
+}>() {}
+
+/** Polls `settled` until it holds or `bound` has passed; never fails. */
+export const awaitSettled = (
+  reader: ClaimReader["Type"],
+  requestId: string,
+  bound: Duration.DurationInput
+): Effect.Effect<void> =>
+  reader.settled(requestId).pipe(
+    Effect.orElseSucceed(() => true),
+    Effect.repeat({ until: (settled) => settled, schedule: Schedule.spaced(Duration.millis(25)) }),
+    Effect.timeoutOption(bound),
+    Effect.asVoid
+  )
+
+const storageError = (requestId: string) => (error: SqlError): FleetError =>
+  new FleetError({ reason: "Storage", requestId, message: `the fleet database failed: ${error.message}` })
+
+type MemoryClaim =
+  | { readonly state: "running" | "lost"; readonly workerId: string }
+  | { readonly state: "done"; readonly workerId: string; readonly outcome: Outcome }
+
+/**
+ * Claims in memory, for a cluster inside one process (tests, `layerMemory`): every owner is this process, so it is
+ * alive as long as the store is.
+ */
+export const layerMemory = (workerId: string): Layer.Layer<ClaimStore | ClaimReader> =>
+  Layer.effectContext(
+    Effect.gen(function*() {
+      const claims = yield* Ref.make(new Map<string, MemoryClaim>())
+      const update = (requestId: string, f: (claim: MemoryClaim | undefined) => MemoryClaim | undefined) =>
+        Ref.update(claims, (map) => {
+          const next = f(map.get(requestId))
+          return next === undefined ? map : new Map(map).set(requestId, next)
+        })
+      const store = ClaimStore.of({
+        workerId,
+        claim: (requestId) =>
+          Ref.modify(claims, (map): [ClaimState, Map<string, MemoryClaim>] => {
+            const existing = map.get(requestId)
+            if (existing === undefined) {
+              return [{ _tag: "Claimed", attempt: 1 }, new Map(map).set(requestId, { workerId, state: "running" })]
+            }
+            switch (existing.state) {
+              case "running":
+                return [{ _tag: "Running", workerId: existing.workerId, ownerAlive: true }, map]
+              case "lost":
+                return [{ _tag: "Lost", workerId: existing.workerId }, map]
+              case "done":
+                return [{ _tag: "Finished", outcome: existing.outcome }, map]
+            }
+          }),
+        reclaim: (requestId) =>
+          Ref.modify(claims, (map): [boolean, Map<string, MemoryClaim>] =>
+            map.get(requestId)?.state === "lost"
+              ? [true, new Map(map).set(requestId, { workerId, state: "running" })]
+              : [false, map]
+          ),
+        finish: (requestId, outcome) => update(requestId, (c) => c && { workerId: c.workerId, state: "done", outcome }),
+        markLost: (requestId, owner) =>
+          update(requestId, (c) => c?.state === "running" && c.workerId === owner ? { workerId: owner, state: "lost" } : c),
+        settled: (requestId) => Effect.map(Ref.get(claims), (map) => map.get(requestId)?.state !== "running")
+      })
+      return Context.make(ClaimStore, store).pipe(Context.add(ClaimReader, { settled: store.settled }))
+    })
+  )
+
+/** The advisory-lock class of this package (`pg_advisory_lock(int4, int4)`; the cluster's own locks use one bigint). */
+export const LOCK_CLASS = 0x454e52 // "ENR"
+/** The lock id (in LOCK_CLASS) held while the schema is created, so workers started together do not race. */
+export const SCHEMA_LOCK = 0
+
+const schema = (sql: SqlClient.SqlClient) =>
+  sql`CREATE TABLE IF NOT EXISTS native_runner_claims (
+    request_id text PRIMARY KEY,
+    tenant text NOT NULL,
+    worker_id text NOT NULL,
+    worker_lock integer NOT NULL,
+    state text NOT NULL,
+    attempt integer NOT NULL,
+    outcome jsonb,
+    claimed_at timestamptz NOT NULL DEFAULT now(),
+    finished_at timestamptz
+  )`
+
+/** Creates the claims table (idempotent). Run it holding the schema lock, as the worker's start does. */
+export const migrate: Effect.Effect<void, SqlError, SqlClient.SqlClient> = Effect.flatMap(SqlClient.SqlClient, (sql) =>
+  Effect.asVoid(schema(sql)))
+
+interface ClaimRow {
+  readonly worker_id: string
+  readonly worker_lock: number
+  readonly state: string
+  readonly attempt: number
+  readonly outcome: Outcome | null
+  readonly owner_alive: boolean
+}
+
+/**
+ * Claims in PostgreSQL. The worker holds a session advisory lock (LOCK_CLASS, its lock id) on a connection of its own
+ * for its whole life; PostgreSQL drops it the moment that connection goes (a SIGKILLed worker included), so "is the
+ * owner alive" is one look at `pg_locks`, with no heartbeat to tune.
+ */
+export const layerSql = (workerId: string): Layer.Layer<ClaimStore, SqlError, SqlClient.SqlClient> =>
+  Layer.scoped(ClaimStore, makeSql(workerId))
+
+const makeSql = (workerId: string): Effect.Effect<ClaimStoreService, SqlError, SqlClient.SqlClient | Scope.Scope> =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    const lockId = yield* holdOwnerLock(sql)
+    const read = readClaim(sql)
+    const claim = (requestId: string, tenant: string): Effect.Effect<ClaimState, FleetError> =>
+      Effect.gen(function*() {
+        const inserted = yield* sql`INSERT INTO native_runner_claims (request_id, tenant, worker_id, worker_lock, state, attempt)
+          VALUES (${requestId}, ${tenant}, ${workerId}, ${lockId}, 'running', 1)
+          ON CONFLICT (request_id) DO NOTHING RETURNING request_id`
+        if (inserted.length === 1) return { _tag: "Claimed", attempt: 1 } as const
+        const [row] = yield* read(requestId)
+        if (row === undefined) return yield* claim(requestId, tenant)
+        return stateOf(row)
+      }).pipe(Effect.catchTag("SqlError", (e) => Effect.fail(storageError(requestId)(e))))
+    return ClaimStore.of({
+      workerId,
+      claim,
+      reclaim: (requestId, previous) =>
+        sql`UPDATE native_runner_claims SET worker_id = ${workerId}, worker_lock = ${lockId}, attempt = attempt + 1,
+            state = 'running', finished_at = NULL
+            WHERE request_id = ${requestId} AND worker_id = ${previous} AND state IN ('running', 'lost')
+            RETURNING request_id`.pipe(
+          Effect.map((rows) => rows.length === 1),
+          Effect.mapError(storageError(requestId))
+        ),
+      finish: (requestId, outcome) =>
+        sql`UPDATE native_runner_claims SET state = 'done', outcome = ${JSON.stringify(outcome)}::jsonb, finished_at = now()
+            WHERE request_id = ${requestId} AND worker_id = ${workerId}`.pipe(
+          Effect.asVoid,
+          Effect.mapError(storageError(requestId))
+        ),
+      markLost: (requestId, owner) =>
+        sql`UPDATE native_runner_claims SET state = 'lost', finished_at = now()
+            WHERE request_id = ${requestId} AND worker_id = ${owner} AND state = 'running'`.pipe(
+          Effect.asVoid,
+          Effect.mapError(storageError(requestId))
+        ),
+      settled: (requestId) =>
+        read(requestId).pipe(
+          Effect.map(settledOf),
+          Effect.mapError(storageError(requestId))
+        )
+    })
+  })
+
+const readClaim = (sql: SqlClient.SqlClient) => (requestId: string) =>
+  sql<ClaimRow>`SELECT worker_id, worker_lock, state, attempt, outcome,
+      EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
+        AND classid = ${LOCK_CLASS}::oid AND objid = c.worker_lock::oid AND objsubid = 2) AS owner_alive
+    FROM native_runner_claims c WHERE request_id = ${requestId}`
+
+const settledOf = (rows: ReadonlyArray<ClaimRow>): boolean =>
+  rows[0] === undefined || rows[0].state !== "running" || !rows[0].owner_alive
+
+/** The client's reader of the claims in PostgreSQL. */
+export const layerSqlReader: Layer.Layer<ClaimReader, never, SqlClient.SqlClient> = Layer.effect(
+  ClaimReader,
+  Effect.map(SqlClient.SqlClient, (sql) => ({
+    settled: (requestId: string) =>
+      readClaim(sql)(requestId).pipe(Effect.map(settledOf), Effect.mapError(storageError(requestId)))
+  }))
+)
+
+const stateOf = (row: ClaimRow): ClaimState => {
+  switch (row.state) {
+    case "done":
+      return { _tag: "Finished", outcome: row.outcome ?? { _tag: "Failed", error: null } }
+    case "lost":
+      return { _tag: "Lost", workerId: row.worker_id }
+    default:
+      return { _tag: "Running", workerId: row.worker_id, ownerAlive: row.owner_alive }
+  }
+}
+
+/** Takes a free lock id in LOCK_CLASS on a reserved connection and holds it until the scope closes. */
+const holdOwnerLock = (sql: SqlClient.SqlClient) =>
+  Effect.gen(function*() {
+    const connection = yield* sql.reserve
+    for (;;) {
+      const lockId = 1 + Math.floor(Math.random() * 0x7ffffffe)
+      const [row] = yield* connection.execute("SELECT pg_try_advisory_lock($1, $2) AS taken", [LOCK_CLASS, lockId], undefined)
+      if (row?.taken === true) return lockId
+    }
+  })

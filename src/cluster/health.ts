@@ -1,0 +1,87 @@
+/**
+ * A worker's health and metrics over HTTP: `GET /health` (JSON: worker id, runs in flight, draining) and
+ * `GET /metrics` (every Effect metric of the process in Prometheus text format, the fleet's and the runner's).
+ */
+import * as Effect from "effect/Effect"
+import * as Metric from "effect/Metric"
+import type * as MetricPair from "effect/MetricPair"
+import * as MetricState from "effect/MetricState"
+import type * as Scope from "effect/Scope"
+import { createServer, type Server } from "node:http"
+
+const escapeLabel = (value: string): string => value.replace(/\\/g, "\\\\").replace(/"/g, "\\\"").replace(/\n/g, "\\n")
+
+const labels = (pair: MetricPair.MetricPair.Untyped, extra: ReadonlyArray<readonly [string, string]> = []): string => {
+  const all = [...pair.metricKey.tags.map((t) => [t.key, t.value] as const), ...extra]
+  return all.length === 0 ? "" : `{${all.map(([k, v]) => `${k}="${escapeLabel(v)}"`).join(",")}}`
+}
+
+/** Effect's metric snapshot as Prometheus text exposition. */
+export const prometheusText = (pairs: ReadonlyArray<MetricPair.MetricPair.Untyped>): string => {
+  const lines: Array<string> = []
+  const typed = new Set<string>()
+  const head = (name: string, type: string, help: string | undefined) => {
+    if (typed.has(name)) return
+    typed.add(name)
+    if (help !== undefined) lines.push(`# HELP ${name} ${help.replace(/\n/g, " ")}`)
+    lines.push(`# TYPE ${name} ${type}`)
+  }
+  for (const pair of pairs) {
+    const name = pair.metricKey.name
+    const help = pair.metricKey.description._tag === "Some" ? pair.metricKey.description.value : undefined
+    const state = pair.metricState
+    if (MetricState.isCounterState(state)) {
+      head(name, "counter", help)
+      lines.push(`${name}${labels(pair)} ${String(state.count)}`)
+    } else if (MetricState.isGaugeState(state)) {
+      head(name, "gauge", help)
+      lines.push(`${name}${labels(pair)} ${String(state.value)}`)
+    } else if (MetricState.isHistogramState(state)) {
+      head(name, "histogram", help)
+      for (const [bound, count] of state.buckets) {
+        lines.push(`${name}_bucket${labels(pair, [["le", Number.isFinite(bound) ? String(bound) : "+Inf"]])} ${count}`)
+      }
+      lines.push(`${name}_bucket${labels(pair, [["le", "+Inf"]])} ${state.count}`)
+      lines.push(`${name}_sum${labels(pair)} ${state.sum}`)
+      lines.push(`${name}_count${labels(pair)} ${state.count}`)
+    }
+  }
+  return lines.join("\n") + "\n"
+}
+
+export interface HealthState {
+  readonly workerId: string
+  readonly draining: () => boolean
+}
+
+/** Serves health and metrics on `host:port` until the scope closes; returns the bound port. */
+export const serveHealth = (
+  listen: { readonly host: string; readonly port: number },
+  state: HealthState
+): Effect.Effect<number, Error, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.async<Server & { boundPort: number }, Error>((resume) => {
+      const server = createServer((request, response) => {
+        if (request.method === "GET" && request.url === "/metrics") {
+          const text = prometheusText(Metric.unsafeSnapshot())
+          response.writeHead(200, { "content-type": "text/plain; version=0.0.4" }).end(text)
+        } else if (request.method === "GET" && request.url === "/health") {
+          const draining = state.draining()
+          response.writeHead(draining ? 503 : 200, { "content-type": "application/json" })
+            .end(JSON.stringify({ workerId: state.workerId, status: draining ? "draining" : "ok" }) + "\n")
+        } else {
+          response.writeHead(404).end()
+        }
+      })
+      server.once("error", (error) => resume(Effect.fail(error)))
+      server.listen(listen.port, listen.host, () => {
+        const address = server.address()
+        const boundPort = typeof address === "object" && address !== null ? address.port : listen.port
+        resume(Effect.succeed(Object.assign(server, { boundPort })))
+      })
+    }),
+    (server) => Effect.async<void>((resume) => {
+      server.close(() => resume(Effect.void))
+      server.closeAllConnections()
+    })
+  ).pipe(Effect.map((server) => server.boundPort))

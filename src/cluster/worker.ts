@@ -1,0 +1,228 @@
+/**
+ * The worker side: the `NativeRunner` entity's handlers over the worker's own local runner. Each request is admitted
+ * (per-tenant cap and bounded queue), claimed durably, run, and its outcome stored before the reply.
+ */
+import * as Entity from "@effect/cluster/Entity"
+import * as Cause from "effect/Cause"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Schema from "effect/Schema"
+import * as Stream from "effect/Stream"
+import type { NativeRunnerError } from "../Errors.js"
+import type { ExecEvent, ExecResult } from "../Exec.js"
+import { NativeRunner } from "../NativeRunner.js"
+import { ClaimStore, type ClaimStoreService, type Outcome } from "./claims.js"
+import * as FleetMetrics from "./metrics.js"
+import { type TenantGate, makeTenantGate } from "./gate.js"
+import { FleetError } from "../Errors.js"
+import {
+  ExecRpc,
+  fromWire,
+  RunnerEntity,
+  WireError,
+  type WireEvent,
+  WireInput,
+  WireResult
+} from "./protocol.js"
+
+/** How a worker takes work. */
+export interface WorkerSettings {
+  /** Runs in flight on this worker, all tenants together. */
+  readonly concurrency: number
+  /** Runs in flight on this worker for one tenant. */
+  readonly tenantConcurrency: number
+  /** Runs of one tenant waiting for a slot on this worker; one more fails with `FleetError` "Busy". */
+  readonly queue: number
+}
+
+type Payload = typeof ExecRpc.payloadSchema.Type
+type WireErrorType = typeof WireError.Type
+
+const encodeResult = Schema.encodeSync(WireResult)
+const decodeResult = Schema.decodeUnknown(WireResult)
+const encodeError = Schema.encodeSync(WireError)
+const decodeError = Schema.decodeUnknown(WireError)
+
+const lost = (requestId: string, workerId: string): FleetError =>
+  new FleetError({
+    reason: "WorkerLost",
+    requestId,
+    message: `run ${requestId} did not finish on worker ${workerId} (the worker died or stopped, or the run was ` +
+      `interrupted); under at-most-once it is not run again`
+  })
+
+/**
+ * The entity's handlers as a layer: needs the cluster (`Sharding`), the local `NativeRunner` and the `ClaimStore`.
+ * The gate and the in-flight table are the worker's, made once: the entity's build effect runs once per entity id
+ * (a tenant's spread slots are several), and a gate per entity would let each slot take the tenant's whole cap.
+ */
+export const layerHandlers = (settings: WorkerSettings) =>
+  Layer.unwrapEffect(
+    Effect.gen(function*() {
+      const gate = yield* makeTenantGate(settings)
+      const local = new Map<string, Deferred.Deferred<Outcome>>()
+      return RunnerEntity.toLayer(
+        Effect.gen(function*() {
+          const ctx: HandlerContext = { runner: yield* NativeRunner, claims: yield* ClaimStore, gate, local }
+          return RunnerEntity.of({
+            Exec: (envelope) => handleExec(ctx, envelope.payload),
+            ExecStream: (envelope) => handleStream(ctx, envelope.payload)
+          })
+        }),
+        // Admission is ours (the gate above); the mailbox only bounds what waits for it.
+        { concurrency: "unbounded", mailboxCapacity: settings.concurrency + settings.queue * 4 + 64 }
+      )
+    })
+  )
+
+interface HandlerContext {
+  readonly runner: NativeRunner["Type"]
+  readonly claims: ClaimStoreService
+  readonly gate: TenantGate
+  /** Runs in flight here by request id, so a repeat delivered to this worker waits for the same outcome. */
+  readonly local: Map<string, Deferred.Deferred<Outcome>>
+}
+
+/** What to do with a request: run it here, or answer with a stored (or awaited) outcome. */
+type Decision = { readonly _tag: "Run" } | { readonly _tag: "Answer"; readonly outcome: Outcome }
+
+const decide = (ctx: HandlerContext, payload: Payload): Effect.Effect<Decision, FleetError> =>
+  Effect.gen(function*() {
+    const { requestId, tenant } = payload
+    for (;;) {
+      const state = yield* ctx.claims.claim(requestId, tenant)
+      switch (state._tag) {
+        case "Claimed":
+          return { _tag: "Run" } as const
+        case "Finished":
+          yield* FleetMetrics.countRequest("repeat")
+          return { _tag: "Answer", outcome: state.outcome } as const
+        case "Running": {
+          const here = ctx.local.get(requestId)
+          if (here !== undefined) return { _tag: "Answer", outcome: yield* Deferred.await(here) } as const
+          if (state.ownerAlive) {
+            // Another live worker runs it (a repeat sent while it runs): wait for its stored outcome.
+            yield* Effect.sleep(Duration.millis(100))
+            continue
+          }
+          break
+        }
+        case "Lost":
+          break
+      }
+      // The claim will not finish where it was: its worker died, or the run was interrupted.
+      if (payload.delivery === "at-least-once") {
+        if (yield* ctx.claims.reclaim(requestId, state.workerId)) {
+          yield* FleetMetrics.countRequest("rerun")
+          return { _tag: "Run" } as const
+        }
+        continue // another worker took it over first: look again
+      }
+      if (state._tag === "Running") yield* ctx.claims.markLost(requestId, state.workerId)
+      yield* FleetMetrics.countRequest("lost")
+      return yield* lost(requestId, state.workerId)
+    }
+  })
+
+const outcomeOf = (workerId: string, exit: Exit.Exit<ExecResult, NativeRunnerError>): Option.Option<Outcome> =>
+  Exit.isSuccess(exit)
+    ? Option.some({ _tag: "Done", result: encodeResult({ ...exit.value, worker: workerId }) })
+    : Option.map(Cause.failureOption(exit.cause), (error) => ({ _tag: "Failed", error: encodeError(error) }))
+
+const answer = (outcome: Outcome): Effect.Effect<WireResult, WireErrorType> =>
+  outcome._tag === "Done"
+    ? Effect.orDie(decodeResult(outcome.result))
+    : Effect.flatMap(Effect.orDie(decodeError(outcome.error)), Effect.fail)
+
+/** Records the run's outcome durably, then for repeats waiting on this worker; None when the run was interrupted. */
+const record = (ctx: HandlerContext, requestId: string, exit: Exit.Exit<ExecResult, NativeRunnerError>) =>
+  Effect.gen(function*() {
+    const outcome = outcomeOf(ctx.claims.workerId, exit)
+    // Interrupted (the worker stops past its grace): the claim stays "running"; once this worker's lock is gone a
+    // repeat finds it lost.
+    if (Option.isNone(outcome)) return outcome
+    yield* ctx.claims.finish(requestId, outcome.value)
+    const waiting = ctx.local.get(requestId)
+    if (waiting !== undefined) yield* Deferred.succeed(waiting, outcome.value)
+    return outcome
+  }).pipe(Effect.ensuring(Effect.sync(() => ctx.local.delete(requestId))))
+
+/** Records the outcome and returns it as the reply. */
+const settle = (ctx: HandlerContext, requestId: string, exit: Exit.Exit<ExecResult, NativeRunnerError>) =>
+  Effect.flatMap(record(ctx, requestId, exit), (outcome) => Option.isSome(outcome) ? answer(outcome.value) : exit)
+
+/**
+ * Marks the request as running here until the scope closes. If the scope closes before `record` (the caller or the
+ * worker's shutdown interrupted the run), its claim is marked lost: a repeat fails with "WorkerLost" under
+ * at-most-once and runs it again under at-least-once; repeats waiting here get "WorkerLost".
+ */
+const begin = (ctx: HandlerContext, payload: Payload) =>
+  Effect.gen(function*() {
+    const done = yield* Deferred.make<Outcome>()
+    ctx.local.set(payload.requestId, done)
+    yield* Effect.addFinalizer(() =>
+      Effect.gen(function*() {
+        if (yield* Deferred.isDone(done)) return
+        const outcome: Outcome = { _tag: "Failed", error: encodeError(lost(payload.requestId, ctx.claims.workerId)) }
+        yield* Effect.ignore(ctx.claims.markLost(payload.requestId, ctx.claims.workerId))
+        yield* Deferred.succeed(done, outcome)
+        ctx.local.delete(payload.requestId)
+      })
+    )
+  })
+
+const handleExec = (ctx: HandlerContext, payload: Payload): Effect.Effect<WireResult, WireErrorType> =>
+  Effect.scoped(
+    Effect.gen(function*() {
+      const admission = yield* ctx.gate.admit(payload.tenant, payload.requestId)
+      const decision = yield* decide(ctx, payload)
+      if (decision._tag === "Answer") return yield* answer(decision.outcome)
+      yield* begin(ctx, payload)
+      yield* admission.slot
+      yield* FleetMetrics.countRequest("ran")
+      const exit = yield* Effect.exit(ctx.runner.exec(fromWire(payload.input)))
+      return yield* settle(ctx, payload.requestId, exit)
+    })
+  ).pipe(Effect.withSpan("NativeRunnerCluster.worker.exec", { attributes: { tenant: payload.tenant } }))
+
+const toWireEvent = (workerId: string) => (event: ExecEvent): WireEvent =>
+  event._tag === "Exit" ? { ...event, result: { ...event.result, worker: workerId } } : event
+
+const CHUNK = 64 * 1024
+
+const chunks = (tag: "Stdout" | "Stderr", bytes: Uint8Array): Array<WireEvent> =>
+  Array.from({ length: Math.ceil(bytes.length / CHUNK) }, (_, i) => ({
+    _tag: tag,
+    bytes: bytes.subarray(i * CHUNK, (i + 1) * CHUNK)
+  }))
+
+/** A stored outcome as events: its kept output in chunks, then `Exit` (no `Started`: nothing starts). */
+const replay = (result: WireResult): Stream.Stream<WireEvent> =>
+  Stream.fromIterable([
+    ...chunks("Stdout", result.stdout),
+    ...chunks("Stderr", result.stderr),
+    { _tag: "Exit", result, dropped: { chunks: 0, bytes: 0 } }
+  ])
+
+const handleStream = (ctx: HandlerContext, payload: Payload): Stream.Stream<WireEvent, WireErrorType> =>
+  Stream.unwrapScoped(
+    Effect.gen(function*() {
+      const admission = yield* ctx.gate.admit(payload.tenant, payload.requestId)
+      const decision = yield* decide(ctx, payload)
+      if (decision._tag === "Answer") return replay(yield* answer(decision.outcome))
+      yield* begin(ctx, payload)
+      yield* admission.slot
+      yield* FleetMetrics.countRequest("ran")
+      return ctx.runner.execStream(fromWire(payload.input)).pipe(
+        Stream.tapError((error) => record(ctx, payload.requestId, Exit.fail(error))),
+        Stream.tap((event) =>
+          event._tag === "Exit" ? Effect.asVoid(record(ctx, payload.requestId, Exit.succeed(event.result))) : Effect.void
+        ),
+        Stream.map(toWireEvent(ctx.claims.workerId))
+      )
+    })
+  )

@@ -189,7 +189,7 @@ const badUsage: ReadonlyArray<readonly [ReadonlyArray<string>, string]> = [
     [["run", "--idle-timeout", "0ms", "--"], "native-runner: --idle-timeout: must be at least 1ms"],
     [["run", "--spill-dir", "/nonexistent/spills", "--"], "native-runner: cannot use --spill-dir: ENOENT"],
     [["run", "--spill-dir", notADirectory, "--"], `native-runner: cannot use --spill-dir: ${notADirectory} is not a directory`],
-    [["exec", "--"], "native-runner: Invalid subcommand for native-runner - use one of 'run', 'doctor'"]
+    [["exec", "--"], "native-runner: Invalid subcommand for native-runner - use one of 'run', 'worker', 'doctor'"]
 ]
 
 describe("native-runner (in-process main)", () => {
@@ -212,7 +212,7 @@ describe("native-runner (in-process main)", () => {
       expect([empty.code, lines(empty.err)[0]]).toStrictEqual([2, "native-runner: Missing argument <command>"])
       const none = yield* cli([])
       expect([none.code, lines(none.err)]).toStrictEqual([2, [
-        "usage: native-runner run [options] -- <command> [args...] | native-runner doctor   (see --help)"
+        "usage: native-runner run [options] -- <command> [args...] | native-runner worker --listen HOST:PORT | native-runner doctor   (see --help)"
       ]])
     }))
 

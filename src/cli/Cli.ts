@@ -24,6 +24,7 @@ import { doctorFacts, doctorReport, renderDoctor } from "./doctor.js"
 import { commandOf, errorLines, exitCodeOf, helpDocLine, UsageError, usageHint } from "./failures.js"
 import { checkAuditLog, checkSpillDir, readStdinFile, Stdio } from "./io.js"
 import { doctorConfig, examples, type RunConfig, runConfig } from "./options.js"
+import { workerCommand } from "./workerCommand.js"
 import { afterLive, droppedNotice, liveEvents, notices, toJsonlEvent, toJsonResult } from "./render.js"
 import { type RunRequest, toExecInput, toRunnerOptions, toRunRequest } from "./request.js"
 import * as NativeRunner from "../NativeRunner.js"
@@ -170,11 +171,22 @@ const runHandler = (config: RunConfig) =>
     yield* checkAuditLog(request.auditLog)
     yield* checkSpillDir(request.spill?.dir)
     const stdin = yield* readStdinFile(request.stdinFile)
-    const input = toExecInput(request, stdin)
-    const result = yield* Effect.provide(
-      request.json ? printJson(input) : request.jsonl ? printJsonl(request, input) : printPlain(request, input),
-      runnerLayer(request, toRunnerOptions(request))
-    )
+    const local = toExecInput(request, stdin)
+    const print = (input: ExecInput) =>
+      request.json ? printJson(input) : request.jsonl ? printJsonl(request, input) : printPlain(request, input)
+    if (Option.isNone(config.cluster)) {
+      const fleetOnly = Option.isSome(config.tenant) ? "--tenant" : Option.isSome(config.requestId) ? "--request-id" : undefined
+      if (fleetOnly !== undefined) {
+        return yield* new UsageError({ message: `${fleetOnly} only applies with --cluster`, command: "run" })
+      }
+      const result = yield* Effect.provide(print(local), runnerLayer(request, toRunnerOptions(request)))
+      return yield* Ref.set(exitCode, result.exitCode)
+    }
+    // The cluster's modules load only here: a local run never pays for them.
+    const fleet = yield* Effect.promise(() => import("./fleet.js"))
+    const layer = yield* fleet.clusterRunnerLayer(config, config.cluster.value)
+    const input = fleet.clusterInput(request, config, local)
+    const result = yield* Effect.provide(fleet.withRequestId(config, print(input)), layer)
     yield* Ref.set(exitCode, result.exitCode)
   })
 
@@ -231,12 +243,12 @@ export const doctorCommand = Command.make("doctor", doctorConfig, (config) =>
     ]))
   )
 
-/** The root command: `native-runner run|doctor`. */
+/** The root command: `native-runner run|worker|doctor`. */
 export const rootCommand = Command.make("native-runner").pipe(
   Command.withDescription(
     "Runs host commands with hard limits. Every command has --help (also -h); --version prints the version."
   ),
-  Command.withSubcommands([runCommand, doctorCommand])
+  Command.withSubcommands([runCommand, workerCommand, doctorCommand])
 )
 
 const cli = Command.run(rootCommand, { name: "native-runner", version: VERSION, executable: "native-runner" })

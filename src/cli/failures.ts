@@ -8,7 +8,7 @@ import * as Data from "effect/Data"
 import type { NativeRunnerError } from "../Errors.js"
 
 /** The command a usage hint is about. */
-export type CommandName = "run" | "doctor" | "native-runner"
+export type CommandName = "run" | "worker" | "doctor" | "native-runner"
 
 /** Bad usage: nothing was spawned. Exit code 2. */
 export class UsageError extends Data.TaggedError("UsageError")<{
@@ -26,6 +26,7 @@ export const exitCodeOf = (error: UsageError | NativeRunnerError): number => {
     case "InvalidInput":
       return 2
     case "SandboxUnavailable":
+    case "FleetError":
       return RUNNER_FAILED
     case "SpawnError":
       return error.reason === "NotFound"
@@ -43,10 +44,12 @@ export const usageHint = (command: CommandName): string => {
   switch (command) {
     case "run":
       return "usage: native-runner run [options] -- <command> [args...]   (see 'native-runner run --help')"
+    case "worker":
+      return "usage: native-runner worker [--database-url URL] --listen HOST:PORT [options]   (see 'native-runner worker --help')"
     case "doctor":
       return "usage: native-runner doctor [--sandbox none|bwrap]   (see 'native-runner doctor --help')"
     case "native-runner":
-      return "usage: native-runner run [options] -- <command> [args...] | native-runner doctor   (see --help)"
+      return "usage: native-runner run [options] -- <command> [args...] | native-runner worker --listen HOST:PORT | native-runner doctor   (see --help)"
   }
 }
 
@@ -101,4 +104,5 @@ export const helpDocLine = (doc: HelpDoc.HelpDoc): string => {
 
 /** Which subcommand a bad command line was aimed at, for the usage hint. */
 export const commandOf = (args: ReadonlyArray<string>): CommandName =>
-  args.find((arg): arg is "run" | "doctor" => arg === "run" || arg === "doctor") ?? "native-runner"
+  args.find((arg): arg is "run" | "worker" | "doctor" => arg === "run" || arg === "worker" || arg === "doctor") ??
+    "native-runner"

@@ -12,7 +12,7 @@ import * as Either from "effect/Either"
 import { MAX_BYTES_CAP, MAX_TIMEOUT_MS } from "../Exec.js"
 import { formatMillis, parseDuration, parseEnvPair, parseSandboxUser, parseSize } from "./parse.js"
 
-const checked = <A>(name: string, parse: (text: string) => Either.Either<A, string>) => (text: string) =>
+export const checked = <A>(name: string, parse: (text: string) => Either.Either<A, string>) => (text: string) =>
   Either.match(parse(text), {
     onLeft: (reason) => Effect.fail(ValidationError.invalidValue(HelpDoc.p(`${name}: ${reason}`))),
     onRight: Effect.succeed
@@ -31,7 +31,7 @@ const sizeOption = (name: string, max: number, description: string) =>
     Options.optional
   )
 
-const durationOption = (name: string, min: number, description: string) =>
+export const durationOption = (name: string, min: number, description: string) =>
   Options.text(name).pipe(
     Options.withPseudoName("duration"),
     Options.mapEffect(checked(`--${name}`, (s) =>
@@ -45,7 +45,7 @@ const durationOption = (name: string, min: number, description: string) =>
     Options.optional
   )
 
-const countOption = (name: string, description: string) =>
+export const countOption = (name: string, description: string) =>
   Options.text(name).pipe(
     Options.withPseudoName("n"),
     Options.mapEffect(checked(`--${name}`, (s) =>
@@ -208,6 +208,26 @@ export const runConfig = {
         "encoding; the bytes plain mode prints as they arrive), last exit (the --json object and dropped). " +
         "Not with --json."
     )
+  ),
+  cluster: Options.text("cluster").pipe(
+    Options.withPseudoName("URL"),
+    Options.withDescription(
+      "Run on the fleet whose PostgreSQL is at URL (postgres://user@host:port/db; no password here: put it in " +
+        "PGPASSWORD, or the whole URL in NATIVE_RUNNER_DATABASE_URL and pass 'env'). Same output and exit codes; " +
+        "a run whose worker died: exit 125 and one line. Sandbox and limit options are the worker's."
+    ),
+    Options.optional
+  ),
+  tenant: Options.text("tenant").pipe(
+    Options.withDescription("[--cluster] The tenant the run is routed and capped by (default: default)."),
+    Options.optional
+  ),
+  requestId: Options.text("request-id").pipe(
+    Options.withPseudoName("id"),
+    Options.withDescription(
+      "[--cluster] The run's request id: a repeat returns the stored result instead of running again."
+    ),
+    Options.optional
   ),
   argv: Args.text({ name: "command" }).pipe(
     Args.withDescription("The command and its arguments, after '--'. Nothing after '--' is read as our option."),

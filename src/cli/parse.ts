@@ -159,3 +159,11 @@ export const checkForcedArgv = (
       : `unknown option '${first}'`
   )
 }
+
+/** `HOST:PORT` (an IPv6 host in brackets). */
+export const parseHostPort = (text: string): Either.Either<{ host: string; port: number }, string> => {
+  const match = /^(\[[^\]]+\]|[^:\s]+):(\d{1,5})$/.exec(text)
+  const port = match === null ? NaN : Number(match[2])
+  if (match === null || !(port >= 0 && port <= 65535)) return Either.left(`expected HOST:PORT, got ${JSON.stringify(text)}`)
+  return Either.right({ host: match[1]!.replace(/^\[|\]$/g, ""), port })
+}

@@ -57,15 +57,10 @@ export interface RunRequest {
   readonly sandbox: SandboxRequest
 }
 
-/** Validates what @effect/cli parsed into a `RunRequest`; `raw` is the command line, for the `--` rule. */
-export const toRunRequest = (
-  config: RunConfig,
-  raw: ReadonlyArray<string>,
-  hostCwd: string
-): Either.Either<RunRequest, UsageError> => {
-  const usage = (message: string) => Either.left(new UsageError({ message, command: "run" }))
+/** What makes a parsed `run` command line bad usage, if anything. */
+const usageProblem = (config: RunConfig, raw: ReadonlyArray<string>): string | undefined => {
   const forced = checkForcedArgv(raw, config.argv)
-  if (Either.isLeft(forced)) return usage(forced.left)
+  if (Either.isLeft(forced)) return forced.left
   const sandboxOnly = [
     ["--workspace", Option.isSome(config.workspace)],
     ["--network", Option.isSome(config.network)],
@@ -74,26 +69,36 @@ export const toRunRequest = (
   ] as const
   const given = sandboxOnly.find(([, isSet]) => isSet)
   // A sandbox setting that is silently ignored is worse than an error.
-  if (config.sandbox === "none" && given !== undefined) return usage(`${given[0]} only applies with --sandbox bwrap`)
-  if (config.json && config.jsonl) return usage("use either --json or --jsonl, not both")
-  if (Option.isSome(config.spillMax) && Option.isNone(config.spillDir)) {
-    return usage("--spill-max only applies with --spill-dir")
-  }
+  if (config.sandbox === "none" && given !== undefined) return `${given[0]} only applies with --sandbox bwrap`
+  if (config.json && config.jsonl) return "use either --json or --jsonl, not both"
+  if (Option.isSome(config.spillMax) && Option.isNone(config.spillDir)) return "--spill-max only applies with --spill-dir"
   const maxCpu = Option.getOrUndefined(config.maxCpu)
-  if (maxCpu !== undefined && maxCpu % 1000 !== 0) {
-    return usage(`--max-cpu must be whole seconds (got ${formatMillis(maxCpu)})`)
-  }
+  if (maxCpu !== undefined && maxCpu % 1000 !== 0) return `--max-cpu must be whole seconds (got ${formatMillis(maxCpu)})`
+  return undefined
+}
+
+const only = <A extends object>(value: Option.Option<number>, field: (n: number) => A): A | {} =>
+  Option.match(value, { onNone: () => ({}), onSome: field })
+
+/** Only the limits that were given; `{}` for none. */
+const limitsOf = (config: RunConfig): Sandbox.ResourceLimits => ({
+  ...only(config.maxProcs, (maxProcesses) => ({ maxProcesses })),
+  ...only(config.maxMemory, (maxMemoryBytes) => ({ maxMemoryBytes })),
+  ...only(config.maxFileSize, (maxFileSizeBytes) => ({ maxFileSizeBytes })),
+  ...only(config.maxCpu, (ms) => ({ maxCpuSeconds: ms / 1000 })),
+  ...only(config.maxOpenFiles, (maxOpenFiles) => ({ maxOpenFiles }))
+})
+
+/** Validates what @effect/cli parsed into a `RunRequest`; `raw` is the command line, for the `--` rule. */
+export const toRunRequest = (
+  config: RunConfig,
+  raw: ReadonlyArray<string>,
+  hostCwd: string
+): Either.Either<RunRequest, UsageError> => {
+  const problem = usageProblem(config, raw)
+  if (problem !== undefined) return Either.left(new UsageError({ message: problem, command: "run" }))
   const absolute = (p: Option.Option<string>) =>
     Option.getOrUndefined(Option.map(p, (s) => (s === "-" ? s : path.resolve(hostCwd, s))))
-  const only = <A extends object>(value: Option.Option<number>, field: (n: number) => A): A | {} =>
-    Option.match(value, { onNone: () => ({}), onSome: field })
-  const limits: Sandbox.ResourceLimits = {
-    ...only(config.maxProcs, (maxProcesses) => ({ maxProcesses })),
-    ...only(config.maxMemory, (maxMemoryBytes) => ({ maxMemoryBytes })),
-    ...only(config.maxFileSize, (maxFileSizeBytes) => ({ maxFileSizeBytes })),
-    ...only(config.maxCpu, (ms) => ({ maxCpuSeconds: ms / 1000 })),
-    ...only(config.maxOpenFiles, (maxOpenFiles) => ({ maxOpenFiles }))
-  }
   return Either.right({
     argv: config.argv,
     json: config.json,
@@ -115,7 +120,7 @@ export const toRunRequest = (
     stdinFile: absolute(config.stdinFile),
     auditLog: absolute(config.auditLog),
     redactAfter: config.redactAfter,
-    limits,
+    limits: limitsOf(config),
     sandbox: config.sandbox === "none" ? { backend: "none" } : {
       backend: "bwrap",
       workspace: path.resolve(hostCwd, Option.getOrElse(config.workspace, () => ".")),

@@ -1,0 +1,30 @@
+/** `native-runner worker`: its command and help; the work is in ./fleet.ts, loaded only when a worker starts. */
+import * as Command from "@effect/cli/Command"
+import * as HelpDoc from "@effect/cli/HelpDoc"
+import * as Effect from "effect/Effect"
+import { examples } from "./options.js"
+import { workerConfig, workerRunConfig } from "./workerOptions.js"
+
+/** `native-runner worker --database-url URL --listen HOST:PORT [options]` */
+export const workerCommand = Command.make("worker", { ...workerConfig, ...workerRunConfig }, (config) =>
+  Effect.flatMap(Effect.promise(() => import("./fleet.js")), (fleet) => fleet.runWorker(config))).pipe(
+    Command.withDescription(HelpDoc.blocks([
+      HelpDoc.p(
+        "Joins the fleet whose PostgreSQL is at --database-url (or NATIVE_RUNNER_DATABASE_URL) and runs the " +
+          "commands routed to it with its own local runner: the sandbox and limit options here are its policy. " +
+          "Runs until SIGTERM or SIGINT: then it stops taking work, lets runs in flight finish within --grace, " +
+          "and kills what is left. Its commands die with it, even on SIGKILL."
+      ),
+      examples([
+        [
+          "NATIVE_RUNNER_DATABASE_URL=postgres://runner:secret@127.0.0.1/fleet native-runner worker --listen 127.0.0.1:34431",
+          "a worker; the password stays off the command line"
+        ],
+        [
+          "native-runner worker --listen 0.0.0.0:34431 --health 127.0.0.1:9464 --sandbox bwrap --concurrency 8",
+          "sandboxed runs, 8 at a time; GET /health and /metrics on 9464"
+        ]
+      ])
+    ]))
+  )
+

@@ -1,0 +1,61 @@
+/**
+ * The options of `native-runner worker`: its own (database, listen address, health, caps, grace), and the `run`
+ * options that make up its local runner's policy (limits, sandbox, environment, audit).
+ */
+import type * as Command from "@effect/cli/Command"
+import * as Options from "@effect/cli/Options"
+import { checked, countOption, durationOption, runConfig } from "./options.js"
+import { parseHostPort } from "./parse.js"
+
+const hostPortOption = (name: string, description: string) =>
+  Options.text(name).pipe(
+    Options.withPseudoName("HOST:PORT"),
+    Options.mapEffect(checked(`--${name}`, parseHostPort)),
+    Options.withDescription(description)
+  )
+
+/** The options of `worker`: its own, then the run options that make up its local runner's policy. */
+export const workerConfig = {
+  databaseUrl: Options.text("database-url").pipe(
+    Options.withPseudoName("URL"),
+    Options.withDescription(
+      "The fleet's PostgreSQL (postgres://user@host:port/db). Without it, NATIVE_RUNNER_DATABASE_URL is used; " +
+        "a URL with a password must come from there (or the password from PGPASSWORD), never the command line."
+    ),
+    Options.optional
+  ),
+  listen: hostPortOption("listen", "Where this worker listens for clients and other workers, e.g. 127.0.0.1:34431."),
+  health: hostPortOption("health", "Serve GET /health and GET /metrics (Prometheus text) here.").pipe(Options.optional),
+  concurrency: countOption("concurrency", "Runs in flight on this worker (default 16)."),
+  tenantConcurrency: countOption("tenant-concurrency", "Runs in flight here for one tenant (default: --concurrency)."),
+  queue: countOption("queue", "Runs of one tenant waiting here for a slot; one more fails with Busy (default 64)."),
+  grace: durationOption("grace", 0, "On SIGTERM/SIGINT, how long runs in flight may finish before they are killed (default 10s).")
+} as const
+
+/** What `@effect/cli` parsed for `worker`. */
+export type WorkerConfig = Command.Command.ParseConfig<typeof workerConfig>
+
+/** The run options a worker takes for its local runner (its policy): limits, sandbox, environment, audit. */
+export const workerRunConfig = {
+  timeout: runConfig.timeout,
+  killGrace: runConfig.killGrace,
+  maxStdout: runConfig.maxStdout,
+  maxStderr: runConfig.maxStderr,
+  inheritEnv: runConfig.inheritEnv,
+  sandbox: runConfig.sandbox,
+  workspace: runConfig.workspace,
+  network: runConfig.network,
+  sandboxUser: runConfig.sandboxUser,
+  noSeccomp: runConfig.noSeccomp,
+  maxProcs: runConfig.maxProcs,
+  maxMemory: runConfig.maxMemory,
+  maxFileSize: runConfig.maxFileSize,
+  maxCpu: runConfig.maxCpu,
+  maxOpenFiles: runConfig.maxOpenFiles,
+  auditLog: runConfig.auditLog,
+  redactAfter: runConfig.redactAfter
+} as const
+
+/** What `@effect/cli` parsed of the worker's run options. */
+export type WorkerRunConfig = Command.Command.ParseConfig<typeof workerRunConfig>
+

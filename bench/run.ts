@@ -6,7 +6,8 @@
  *
  *   BENCH_SCALE=0.1 npm run bench        quick run (iteration counts scaled; sizes are not)
  *   BENCH_ONLY=a,d npm run bench         some scenarios only (a: per exec, b: concurrency, c: large output, d: kill,
- *                                        e: CLI cold start, f: execStream throughput, mem: host memory)
+ *                                        e: CLI cold start, f: execStream throughput, g: fleet on loopback,
+ *                                        mem: host memory)
  *
  * Writes every table, with machine info, to bench/results/latest.json.
  */
@@ -21,6 +22,7 @@ import { pool, roundRobin, scale, scaled, timed } from "./lib/harness.js"
 import { fmt, GiB, median, MiB, quantile, sum, table } from "./lib/stats.js"
 import { sandboxContenders } from "./lib/sandbox.js"
 import { hostMemoryScenario } from "./hostMemory.js"
+import { fleetScenario } from "./fleet.js"
 
 // Compiled by `npm run bench` to bench/.build/bench/run.js; results go to bench/results at the repo's root.
 const here = path.dirname(fileURLToPath(import.meta.url))
@@ -29,7 +31,7 @@ const repoRoot = (() => {
   while (!existsSync(path.join(dir, "package.json")) && path.dirname(dir) !== dir) dir = path.dirname(dir)
   return dir
 })()
-const only = new Set((process.env["BENCH_ONLY"] ?? "a,b,c,d,e,f").split(",").map((s) => s.trim()))
+const only = new Set((process.env["BENCH_ONLY"] ?? "a,b,c,d,e,f,g").split(",").map((s) => s.trim()))
 
 interface Row {
   readonly contender: string
@@ -452,6 +454,7 @@ const main = async () => {
   if (only.has("d")) await scenarioD()
   if (only.has("e")) await scenarioE()
   if (only.has("f")) await scenarioF()
+  if (only.has("g")) put("g", await fleetScenario({ repoRoot }))
   // Not in the default set (a minute or two, and a 2 GiB host): BENCH_ONLY=mem; see bench/hostMemory.ts.
   if (only.has("mem")) put("mem", await hostMemoryScenario({ here, repoRoot }))
   const after = machine()

@@ -87,8 +87,15 @@ export const layerClientWith = (
   Layer.unwrapEffect(Effect.map(decode(ClientOptions, options), clientLayer))
 
 /**
- * The worker's handlers over the cluster in context, with the local runner (`NativeRunner`) and a claim store: what
- * `layerWorker` wires to PostgreSQL, and `layerMemory` to memory.
+ * Where a worker claims runs: `layerClaimsSql` (PostgreSQL; the claims table must exist, see `migrate`) for a fleet,
+ * `layerClaimsMemory` for a cluster inside one process. `workerId` names this worker in claims and results.
+ */
+export const layerClaimsSql = (workerId: string) => Claims.layerSql(workerId)
+export const layerClaimsMemory = (workerId: string) => Claims.layerMemory(workerId)
+
+/**
+ * The worker's handlers over the cluster in context (`Sharding`), with the local runner (`NativeRunner`) and a claim
+ * store (`layerClaimsSql` or `layerClaimsMemory`): what `layerWorker` wires to PostgreSQL, and `layerMemory` to memory.
  */
 export const layerWorkerWith = (options: WorkerOptions = {}) =>
   Layer.unwrapEffect(
@@ -109,7 +116,7 @@ export const layerMemory = <E>(
   options: { readonly client?: ClientOptions; readonly worker?: WorkerOptions } = {}
 ): Layer.Layer<NativeRunner.NativeRunner, E | NativeRunnerError> => {
   // One claim store, shared by the worker (claims) and the client (waits for interrupted runs to settle).
-  const claims = Claims.layerMemory(`memory-${process.pid}`)
+  const claims = layerClaimsMemory(`memory-${process.pid}`)
   const worker = layerWorkerWith(options.worker).pipe(Layer.provide(claims), Layer.provide(local))
   const cluster = TestRunner.layer.pipe(
     Layer.provide(ShardingConfig.layer({ shardsPerGroup: SHARDS_PER_GROUP, entityMessagePollInterval: Duration.millis(50) }))
@@ -122,9 +129,9 @@ export interface DatabaseOptions {
   readonly databaseUrl: string | Redacted.Redacted<string>
 }
 
-const pgLayer = (options: DatabaseOptions) =>
+const pg = (databaseUrl: DatabaseOptions["databaseUrl"]) =>
   PgClient.layer({
-    url: Redacted.isRedacted(options.databaseUrl) ? options.databaseUrl : Redacted.make(options.databaseUrl),
+    url: Redacted.isRedacted(databaseUrl) ? databaseUrl : Redacted.make(databaseUrl),
     // Fleet clients and workers hold few connections each: the cluster's lock connection, ours, and a small pool.
     maxConnections: 8
   })
@@ -157,7 +164,7 @@ export const layerClient = (
   const cluster = Layer.merge(
     NodeClusterSocket.layer({ clientOnly: true, storage: "sql", shardingConfig }),
     Claims.layerSqlReader
-  ).pipe(Layer.provide(pgLayer({ databaseUrl })), Layer.mapError(unavailable))
+  ).pipe(Layer.provide(pg(databaseUrl)), Layer.mapError(unavailable))
   return layerClientWith(client).pipe(Layer.provide(cluster))
 }
 
@@ -174,10 +181,10 @@ export interface WorkerAddress {
 }
 
 /**
- * Creates the fleet's tables (the cluster's and the claims table) while holding one advisory lock, so workers
- * started together do not race on schema creation.
+ * Creates the fleet's tables in the `SqlClient`'s database (the cluster's and the claims table) while holding one
+ * advisory lock, so workers started together do not race on schema creation. `layerWorker` runs it at start.
  */
-const migrateUnderLock = Effect.gen(function*() {
+export const migrate = Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
   yield* Effect.scoped(Effect.gen(function*() {
     const connection = yield* sql.reserve
@@ -202,38 +209,33 @@ export const layerWorker = (
   options: WorkerOptions & DatabaseOptions & WorkerAddress
 ): Layer.Layer<never, NativeRunnerError> => {
   const { databaseUrl, listen, health, runner, ...worker } = options
-  const workerId = `${hostname()}:${listen.port}:${process.pid}`
-  const draining = { value: false }
-  const pg = pgLayer({ databaseUrl })
-  const cluster = NodeClusterSocket.layer({
-    storage: "sql",
-    shardingConfig: {
-      ...shardingConfig,
-      runnerAddress: Option.some(RunnerAddress.make(listen.host, listen.port)),
-      entityTerminationTimeout: Duration.decode(
-        Schema.decodeUnknownSync(WorkerOptions)(worker).grace
-      )
-    }
-  }).pipe(Layer.provide(Layer.effectDiscard(migrateUnderLock)))
-  // The claims store after the cluster layer, whose start created its table.
-  const shared = Claims.layerSql(workerId).pipe(
-    Layer.provideMerge(cluster),
-    Layer.provideMerge(pg),
-    Layer.mapError(unavailable)
-  )
-  const healthLayer = health === undefined ? Layer.empty : Layer.scopedDiscard(
-    Effect.zipRight(
-      serveHealth(health, { workerId, draining: () => draining.value }),
-      Effect.addFinalizer(() => Effect.sync(() => {
-        draining.value = true
-      }))
+  return Layer.unwrapEffect(Effect.map(decode(WorkerOptions, worker), (decoded) => {
+    const workerId = `${hostname()}:${listen.port}:${process.pid}`
+    const draining = { value: false }
+    const cluster = NodeClusterSocket.layer({
+      storage: "sql",
+      shardingConfig: {
+        ...shardingConfig,
+        runnerAddress: Option.some(RunnerAddress.make(listen.host, listen.port)),
+        // On shutdown the cluster waits this long for the entities' runs in flight, then interrupts them.
+        entityTerminationTimeout: decoded.grace
+      }
+    }).pipe(Layer.provide(Layer.effectDiscard(migrate)))
+    // The claims store after the cluster layer, whose start created its table.
+    const shared = Claims.layerSql(workerId).pipe(
+      Layer.provideMerge(cluster),
+      Layer.provideMerge(pg(databaseUrl)),
+      Layer.mapError(unavailable)
     )
-  )
-  const health_ = healthLayer.pipe(Layer.mapError(unavailable))
-  return Layer.mergeAll(
-    layerWorkerWith(worker).pipe(Layer.provide(NativeRunner.layerNode(runner ?? {}))),
-    health_
-  ).pipe(Layer.provide(shared))
+    // Released first on shutdown (built last): /health says "draining" while the runs in flight finish.
+    const drainMark = Layer.scopedDiscard(Effect.addFinalizer(() => Effect.sync(() => (draining.value = true))))
+    const handlers = layerWorkerWith(worker).pipe(Layer.provide(NativeRunner.layerNode(runner ?? {})))
+    const work = Layer.mergeAll(handlers, drainMark).pipe(Layer.provide(shared))
+    if (health === undefined) return work
+    // Built first, released last: health and metrics stay up for the whole drain.
+    const server = Layer.scopedDiscard(serveHealth(health, { workerId, draining: () => draining.value })).pipe(
+      Layer.mapError(unavailable)
+    )
+    return work.pipe(Layer.provide(server))
+  }))
 }
-
-

@@ -211,7 +211,13 @@ describe.runIf(runs)("the fleet on PostgreSQL (3 workers, CLI and library client
     const owner = workerOf(Number(lines(marker)[0]))
     expect(owner).toBeDefined()
     owner!.process.kill("SIGTERM")
-    await until("the worker to report draining", async () => (await healthOf(owner!)) !== 200, 10_000)
+    await until("the worker to report draining (503)", async () => (await healthOf(owner!)) === 503, 10_000)
+    // Sent while it drains, to the same pinned tenant: taken by another worker.
+    const later = await Effect.runPromise(
+      NativeRunner.exec({ argv: ["sh", "-c", "echo later"] }).pipe(Effect.provide(client("term", 1)))
+    )
+    expect(text(later.stdout)).toBe("later\n")
+    expect(later.worker?.endsWith(`:${owner!.pid}`)).toBe(false)
     const result = await run
     expect(result).toMatchObject({ exitCode: 0, timedOut: false })
     expect(text(result.stdout)).toBe("finished\n")

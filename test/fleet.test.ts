@@ -7,6 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as ManagedRuntime from "effect/ManagedRuntime"
 import { type ChildProcess, execFileSync, spawn } from "node:child_process"
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
@@ -33,6 +34,7 @@ interface Worker {
 
 let tmp = ""
 let pg: TestPostgres
+let pgStopped = false
 let BIN = ""
 const workers: Array<Worker> = []
 
@@ -126,7 +128,7 @@ describe.runIf(runs)("the fleet on PostgreSQL (3 workers, CLI and library client
   afterAll(async () => {
     for (const worker of workers) worker.process.kill("SIGKILL")
     await new Promise((resolve) => setTimeout(resolve, 200))
-    pg?.stop()
+    if (!pgStopped) pg?.stop()
     rmSync(tmp, { recursive: true, force: true })
   })
 
@@ -253,4 +255,25 @@ describe.runIf(runs)("the fleet on PostgreSQL (3 workers, CLI and library client
     expect(viaCli.err).toMatch(/lost-1 did not finish/)
     expect(lines(marker)).toHaveLength(1)
   }, 90_000)
+  it("PostgreSQL gone: a run fails at once with FleetError Storage and nothing runs; a new client cannot join", async () => {
+    const marker = path.join(tmp, "db-marker")
+    const runtime = ManagedRuntime.make(client("db"))
+    try {
+      const before = await runtime.runPromise(NativeRunner.exec({ argv: ["echo", "up"] }))
+      expect(text(before.stdout)).toBe("up\n")
+      pg.stop()
+      pgStopped = true
+      const started = Date.now()
+      const exit = await runtime.runPromiseExit(NativeRunner.exec({ argv: ["sh", "-c", `echo ran > ${marker}`] }))
+      expect(Exit.isFailure(exit) && JSON.stringify(exit.cause)).toMatch(/"reason":"Storage"/)
+      expect(Date.now() - started).toBeLessThan(10_000)
+      expect(existsSync(marker)).toBe(false)
+      const fresh = await Effect.runPromiseExit(NativeRunner.exec({ argv: ["true"] }).pipe(Effect.provide(client("db"))))
+      expect(Exit.isFailure(fresh) && JSON.stringify(fresh.cause)).toMatch(/"reason":"Unavailable"/)
+      // The password-free URL is all a message may show; none of them carries a secret here, but none echoes the URL.
+      expect(JSON.stringify(Exit.isFailure(fresh) ? fresh.cause : "")).not.toContain(pg.url)
+    } finally {
+      await runtime.dispose()
+    }
+  }, 60_000)
 })

@@ -55,16 +55,19 @@ export const ClientOptions = Schema.Struct({
 })
 export type ClientOptions = typeof ClientOptions.Encoded
 
+/** The worker's defaults. */
+export const WORKER_DEFAULTS = { concurrency: 16, queue: 64, grace: Duration.seconds(10) } as const
+
 /** How a worker takes work. Defaults: concurrency 16, tenantConcurrency = concurrency, queue 64, grace 10 s. */
 export const WorkerOptions = Schema.Struct({
   /** Runs in flight on this worker, all tenants together. */
-  concurrency: Schema.optionalWith(Positive, { default: () => 16 }),
+  concurrency: Schema.optionalWith(Positive, { default: () => WORKER_DEFAULTS.concurrency }),
   /** Runs in flight on this worker for one tenant (default: `concurrency`). */
   tenantConcurrency: Schema.optional(Positive),
   /** Runs of one tenant waiting here for a slot; one more fails at once with `FleetError` "Busy". */
-  queue: Schema.optionalWith(Schema.Int.pipe(Schema.nonNegative()), { default: () => 64 }),
+  queue: Schema.optionalWith(Schema.Int.pipe(Schema.nonNegative()), { default: () => WORKER_DEFAULTS.queue }),
   /** On shutdown, how long runs in flight may finish before their trees are killed. */
-  grace: Schema.optionalWith(Exec.DurationInput, { default: () => Duration.seconds(10) })
+  grace: Schema.optionalWith(Exec.DurationInput, { default: () => WORKER_DEFAULTS.grace })
 })
 export type WorkerOptions = typeof WorkerOptions.Encoded
 

@@ -41,7 +41,7 @@ const workers: Array<Worker> = []
 const startWorker = async (): Promise<Worker> => {
   const [listen, health] = [await freePort(), await freePort()]
   const child = spawn(process.execPath, [
-    BIN, "worker", "--listen", `127.0.0.1:${listen}`, "--health", `127.0.0.1:${health}`, "--grace", "20s"
+    BIN, "worker", "--listen", `127.0.0.1:${listen}`, "--health", `127.0.0.1:${health}`, "--grace", "5s"
   ], { env: { PATH: process.env["PATH"] ?? "/usr/bin:/bin", NATIVE_RUNNER_DATABASE_URL: pg.url }, stdio: ["ignore", "pipe", "pipe"] })
   const worker: Worker = { process: child, pid: child.pid ?? -1, health, log: "" }
   child.stdout?.on("data", (chunk: Buffer) => (worker.log += chunk.toString()))
@@ -270,8 +270,17 @@ describe.runIf(runs)("the fleet on PostgreSQL (3 workers, CLI and library client
       expect(existsSync(marker)).toBe(false)
       const fresh = await Effect.runPromiseExit(NativeRunner.exec({ argv: ["true"] }).pipe(Effect.provide(client("db"))))
       expect(Exit.isFailure(fresh) && JSON.stringify(fresh.cause)).toMatch(/"reason":"Unavailable"/)
-      // The password-free URL is all a message may show; none of them carries a secret here, but none echoes the URL.
       expect(JSON.stringify(Exit.isFailure(fresh) ? fresh.cause : "")).not.toContain(pg.url)
+      // A worker told to stop cannot release its shards without the database: it exits by its deadline (grace 5 s
+      // + 15 s), with its commands.
+      const alive = workers.filter((w) => w.process.exitCode === null && w.process.signalCode === null)
+      expect(alive.length).toBeGreaterThan(0)
+      const stopping = alive[0]!
+      const signalled = Date.now()
+      stopping.process.kill("SIGTERM")
+      await until("the worker to exit", () => stopping.process.exitCode !== null || stopping.process.signalCode !== null, 40_000)
+      expect(stopping.process.exitCode).toBe(143)
+      expect(Date.now() - signalled).toBeLessThan(30_000)
     } finally {
       await runtime.dispose()
     }

@@ -12,6 +12,7 @@ import type { ExecInput } from "../Exec.js"
 import * as NativeRunnerCluster from "../NativeRunnerCluster.js"
 import { UsageError } from "./failures.js"
 import { Stdio } from "./io.js"
+import { setShutdownDeadline } from "./signals.js"
 import type { RunConfig } from "./options.js"
 import type { WorkerConfig, WorkerRunConfig } from "./workerOptions.js"
 import { type RunRequest, toRunnerOptions, toRunRequest } from "./request.js"
@@ -138,6 +139,8 @@ export const runWorker = (config: WorkerConfig & WorkerRunConfig) =>
       ...optional("queue", flags.queue),
       ...optional("grace", Option.map(flags.grace, Duration.millis))
     })
+    // The drain takes up to the grace; past it plus 15 s, the worker exits anyway (its commands die with it).
+    yield* setShutdownDeadline(Option.getOrElse(flags.grace, () => Duration.toMillis(NativeRunnerCluster.WORKER_DEFAULTS.grace)) + 15_000)
     yield* Layer.launch(
       Layer.effectDiscard(
         io.stderr(

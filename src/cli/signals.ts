@@ -1,8 +1,9 @@
 /**
  * How the CLI process ends. SIGHUP, SIGINT and SIGTERM interrupt the program: the run's process tree is killed and its
  * audit line written by the runner's own interruption path, then the CLI exits 128+n (129, 130, 143), as a shell
- * reports a death by that signal. A second signal while that cleanup runs is ignored: the cleanup is bounded by the
- * run's kill grace.
+ * reports a death by that signal. A second signal while that cleanup runs is ignored: a run's cleanup is bounded by
+ * its kill grace. A worker's is bounded by `setShutdownDeadline`: its cluster retries forever to release its shards
+ * when the database is gone (seen: SIGTERM never ended such a worker).
  */
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
@@ -11,6 +12,11 @@ import * as FiberId from "effect/FiberId"
 import { constants } from "node:os"
 
 const SIGNALS = ["SIGHUP", "SIGINT", "SIGTERM"] as const
+
+let deadlineMs: number | undefined
+
+/** After the first signal, exit 128+n at the latest `ms` later, whatever the cleanup is still waiting for. */
+export const setShutdownDeadline = (ms: number): Effect.Effect<void> => Effect.sync(() => (deadlineMs = ms))
 
 /**
  * Runs `program` to its exit code and exits the process with it; `failed` is the code for a defect (reported on
@@ -23,6 +29,7 @@ export const runToExit = (program: Effect.Effect<number>, failed: number): void 
     if (received !== undefined) return
     received = signal
     fiber.unsafeInterruptAsFork(FiberId.none)
+    if (deadlineMs !== undefined) setTimeout(() => process.exit(128 + constants.signals[signal]), deadlineMs).unref()
   }
   for (const signal of SIGNALS) process.on(signal, onSignal)
   // The fiber alone does not hold the event loop open (a command reading our stdin might not either).

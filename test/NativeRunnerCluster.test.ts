@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Tracer from "effect/Tracer"
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
@@ -114,4 +115,17 @@ describe("NativeRunnerCluster: what only the fleet does (in-memory cluster, live
       const result = yield* NativeRunner.exec({ argv: ["true"] })
       expect(result.worker).toBe(`memory-${process.pid}`)
     }).pipe(Effect.provide(NativeRunnerCluster.layerMemory(NativeRunner.layerNode()))))
+  it.live("misspelt client or worker options fail with InvalidInput naming the key", () =>
+    Effect.gen(function*() {
+      const client = yield* Effect.flip(Layer.build(
+        NativeRunnerCluster.layerMemory(NativeRunner.layerNode(), { client: { tenat: "x" } as NativeRunnerCluster.ClientOptions })
+      ))
+      expect(client._tag).toBe("InvalidInput")
+      expect(JSON.stringify(client)).toContain("tenat")
+      const worker = yield* Effect.flip(Layer.build(
+        NativeRunnerCluster.layerMemory(NativeRunner.layerNode(), { worker: { concurency: 2 } as NativeRunnerCluster.WorkerOptions })
+      ))
+      expect(worker._tag).toBe("InvalidInput")
+      expect(JSON.stringify(worker)).toContain("concurency")
+    }).pipe(Effect.scoped))
 })

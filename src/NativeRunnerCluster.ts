@@ -181,6 +181,8 @@ export interface WorkerAddress {
   readonly health?: { readonly host: string; readonly port: number } | undefined
   /** The options of the worker's local live layer (`NativeRunner.layerNode`): sandbox, limits, caps. */
   readonly runner?: NativeRunner.Options | undefined
+  /** The worker's local runner, instead of `NativeRunner.layerNode(runner)` (e.g. with an `Audit` sink provided). */
+  readonly local?: Layer.Layer<NativeRunner.NativeRunner, NativeRunnerError> | undefined
 }
 
 /**
@@ -211,7 +213,7 @@ export const migrate = Effect.gen(function*() {
 export const layerWorker = (
   options: WorkerOptions & DatabaseOptions & WorkerAddress
 ): Layer.Layer<never, NativeRunnerError> => {
-  const { databaseUrl, listen, health, runner, ...worker } = options
+  const { databaseUrl, listen, health, runner, local, ...worker } = options
   return Layer.unwrapEffect(Effect.map(decode(WorkerOptions, worker), (decoded) => {
     const workerId = `${hostname()}:${listen.port}:${process.pid}`
     const draining = { value: false }
@@ -232,7 +234,7 @@ export const layerWorker = (
     )
     // Released first on shutdown (built last): /health says "draining" while the runs in flight finish.
     const drainMark = Layer.scopedDiscard(Effect.addFinalizer(() => Effect.sync(() => (draining.value = true))))
-    const handlers = layerWorkerWith(worker).pipe(Layer.provide(NativeRunner.layerNode(runner ?? {})))
+    const handlers = layerWorkerWith(worker).pipe(Layer.provide(local ?? NativeRunner.layerNode(runner ?? {})))
     const work = Layer.mergeAll(handlers, drainMark).pipe(Layer.provide(shared))
     if (health === undefined) return work
     // Built first, released last: health and metrics stay up for the whole drain.

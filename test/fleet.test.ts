@@ -9,7 +9,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as ManagedRuntime from "effect/ManagedRuntime"
 import { type ChildProcess, execFileSync, spawn } from "node:child_process"
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
@@ -41,7 +41,8 @@ const workers: Array<Worker> = []
 const startWorker = async (): Promise<Worker> => {
   const [listen, health] = [await freePort(), await freePort()]
   const child = spawn(process.execPath, [
-    BIN, "worker", "--listen", `127.0.0.1:${listen}`, "--health", `127.0.0.1:${health}`, "--grace", "5s"
+    BIN, "worker", "--listen", `127.0.0.1:${listen}`, "--health", `127.0.0.1:${health}`, "--grace", "5s",
+    "--audit-log", path.join(tmp, `audit-${listen}.jsonl`)
   ], { env: { PATH: process.env["PATH"] ?? "/usr/bin:/bin", NATIVE_RUNNER_DATABASE_URL: pg.url }, stdio: ["ignore", "pipe", "pipe"] })
   const worker: Worker = { process: child, pid: child.pid ?? -1, health, log: "" }
   child.stdout?.on("data", (chunk: Buffer) => (worker.log += chunk.toString()))
@@ -174,6 +175,10 @@ describe.runIf(runs)("the fleet on PostgreSQL (3 workers, CLI and library client
     )
     expect(results.map((r) => text(r.stdout))).toEqual(Array.from({ length: 50 }, (_, i) => `run-${i}\n`))
     expect(results.every((r) => r.exitCode === 0)).toBe(true)
+    // Each worker wrote an audit line per run it ran (--audit-log on the worker).
+    const audited = readdirSync(tmp).filter((f) => f.startsWith("audit-")).flatMap((f) => lines(path.join(tmp, f)))
+    const runIds = new Set(results.map((r) => r.audits[0]?.runId))
+    expect(audited.filter((line) => runIds.has(JSON.parse(line).runId))).toHaveLength(50)
     const used = new Set(results.map((r) => r.worker))
     expect(used.size).toBeGreaterThanOrEqual(2)
     for (const worker of used) expect(workers.some((w) => worker?.endsWith(`:${w.pid}`))).toBe(true)

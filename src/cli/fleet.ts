@@ -8,10 +8,12 @@ import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
+import * as Audit from "../Audit.js"
 import type { ExecInput } from "../Exec.js"
+import * as NativeRunner from "../NativeRunner.js"
 import * as NativeRunnerCluster from "../NativeRunnerCluster.js"
 import { UsageError } from "./failures.js"
-import { Stdio } from "./io.js"
+import { checkAuditLog, Stdio } from "./io.js"
 import { setShutdownDeadline } from "./signals.js"
 import type { RunConfig } from "./options.js"
 import type { WorkerConfig, WorkerRunConfig } from "./workerOptions.js"
@@ -127,13 +129,17 @@ export const runWorker = (config: WorkerConfig & WorkerRunConfig) =>
     const flags = config
     const url = yield* databaseUrl(flags.databaseUrl, "--database-url", "worker")
     const request = yield* toRunRequest(asRunConfig(config), ["--", "worker"], process.cwd())
+    yield* checkAuditLog(request.auditLog)
     const optional = <K extends string, A>(key: K, value: Option.Option<A>) =>
       Option.match(value, { onNone: () => ({}), onSome: (v) => ({ [key]: v }) as Record<K, A> })
     const layer = NativeRunnerCluster.layerWorker({
       databaseUrl: url,
       listen: flags.listen,
       health: Option.getOrUndefined(flags.health),
-      runner: toRunnerOptions(request),
+      // The worker's own runner: through the spawn helper (it runs many commands), with --audit-log's sink if given.
+      local: request.auditLog === undefined
+        ? NativeRunner.layerNode(toRunnerOptions(request))
+        : NativeRunner.layerNode(toRunnerOptions(request)).pipe(Layer.provide(Audit.layerJsonl(request.auditLog))),
       ...optional("concurrency", flags.concurrency),
       ...optional("tenantConcurrency", flags.tenantConcurrency),
       ...optional("queue", flags.queue),

@@ -9,9 +9,9 @@ import { randomInt } from "node:crypto"
 import { mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { constants, tmpdir } from "node:os"
 import * as path from "node:path"
-import { hostProcesses, waitUntil } from "./helpers/escape.js"
+import { hostProcesses, waitUntil } from "../helpers/escape.js"
 
-const ROOT = path.join(import.meta.dirname, "..")
+const ROOT = path.join(import.meta.dirname, "..", "..")
 const tmp = mkdtempSync(path.join(tmpdir(), "enr-cli-signals-"))
 afterAll(() => rmSync(tmp, { recursive: true, force: true }))
 execFileSync(process.execPath, [path.join(ROOT, "bench", "build-bin.mjs"), "--outdir", path.join(tmp, "dist")])

@@ -13,11 +13,11 @@ import * as Layer from "effect/Layer"
 import * as Ref from "effect/Ref"
 import * as Schema from "effect/Schema"
 import * as fc from "effect/FastCheck"
-import * as Cli from "../src/cli/Cli.js"
-import { InvalidInput, SandboxUnavailable, SpawnError } from "../src/Errors.js"
-import { ExecEvent, type ExecResult, Keep } from "../src/Exec.js"
-import { makeCapture } from "../src/internal/capture.js"
-import * as Sandbox from "../src/Sandbox.js"
+import * as Cli from "../../src/cli/Cli.js"
+import { InvalidInput, SandboxUnavailable, SpawnError } from "../../src/Errors.js"
+import { ExecEvent, type ExecResult, Keep } from "../../src/Exec.js"
+import { makeCapture } from "../../src/internal/capture.js"
+import * as Sandbox from "../../src/Sandbox.js"
 
 describe("parseSize", () => {
   it.each([

@@ -22,11 +22,11 @@ import { createServer } from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
-import * as Bubblewrap from "../src/Bubblewrap.js"
-import * as Cli from "../src/cli/Cli.js"
-import * as NativeRunner from "../src/NativeRunner.js"
+import * as Bubblewrap from "../../src/Bubblewrap.js"
+import * as Cli from "../../src/cli/Cli.js"
+import * as NativeRunner from "../../src/NativeRunner.js"
 
-const ROOT = fileURLToPath(new URL("..", import.meta.url))
+const ROOT = fileURLToPath(new URL("../..", import.meta.url))
 const tmp = mkdtempSync(path.join(os.tmpdir(), "native-runner-cli-"))
 // As root, the sandboxed program runs as 65534, which must be able to reach the workspaces made under here.
 chmodSync(tmp, 0o755)

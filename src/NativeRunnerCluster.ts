@@ -5,28 +5,20 @@
  * is claimed durably before anything is spawned, and a run whose worker died fails with `FleetError` "WorkerLost"
  * instead of running twice. A repeated request id (`withRequestId`) returns the stored outcome.
  */
-import * as NodeClusterSocket from "@effect/platform-node/NodeClusterSocket"
-import * as RunnerAddress from "@effect/cluster/RunnerAddress"
 import type { Sharding } from "@effect/cluster/Sharding"
 import * as ShardingConfig from "@effect/cluster/ShardingConfig"
-import * as SqlMessageStorage from "@effect/cluster/SqlMessageStorage"
-import * as SqlRunnerStorage from "@effect/cluster/SqlRunnerStorage"
 import * as TestRunner from "@effect/cluster/TestRunner"
-import * as PgClient from "@effect/sql-pg/PgClient"
-import * as SqlClient from "@effect/sql/SqlClient"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
-import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
-import { hostname } from "node:os"
 import type { NativeRunnerError } from "./Errors.js"
 import * as Exec from "./Exec.js"
 import * as NativeRunner from "./NativeRunner.js"
 import * as Claims from "./cluster/claims.js"
+import * as Postgres from "./cluster/postgres.js"
 import { currentRequestId, layerClientWith as clientLayer } from "./cluster/client.js"
-import { serveHealth } from "./cluster/health.js"
 import { layerHandlers } from "./cluster/worker.js"
 
 
@@ -34,11 +26,8 @@ import { FleetError } from "./Errors.js"
 
 export { FleetError }
 
-/**
- * Shards per group. Client and workers must agree (a mismatch drops messages silently), so it is fixed here rather
- * than an option.
- */
-export const SHARDS_PER_GROUP = 300
+/** Shards per group: fixed, since client and workers must agree (a mismatch drops messages silently). */
+export const SHARDS_PER_GROUP = Postgres.SHARDS_PER_GROUP
 
 const Positive = Schema.Int.pipe(Schema.positive())
 
@@ -129,29 +118,8 @@ export const layerMemory = <E>(
 
 /** How to reach the fleet's PostgreSQL. The URL is kept `Redacted`: it never reaches an error message or a log. */
 export interface DatabaseOptions {
-  readonly databaseUrl: string | Redacted.Redacted<string>
+  readonly databaseUrl: Postgres.DatabaseUrl
 }
-
-const pg = (databaseUrl: DatabaseOptions["databaseUrl"]) =>
-  PgClient.layer({
-    url: Redacted.isRedacted(databaseUrl) ? databaseUrl : Redacted.make(databaseUrl),
-    // Fleet clients and workers hold few connections each: the cluster's lock connection, ours, and a small pool.
-    maxConnections: 8
-  })
-
-const shardingConfig = {
-  shardsPerGroup: SHARDS_PER_GROUP,
-  // A worker is taken for dead when its heartbeat (every shardLockRefreshInterval) is older than shardLockExpiration;
-  // only then do its shards move and a run it claimed answer "WorkerLost". The defaults (10 s, 35 s) made a SIGKILLed
-  // worker's run fail about 34 s later (measured); 2 s and 10 s make it about 10 s, for one small UPDATE per worker
-  // every 2 s. Shard locks themselves are PostgreSQL advisory locks, dropped at once with the dead worker's connection.
-  shardLockRefreshInterval: Duration.seconds(2),
-  shardLockExpiration: Duration.seconds(10),
-  runnerHealthCheckInterval: Duration.seconds(5),
-  // Replies come back over the runner connection; polling storage is the fallback.
-  entityReplyPollInterval: Duration.millis(200),
-  refreshAssignmentsInterval: Duration.seconds(1)
-} as const
 
 /**
  * A client of the fleet whose workers share `databaseUrl`: provides `NativeRunner`. It registers no runner and
@@ -164,16 +132,8 @@ export const layerClient = (
   options: ClientOptions & DatabaseOptions
 ): Layer.Layer<NativeRunner.NativeRunner, NativeRunnerError> => {
   const { databaseUrl, ...client } = options
-  const cluster = Layer.merge(
-    NodeClusterSocket.layer({ clientOnly: true, storage: "sql", shardingConfig }),
-    Claims.layerSqlReader
-  ).pipe(Layer.provide(pg(databaseUrl)), Layer.mapError(unavailable))
-  return layerClientWith(client).pipe(Layer.provide(cluster))
+  return layerClientWith(client).pipe(Layer.provide(Postgres.clientCluster(databaseUrl)))
 }
-
-/** Joining the fleet failed (database unreachable, listen address taken, schema creation failed). */
-const unavailable = (error: { readonly message: string }): FleetError =>
-  new FleetError({ reason: "Unavailable", message: `the fleet could not be joined: ${error.message}` })
 
 /** Where a worker listens for other runners and clients, and (optionally) serves health and metrics. */
 export interface WorkerAddress {
@@ -189,21 +149,7 @@ export interface WorkerAddress {
  * Creates the fleet's tables in the `SqlClient`'s database (the cluster's and the claims table) while holding one
  * advisory lock, so workers started together do not race on schema creation. `layerWorker` runs it at start.
  */
-export const migrate = Effect.gen(function*() {
-  const sql = yield* SqlClient.SqlClient
-  yield* Effect.scoped(Effect.gen(function*() {
-    const connection = yield* sql.reserve
-    yield* Effect.acquireRelease(
-      connection.executeRaw("SELECT pg_advisory_lock($1, $2)", [Claims.LOCK_CLASS, Claims.SCHEMA_LOCK]),
-      () =>
-        Effect.ignore(connection.executeRaw("SELECT pg_advisory_unlock($1, $2)", [Claims.LOCK_CLASS, Claims.SCHEMA_LOCK]))
-    )
-    yield* Effect.scoped(Layer.build(Layer.mergeAll(SqlMessageStorage.layer, SqlRunnerStorage.layer).pipe(
-      Layer.provide(ShardingConfig.layer(shardingConfig))
-    )))
-    yield* Claims.migrate
-  }))
-})
+export const migrate = Postgres.migrate
 
 /**
  * A worker: registers with the fleet at `listen`, hosts the runs routed to its shards with its own local live layer
@@ -214,33 +160,12 @@ export const layerWorker = (
   options: WorkerOptions & DatabaseOptions & WorkerAddress
 ): Layer.Layer<never, NativeRunnerError> => {
   const { databaseUrl, listen, health, runner, local, ...worker } = options
-  return Layer.unwrapEffect(Effect.map(decode(WorkerOptions, worker), (decoded) => {
-    const workerId = `${hostname()}:${listen.port}:${process.pid}`
-    const draining = { value: false }
-    const cluster = NodeClusterSocket.layer({
-      storage: "sql",
-      shardingConfig: {
-        ...shardingConfig,
-        runnerAddress: Option.some(RunnerAddress.make(listen.host, listen.port)),
-        // On shutdown the cluster waits this long for the entities' runs in flight, then interrupts them.
-        entityTerminationTimeout: decoded.grace
-      }
-    }).pipe(Layer.provide(Layer.effectDiscard(migrate)))
-    // The claims store after the cluster layer, whose start created its table.
-    const shared = Claims.layerSql(workerId).pipe(
-      Layer.provideMerge(cluster),
-      Layer.provideMerge(pg(databaseUrl)),
-      Layer.mapError(unavailable)
-    )
-    // Released first on shutdown (built last): /health says "draining" while the runs in flight finish.
-    const drainMark = Layer.scopedDiscard(Effect.addFinalizer(() => Effect.sync(() => (draining.value = true))))
-    const handlers = layerWorkerWith(worker).pipe(Layer.provide(local ?? NativeRunner.layerNode(runner ?? {})))
-    const work = Layer.mergeAll(handlers, drainMark).pipe(Layer.provide(shared))
-    if (health === undefined) return work
-    // Built first, released last: health and metrics stay up for the whole drain.
-    const server = Layer.scopedDiscard(serveHealth(health, { workerId, draining: () => draining.value })).pipe(
-      Layer.mapError(unavailable)
-    )
-    return work.pipe(Layer.provide(server))
-  }))
+  return Layer.unwrapEffect(Effect.map(decode(WorkerOptions, worker), (decoded) =>
+    Postgres.workerLayer({
+      databaseUrl,
+      listen,
+      health,
+      grace: decoded.grace,
+      handlers: layerWorkerWith(worker).pipe(Layer.provide(local ?? NativeRunner.layerNode(runner ?? {})))
+    })))
 }

@@ -2,7 +2,6 @@
  * The worker side: the `NativeRunner` entity's handlers over the worker's own local runner. Each request is admitted
  * (per-tenant cap and bounded queue), claimed durably, run, and its outcome stored before the reply.
  */
-import * as Entity from "@effect/cluster/Entity"
 import * as Cause from "effect/Cause"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
@@ -12,22 +11,13 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
-import type { NativeRunnerError } from "../Errors.js"
+import { FleetError, type NativeRunnerError } from "../Errors.js"
 import type { ExecEvent, ExecResult } from "../Exec.js"
 import { NativeRunner } from "../NativeRunner.js"
 import { ClaimStore, type ClaimStoreService, type Outcome } from "./claims.js"
+import { makeTenantGate, type TenantGate } from "./gate.js"
 import * as FleetMetrics from "./metrics.js"
-import { type TenantGate, makeTenantGate } from "./gate.js"
-import { FleetError } from "../Errors.js"
-import {
-  ExecRpc,
-  fromWire,
-  RunnerEntity,
-  WireError,
-  type WireEvent,
-  WireInput,
-  WireResult
-} from "./protocol.js"
+import { ExecRpc, fromWire, RunnerEntity, WireError, type WireEvent, WireResult } from "./protocol.js"
 
 /** How a worker takes work. */
 export interface WorkerSettings {

@@ -1,0 +1,120 @@
+/**
+ * The fleet on PostgreSQL: the connection, the cluster's settings shared by clients and workers, schema creation under
+ * an advisory lock, and how a worker's layers are put together (health outlives the drain, claims follow the schema).
+ */
+import * as RunnerAddress from "@effect/cluster/RunnerAddress"
+import type { Sharding } from "@effect/cluster/Sharding"
+import * as ShardingConfig from "@effect/cluster/ShardingConfig"
+import * as SqlMessageStorage from "@effect/cluster/SqlMessageStorage"
+import * as SqlRunnerStorage from "@effect/cluster/SqlRunnerStorage"
+import * as NodeClusterSocket from "@effect/platform-node/NodeClusterSocket"
+import * as PgClient from "@effect/sql-pg/PgClient"
+import * as SqlClient from "@effect/sql/SqlClient"
+import type { SqlError } from "@effect/sql/SqlError"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Redacted from "effect/Redacted"
+import { hostname } from "node:os"
+import { FleetError, type NativeRunnerError } from "../Errors.js"
+import * as Claims from "./claims.js"
+import { serveHealth } from "./health.js"
+
+/**
+ * Shards per group. Client and workers must agree (a mismatch drops messages silently), so it is fixed here rather
+ * than an option.
+ */
+export const SHARDS_PER_GROUP = 300
+
+export type DatabaseUrl = string | Redacted.Redacted<string>
+
+const pg = (databaseUrl: DatabaseUrl) =>
+  PgClient.layer({
+    url: Redacted.isRedacted(databaseUrl) ? databaseUrl : Redacted.make(databaseUrl),
+    // Fleet clients and workers hold few connections each: the cluster's lock connection, ours, and a small pool.
+    maxConnections: 8
+  })
+
+export const shardingConfig = {
+  shardsPerGroup: SHARDS_PER_GROUP,
+  // A worker is taken for dead when its heartbeat (every shardLockRefreshInterval) is older than shardLockExpiration;
+  // only then do its shards move and a run it claimed answer "WorkerLost". The defaults (10 s, 35 s) made a SIGKILLed
+  // worker's run fail about 34 s later (measured); 2 s and 10 s make it about 10 s, for one small UPDATE per worker
+  // every 2 s. Shard locks themselves are PostgreSQL advisory locks, dropped at once with the dead worker's connection.
+  shardLockRefreshInterval: Duration.seconds(2),
+  shardLockExpiration: Duration.seconds(10),
+  runnerHealthCheckInterval: Duration.seconds(5),
+  // Replies come back over the runner connection; polling storage is the fallback.
+  entityReplyPollInterval: Duration.millis(200),
+  refreshAssignmentsInterval: Duration.seconds(1)
+} as const
+
+/** Joining the fleet failed (database unreachable, listen address taken, schema creation failed). */
+const unavailable = (error: { readonly message: string }): FleetError =>
+  new FleetError({ reason: "Unavailable", message: `the fleet could not be joined: ${error.message}` })
+
+/** A client's cluster: no runner of its own; shard assignments from the database; the claims reader. */
+export const clientCluster = (databaseUrl: DatabaseUrl) =>
+  Layer.merge(
+    NodeClusterSocket.layer({ clientOnly: true, storage: "sql", shardingConfig }),
+    Claims.layerSqlReader
+  ).pipe(Layer.provide(pg(databaseUrl)), Layer.mapError(unavailable))
+
+/** Creates the cluster's tables and the claims table while holding the schema lock. */
+export const migrate: Effect.Effect<void, SqlError, SqlClient.SqlClient> = Effect.gen(function*() {
+  const sql = yield* SqlClient.SqlClient
+  yield* Effect.scoped(Effect.gen(function*() {
+    const connection = yield* sql.reserve
+    yield* Effect.acquireRelease(
+      connection.executeRaw("SELECT pg_advisory_lock($1, $2)", [Claims.LOCK_CLASS, Claims.SCHEMA_LOCK]),
+      () =>
+        Effect.ignore(connection.executeRaw("SELECT pg_advisory_unlock($1, $2)", [Claims.LOCK_CLASS, Claims.SCHEMA_LOCK]))
+    )
+    yield* Effect.scoped(Layer.build(Layer.mergeAll(SqlMessageStorage.layer, SqlRunnerStorage.layer).pipe(
+      Layer.provide(ShardingConfig.layer(shardingConfig))
+    )))
+    yield* Claims.migrate
+  }))
+})
+
+/** What a worker is made of, besides its handlers' own options. */
+export interface WorkerParts<E> {
+  readonly databaseUrl: DatabaseUrl
+  readonly listen: { readonly host: string; readonly port: number }
+  readonly health?: { readonly host: string; readonly port: number } | undefined
+  readonly grace: Duration.DurationInput
+  /** The entity's handlers with their local runner; they need the cluster and a claim store. */
+  readonly handlers: Layer.Layer<never, E, Sharding | Claims.ClaimStore>
+}
+
+/** A worker on PostgreSQL: schema, cluster, claims, handlers, and health and metrics that outlive the drain. */
+export const workerLayer = <E>(parts: WorkerParts<E>): Layer.Layer<never, E | NativeRunnerError> => {
+  const { listen, health } = parts
+  const workerId = `${hostname()}:${listen.port}:${process.pid}`
+  const draining = { value: false }
+  const cluster = NodeClusterSocket.layer({
+    storage: "sql",
+    shardingConfig: {
+      ...shardingConfig,
+      runnerAddress: Option.some(RunnerAddress.make(listen.host, listen.port)),
+      // On shutdown the cluster waits this long for the entities' runs in flight, then interrupts them.
+      entityTerminationTimeout: parts.grace
+    }
+  }).pipe(Layer.provide(Layer.effectDiscard(migrate)))
+  // The claims store after the cluster layer, whose start created its table.
+  const shared = Claims.layerSql(workerId).pipe(
+    Layer.provideMerge(cluster),
+    Layer.provideMerge(pg(parts.databaseUrl)),
+    Layer.mapError(unavailable)
+  )
+  // Released first on shutdown (built last): /health says "draining" while the runs in flight finish.
+  const drainMark = Layer.scopedDiscard(Effect.addFinalizer(() => Effect.sync(() => (draining.value = true))))
+  const work = Layer.mergeAll(parts.handlers, drainMark).pipe(Layer.provide(shared))
+  if (health === undefined) return work
+  // Built first, released last: health and metrics stay up for the whole drain.
+  const server = Layer.scopedDiscard(serveHealth(health, { workerId, draining: () => draining.value })).pipe(
+    Layer.mapError(unavailable)
+  )
+  return work.pipe(Layer.provide(server))
+}

@@ -16,6 +16,7 @@ import { fileURLToPath } from "node:url"
 import * as NativeRunner from "../src/NativeRunner.js"
 import * as NativeRunnerCluster from "../src/NativeRunnerCluster.js"
 import { freePort, postgresBin, startPostgres, type TestPostgres } from "../bench/lib/postgres.js"
+import { isAlive } from "./helpers/escape.js"
 
 const ROOT = path.dirname(path.dirname(fileURLToPath(import.meta.url)))
 const inCI = process.env["CI"] === "true"
@@ -101,15 +102,6 @@ const workerOf = (pid: number): Worker | undefined => {
   return undefined
 }
 
-/** Running (not a zombie, not gone). */
-const running = (pid: number): boolean => {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8")
-    return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z"
-  } catch {
-    return false
-  }
-}
 
 const lines = (file: string) => (existsSync(file) ? readFileSync(file, "utf8").split("\n").filter((l) => l !== "") : [])
 
@@ -155,7 +147,7 @@ describe.runIf(runs)("the fleet on PostgreSQL (3 workers, CLI and library client
     expect(ran.err).toMatch(/timed out after 500ms/)
     const [pid] = lines(marker).map(Number)
     expect(pid).toBeGreaterThan(1)
-    expect(running(pid!)).toBe(false)
+    expect(isAlive(pid!)).toBe(false)
   })
 
   it("a password on the command line is refused before anything is sent (exit 2), and never echoed", async () => {
@@ -251,7 +243,7 @@ describe.runIf(runs)("the fleet on PostgreSQL (3 workers, CLI and library client
       expect(JSON.stringify(exit.cause)).toMatch(/"reason":"WorkerLost"/)
     }
     expect(tookMs).toBeLessThan(40_000)
-    expect(running(pid)).toBe(false)
+    expect(isAlive(pid)).toBe(false)
     const again = await Effect.runPromiseExit(lostRun)
     expect(Exit.isFailure(again) && JSON.stringify(again.cause)).toMatch(/"reason":"WorkerLost"/)
     const viaCli = await cli(["run", "--cluster", pg.url, "--tenant", "lost", "--request-id", "lost-1", "--", "true"])

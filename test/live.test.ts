@@ -14,30 +14,22 @@ import * as path from "node:path"
 import * as NodeContext from "@effect/platform-node/NodeContext"
 import { Audit, Metrics, NativeRunner } from "../src/index.js"
 import { InvalidInput, SpawnError } from "../src/Errors.js"
+import { isAlive } from "./helpers/escape.js"
 import { scratchDir } from "./helpers/tempDirs.js"
 
 const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes)
 const scratch = () => scratchDir("enr-live-")
 
-/** True while `pid` exists and is not a zombie. */
-const alive = (pid: number): boolean => {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8")
-    return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z"
-  } catch {
-    return false
-  }
-}
 
 /** Waits (really) until `pid` is gone, up to `ms`; returns whether it went. */
 const gone = (pid: number, ms = 3000) =>
   Effect.promise(async () => {
     const deadline = Date.now() + ms
     while (Date.now() < deadline) {
-      if (!alive(pid)) return true
+      if (!isAlive(pid)) return true
       await new Promise((r) => setTimeout(r, 20))
     }
-    return !alive(pid)
+    return !isAlive(pid)
   })
 
 const scratchRoot = scratch()

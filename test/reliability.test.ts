@@ -31,6 +31,7 @@ import {
   withEnvMarker
 } from "../bench/lib/procs.js"
 import { makeNodeSpawner } from "../src/internal/nodeSpawner.js"
+import { isAlive } from "./helpers/escape.js"
 import { bareRunner } from "./helpers/runner.js"
 import * as NativeRunner from "../src/NativeRunner.js"
 import { scratchDir } from "./helpers/tempDirs.js"
@@ -69,14 +70,6 @@ const heapAfterGc = (): number => {
   return process.memoryUsage().heapUsed
 }
 
-const isAlive = (pid: number): boolean => {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8")
-    return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z"
-  } catch {
-    return false
-  }
-}
 
 /** Direct children of this process (the test worker): every zombie (its environ is gone), and live ones marked. */
 const ourChildren = (marks: ReadonlySet<string>) =>

@@ -11,7 +11,7 @@ import * as ManagedRuntime from "effect/ManagedRuntime"
 import * as Stream from "effect/Stream"
 import { execa } from "execa"
 import { spawn } from "node:child_process"
-import type { ExecEvent } from "../../src/Exec.js"
+import type { ExecEvent, ExecInput, ExecResult } from "../../src/Exec.js"
 import * as NativeRunner from "../../src/NativeRunner.js"
 
 /** One command to run, with the limits every contender applies in its own way. */
@@ -208,6 +208,21 @@ export const execaContender = (options: { readonly streaming?: boolean } = {}): 
   dispose: async () => {}
 })
 
+/** A run spec as our exec input (both of our contenders send the same). */
+const inputOf = (spec: RunSpec): ExecInput => ({
+  argv: [...spec.argv],
+  limits: { maxStdoutBytes: spec.maxStdoutBytes, maxStderrBytes: spec.maxStderrBytes },
+  ...(spec.timeoutMs === undefined ? {} : { timeout: `${spec.timeoutMs} millis` }),
+  ...(spec.graceMs === undefined ? {} : { killGrace: `${spec.graceMs} millis` })
+})
+
+const reportOf = (result: ExecResult): RunReport => ({
+  exitCode: result.exitCode,
+  stdoutBytes: result.stdoutBytes,
+  keptStdoutBytes: result.stdout.length,
+  timedOut: result.timedOut
+})
+
 /** Our runner over any layer (default: `NativeRunner.layerNode()`), through a runtime built once. */
 export const ours = (
   name = "ours (NativeRunner)",
@@ -217,18 +232,7 @@ export const ours = (
   return {
     name,
     run: async (spec) => {
-      const result = await runtime.runPromise(NativeRunner.exec({
-        argv: [...spec.argv],
-        limits: { maxStdoutBytes: spec.maxStdoutBytes, maxStderrBytes: spec.maxStderrBytes },
-        ...(spec.timeoutMs === undefined ? {} : { timeout: `${spec.timeoutMs} millis` }),
-        ...(spec.graceMs === undefined ? {} : { killGrace: `${spec.graceMs} millis` })
-      }))
-      return {
-        exitCode: result.exitCode,
-        stdoutBytes: result.stdoutBytes,
-        keptStdoutBytes: result.stdout.length,
-        timedOut: result.timedOut
-      }
+      return reportOf(await runtime.runPromise(NativeRunner.exec(inputOf(spec))))
     },
     dispose: () => runtime.dispose()
   }
@@ -246,10 +250,7 @@ export const oursStream = (
       let streamed = 0
       let last: ExecEvent | undefined
       // Drained as a throughput-minded consumer would: a chunk of events at a time, no effect per event.
-      await runtime.runPromise(NativeRunner.execStream({
-        argv: [...spec.argv],
-        limits: { maxStdoutBytes: spec.maxStdoutBytes, maxStderrBytes: spec.maxStderrBytes }
-      }).pipe(
+      await runtime.runPromise(NativeRunner.execStream(inputOf(spec)).pipe(
         Stream.runForEachChunk((events) => Effect.sync(() => {
           for (const event of events) {
             if (event._tag === "Stdout" || event._tag === "Stderr") streamed += event.bytes.length
@@ -260,12 +261,7 @@ export const oursStream = (
       if (last === undefined || last._tag !== "Exit") throw new Error(`${name}: the stream ended without Exit`)
       const { result, dropped } = last
       if (streamed + dropped.bytes !== result.stdoutBytes + result.stderrBytes) throw new Error(`${name}: bytes lost`)
-      return {
-        exitCode: result.exitCode,
-        stdoutBytes: result.stdoutBytes,
-        keptStdoutBytes: result.stdout.length,
-        timedOut: result.timedOut
-      }
+      return reportOf(result)
     },
     dispose: () => runtime.dispose()
   }

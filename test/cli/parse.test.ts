@@ -661,7 +661,7 @@ describe("doctorReport", () => {
     expect(status(report, "max-procs")?.detail).toBe("RLIMIT_NPROC (counts every process of this user)")
     expect(status(report, "sandbox paths")?.detail).toBe("bwrap /usr/bin/bwrap, setpriv /usr/bin/setpriv, prlimit /usr/bin/prlimit")
     expect(status(report, "sandbox user")?.detail).toBe("this process's own user (not root)")
-    expect(status(report, "seccomp")?.detail).toMatch(/^default filter \(x86_64\): 33 syscalls refused/)
+    expect(status(report, "seccomp")?.detail).toMatch(/^default filter \(x86_64\): 35 syscalls refused/)
   })
 
   it("shows the sandbox user of a root host, a seccomp filter turned off, and helpers that cannot be found", () => {

@@ -38,6 +38,23 @@ const THREAD_FLAGS = 0x00000100 | 0x00000200 | 0x00000400 | 0x00000800 | 0x00010
 const SIGCHLD = 17
 const CLONE_FILES = 0x00000400
 
+// linux/personality.h
+const PER_LINUX = 0
+const PER_LINUX32 = 0x0008
+const PER_SVR4 = 0x0001 | 0x0100000 | 0x4000000 // with MMAP_PAGE_ZERO and STICKY_TIMEOUTS
+const ADDR_NO_RANDOMIZE = 0x0040000
+const READ_IMPLIES_EXEC = 0x0400000
+const PERSONALITY_QUERY = 0xffffffff
+
+// linux/socket.h
+const AF_UNIX = 1
+const AF_INET = 2
+const AF_INET6 = 10
+const AF_NETLINK = 16
+const AF_PACKET = 17
+const AF_VSOCK = 40
+const SOCK_STREAM = 1
+
 /** Pinned from the kernel headers, independently of the module's tables. */
 const ordinary: Record<SeccompArch, Record<"read" | "write" | "openat" | "execve", number>> = {
   x86_64: { read: 0, write: 1, openat: 257, execve: 59 },
@@ -107,6 +124,11 @@ describe("syscall tables", () => {
     expect([syscallNumbers("x86_64").clone, syscallNumbers("x86_64").unshare]).toEqual([56, 272])
     expect([syscallNumbers("aarch64").clone, syscallNumbers("aarch64").unshare]).toEqual([220, 97])
     expect([syscallNumbers("x86_64").clone3, syscallNumbers("aarch64").clone3]).toEqual([435, 435])
+    expect([syscallNumbers("x86_64").pidfd_getfd, syscallNumbers("aarch64").pidfd_getfd]).toEqual([438, 438])
+    expect([syscallNumbers("x86_64").kcmp, syscallNumbers("aarch64").kcmp]).toEqual([312, 272])
+    expect([syscallNumbers("x86_64").personality, syscallNumbers("aarch64").personality]).toEqual([135, 92])
+    expect([syscallNumbers("x86_64").socket, syscallNumbers("x86_64").socketpair]).toEqual([41, 53])
+    expect([syscallNumbers("aarch64").socket, syscallNumbers("aarch64").socketpair]).toEqual([198, 199])
   })
 
   const headers: Record<SeccompArch, string> = {
@@ -141,8 +163,8 @@ describe.each(arches)("defaultFilter(%s), interpreted", (arch) => {
   })
 
   it("refuses every denied syscall with EPERM", () => {
-    expect(deniedSyscalls(arch)).toContain("ptrace")
-    expect(deniedSyscalls(arch)).toHaveLength(33)
+    expect(deniedSyscalls(arch)).toEqual(expect.arrayContaining(["ptrace", "pidfd_getfd", "kcmp"]))
+    expect(deniedSyscalls(arch)).toHaveLength(35)
     for (const name of deniedSyscalls(arch)) {
       const nr = Object.entries(numbers).find(([n]) => n === name)?.[1]
       expect([name, nr === undefined ? "no number" : verdict(nr)]).toEqual([name, EPERM])
@@ -163,6 +185,41 @@ describe.each(arches)("defaultFilter(%s), interpreted", (arch) => {
     expect(verdict(numbers.unshare, BigInt(CLONE_FILES))).toBe(ALLOW)
     // A sign-extended CLONE_IO leaves junk in the high word; the kernel reads only the low one, and so do we.
     expect(verdict(numbers.clone, 0xFFFFFFFF_80000000n | BigInt(SIGCHLD))).toBe(ALLOW)
+  })
+
+  it("refuses pidfd_getfd and kcmp whatever their arguments", () => {
+    for (const arg0 of [0n, 3n, 0xFFFFFFFF_FFFFFFFFn]) {
+      expect(verdict(numbers.pidfd_getfd, arg0)).toBe(EPERM)
+      expect(verdict(numbers.kcmp, arg0)).toBe(EPERM)
+    }
+  })
+
+  it("allows personality(PER_LINUX) and the query, refuses every other persona", () => {
+    for (const persona of [PER_LINUX, PERSONALITY_QUERY]) {
+      expect([persona, verdict(numbers.personality, BigInt(persona))]).toEqual([persona, ALLOW])
+    }
+    const refused = [ADDR_NO_RANDOMIZE, READ_IMPLIES_EXEC, PER_SVR4, PER_LINUX32, 1, 0xfffffffe, 0x7fffffff]
+    for (const persona of refused) {
+      expect([persona, verdict(numbers.personality, BigInt(persona))]).toEqual([persona, EPERM])
+    }
+  })
+
+  it("reads personality's low word only, as the kernel does (unsigned int)", () => {
+    // personality(-1) from a caller that sign-extends is still a query; high junk cannot hide a refused persona,
+    // nor make an allowed one refused. The high words are the allowed values, so reading the wrong half fails here.
+    expect(verdict(numbers.personality, 0xFFFFFFFF_FFFFFFFFn)).toBe(ALLOW)
+    expect(verdict(numbers.personality, 0x00000001_00000000n | BigInt(PER_LINUX))).toBe(ALLOW)
+    expect(verdict(numbers.personality, 0xFFFFFFFF_00000000n | BigInt(ADDR_NO_RANDOMIZE))).toBe(EPERM)
+  })
+
+  it("refuses socket and socketpair for AF_VSOCK, high word or not, and allows the other families", () => {
+    for (const nr of [numbers.socket, numbers.socketpair]) {
+      expect(verdict(nr, BigInt(AF_VSOCK))).toBe(EPERM)
+      expect(verdict(nr, 0xFFFFFFFF_00000000n | BigInt(AF_VSOCK))).toBe(EPERM)
+      for (const domain of [AF_UNIX, AF_INET, AF_INET6, AF_NETLINK, AF_PACKET, AF_VSOCK + 1, AF_VSOCK - 1]) {
+        expect([nr, domain, verdict(nr, BigInt(domain))]).toEqual([nr, domain, ALLOW])
+      }
+    }
   })
 
   it("allows ordinary syscalls", () => {
@@ -231,13 +288,25 @@ const sandboxed = (argv: ReadonlyArray<string>, seccomp: boolean) =>
     return Effect.sync(() => child.kill("SIGKILL"))
   })
 
-/** Python that calls syscall(nr, ...args) through ctypes and prints "<result> <errno>". */
-const rawSyscall = (nr: number, args: ReadonlyArray<number>) => [
+/**
+ * Python that makes each call through ctypes' syscall(nr, ...args) and prints "<result> <errno>" a line. Arguments are
+ * numbers or Python expressions (`os` is imported; `pair` is an int[2] for socketpair).
+ */
+const rawSyscalls = (calls: ReadonlyArray<ReadonlyArray<number | string>>) => [
   "python3",
   "-c",
-  `import ctypes; libc = ctypes.CDLL(None, use_errno=True); libc.syscall.restype = ctypes.c_long
-r = libc.syscall(${[nr, ...args].map((a) => `ctypes.c_long(${a})`).join(", ")}); print(r, ctypes.get_errno())`
+  `import ctypes, os; libc = ctypes.CDLL(None, use_errno=True); libc.syscall.restype = ctypes.c_long
+pair = (ctypes.c_int * 2)()
+def call(*args):
+    ctypes.set_errno(0); r = libc.syscall(*(ctypes.c_long(a) for a in args)); print(r, ctypes.get_errno())
+${calls.map((args) => `call(${args.join(", ")})`).join("\n")}`
 ]
+
+/** Python that calls syscall(nr, ...args) through ctypes and prints "<result> <errno>". */
+const rawSyscall = (nr: number, args: ReadonlyArray<number>) => rawSyscalls([[nr, ...args]])
+
+/** The lines a `rawSyscalls` program printed. */
+const lines = (outcome: Outcome): ReadonlyArray<string> => outcome.stdout.trim().split("\n")
 
 describe.runIf((bwrapOnPath || inCI) && hostArch !== undefined)("defaultFilter, live in bwrap", () => {
   const numbers = syscallNumbers(hostArch ?? "x86_64")
@@ -291,6 +360,51 @@ print(r, ctypes.get_errno()); child.kill(); child.wait()`
       const plain = yield* sandboxed(argv, false)
       expect(filtered.stdout.trim()).toBe("-1 38")
       expect(plain.stdout.trim()).toBe("-1 22")
+    }))
+
+  it.live("refuses pidfd_getfd and kcmp with EPERM (both work on the caller itself without the filter)", () =>
+    Effect.gen(function*() {
+      const argv = rawSyscalls([
+        [numbers.pidfd_getfd, "os.pidfd_open(os.getpid())", 0, 0],
+        // kcmp(pid, pid, KCMP_FILE, 0, 0): is descriptor 0 the same file as itself?
+        [numbers.kcmp, "os.getpid()", "os.getpid()", 0, 0, 0]
+      ])
+      const filtered = yield* sandboxed(argv, true)
+      const plain = yield* sandboxed(argv, false)
+      expect(lines(filtered)).toEqual(["-1 1", "-1 1"])
+      expect(lines(plain)).toEqual([expect.stringMatching(/^\d+ 0$/), "0 0"])
+    }))
+
+  it.live("allows personality(PER_LINUX) and the query, refuses ADDR_NO_RANDOMIZE with EPERM", () =>
+    Effect.gen(function*() {
+      // Each call returns the persona before it: without the filter the second one takes effect.
+      const argv = rawSyscalls([
+        [numbers.personality, PERSONALITY_QUERY],
+        [numbers.personality, ADDR_NO_RANDOMIZE],
+        [numbers.personality, PERSONALITY_QUERY],
+        [numbers.personality, PER_LINUX]
+      ])
+      const filtered = yield* sandboxed(argv, true)
+      const plain = yield* sandboxed(argv, false)
+      expect(lines(filtered)).toEqual(["0 0", "-1 1", "0 0", "0 0"])
+      expect(lines(plain)).toEqual(["0 0", "0 0", `${ADDR_NO_RANDOMIZE} 0`, `${ADDR_NO_RANDOMIZE} 0`])
+    }))
+
+  it.live("refuses socket and socketpair for AF_VSOCK with EPERM, still makes AF_UNIX sockets", () =>
+    Effect.gen(function*() {
+      const argv = rawSyscalls([
+        [numbers.socket, AF_VSOCK, SOCK_STREAM, 0],
+        [numbers.socketpair, AF_VSOCK, SOCK_STREAM, 0, "ctypes.addressof(pair)"],
+        [numbers.socket, AF_UNIX, SOCK_STREAM, 0]
+      ])
+      const filtered = yield* sandboxed(argv, true)
+      const plain = yield* sandboxed(argv, false)
+      const opened = expect.stringMatching(/^\d+ 0$/)
+      expect(lines(filtered)).toEqual(["-1 1", "-1 1", opened])
+      // Without the filter: a socket where the host has a VM-socket transport (measured in a Firecracker guest, 6.18:
+      // the network namespace does not stop it), EAFNOSUPPORT where it has none; vsock has no socketpair (EOPNOTSUPP).
+      const noVsock = expect.stringMatching(/^-1 (95|97)$/)
+      expect(lines(plain)).toEqual([expect.stringMatching(/^(\d+ 0|-1 97)$/), noVsock, opened])
     }))
 
   it.live("still runs threads and forks", () =>

@@ -47,6 +47,13 @@ export interface WrapOptions {
    * running, and switches to `identity`. Required with `identity`; without both, bwrap is spawned directly.
    */
   readonly setprivPath?: string | undefined
+  /**
+   * util-linux flock: the run holds a shared lock on the workspace directory for as long as it lives (taken by a
+   * `flock --shared --nonblock --close` in front of bwrap, never handed to the program), so `Sandbox.adoptWorkspace`
+   * cannot run under it; while adoption holds it, the run exits 75 before bwrap starts. Requires `setprivPath`.
+   * Default: no lock.
+   */
+  readonly flockPath?: string | undefined
   /** The host uid:gid the sandbox runs as (for a root host: never root inside). Default: this process's own. */
   readonly identity?: SandboxUser | undefined
   /** Secrets to hide. Default `defaultMasks`; use `hostMasks()` for every known secret present on this host. */

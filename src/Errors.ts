@@ -10,7 +10,8 @@ export type InvalidInput = internal.InvalidInput
 
 /**
  * Why a spawn failed. `SandboxSetup`: the sandbox itself could not be set up before the program started (a bind
- * source missing, a mount refused, a workspace that cannot be handed to the sandbox user); the message is bwrap's.
+ * source missing, a mount refused, a workspace the sandbox user cannot write, a bind source reached through a
+ * symlink in a writable place, a workspace being adopted); the message says which, and how to fix it.
  */
 export const SpawnFailure: typeof internal.SpawnFailure = internal.SpawnFailure
 export type SpawnFailure = typeof SpawnFailure.Type
@@ -34,6 +35,15 @@ export type SandboxUnavailable = internal.SandboxUnavailable
  */
 export const FleetError: typeof internal.FleetError = internal.FleetError
 export type FleetError = internal.FleetError
+
+/**
+ * Preparing a workspace (`Sandbox.adoptWorkspace`, `Sandbox.makeWorkspace`) failed; nothing was changed unless the
+ * message says so. `reason`: `Refused` (a path that cannot be given to the sandbox user safely: a system or shared
+ * directory, a home directory, a symlinked path, a mount point or hard-linked file inside, a parent the sandbox user
+ * could write, a non-root host), `InUse` (a sandboxed run holds the workspace), `Failed` (a helper failed).
+ */
+export const WorkspaceError: typeof internal.WorkspaceError = internal.WorkspaceError
+export type WorkspaceError = internal.WorkspaceError
 
 /** Every typed failure of `NativeRunner.exec`. */
 export type NativeRunnerError = InvalidInput | SpawnError | SandboxUnavailable | FleetError

@@ -70,7 +70,7 @@ export const runnerFields = {
 } as const
 
 /**
- * The sandbox of a live layer: the `policy`; `bwrapPath`, `setprivPath`, `prlimitPath` (absolute; default: found on
+ * The sandbox of a live layer: the `policy`; `bwrapPath`, `setprivPath`, `flockPath`, `prlimitPath` (absolute; default: found on
  * the host's PATH when the layer is built); `fallback` when bubblewrap is unusable: `"fail"` (default: the layer fails
  * with `SandboxUnavailable`) or `"unsandboxed"` (a warning, then runs on the host; resource limits still apply).
  */
@@ -78,6 +78,7 @@ export const SandboxOptions = Schema.Struct({
   policy: Sandbox.Policy,
   bwrapPath: Schema.optional(Sandbox.AbsolutePath),
   setprivPath: Schema.optional(Sandbox.AbsolutePath),
+  flockPath: Schema.optional(Sandbox.AbsolutePath),
   prlimitPath: Schema.optional(Sandbox.AbsolutePath),
   fallback: Schema.optional(Schema.Literal("fail", "unsandboxed"))
 })

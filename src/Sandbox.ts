@@ -1,9 +1,13 @@
 /**
  * The sandbox policy as data: what a sandboxed command may see, write and use. Backends (`Bubblewrap`) turn a
- * `Policy` into the argv to spawn; nothing here touches the host.
+ * `Policy` into the argv to spawn; nothing here touches the host, except the two workspace preparers at the end
+ * (`adoptWorkspace`, `makeWorkspace`), which an operator calls before any workload uses the directory.
  */
+import type * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
+import type { WorkspaceError } from "./internal/errors.js"
 import * as internal from "./internal/sandbox.js"
+import * as prep from "./internal/workspacePrep.js"
 
 /** An absolute host or sandbox path; relative paths would depend on the runner's own cwd. */
 export const AbsolutePath = Schema.String.pipe(
@@ -67,6 +71,13 @@ export type SandboxUser = typeof SandboxUser.Type
 export const defaultSandboxUser: SandboxUser = internal.defaultSandboxUser
 
 /**
+ * Who a root host's sandboxed program runs as: a named unprivileged `SandboxUser`, or `"workspace-owner"`, the owner
+ * of the workspace directory when the layer is built (refused when that is root).
+ */
+export const SandboxIdentity = Schema.Union(SandboxUser, Schema.Literal("workspace-owner"))
+export type SandboxIdentity = typeof SandboxIdentity.Type
+
+/**
  * What a sandboxed command may see and use.
  *
  * - `workspace`: host directory bound read-write at `/workspace`, the default cwd inside.
@@ -75,8 +86,10 @@ export const defaultSandboxUser: SandboxUser = internal.defaultSandboxUser
  * - `network`: default `"none"`.
  * - `env`: variables set inside the sandbox; they win over the command's own environment.
  * - `limits`: resource limits of the run.
- * - `user`: when the host process is root, the host uid:gid the program runs as (default 65534:65534); the workspace
- *   and read-write binds are handed to it for the run. A non-root host runs the sandbox as itself.
+ * - `user`: when the host process is root, the host uid:gid the program runs as (default 65534:65534, supplementary
+ *   groups cleared), or `"workspace-owner"`. The runner never changes an owner or mode: the workspace and each
+ *   read-write bind must already be directories that user can write (`adoptWorkspace`, `makeWorkspace`), else the
+ *   exec fails with `SpawnError` `SandboxSetup` before anything runs. A non-root host runs the sandbox as itself.
  * - `seccomp`: the default seccomp filter (default `true`); `false` only for debugging.
  *
  * @example
@@ -89,10 +102,43 @@ export const Policy = Schema.Struct({
   network: Schema.optional(Network),
   env: Schema.optional(Schema.Record({ key: Schema.String, value: Schema.String })),
   limits: Schema.optional(ResourceLimits),
-  user: Schema.optional(SandboxUser),
+  user: Schema.optional(SandboxIdentity),
   seccomp: Schema.optional(Schema.Boolean)
 })
 export type Policy = typeof Policy.Type
 
 /** Where the workspace appears inside the sandbox. */
 export const workspaceMount = internal.workspaceMount
+
+/** A workspace made ready for the sandbox user. */
+export type PreparedWorkspace = prep.PreparedWorkspace
+
+/**
+ * Gives an existing tree to the sandbox user (default 65534:65534), once, before any workload touches it: coreutils
+ * `chown -R --no-dereference` (it walks with directory descriptors and never follows a link) under an exclusive
+ * `flock` on the directory, which every sandboxed run on it holds shared: adoption is refused (`InUse`) while a run
+ * holds it, and a run started during adoption fails with `SandboxSetup`. Refused (`WorkspaceError` `Refused`) for
+ * `/`, system and shared directories (`/usr`, `/etc`, `/home`, `/tmp`, ...), a tree holding an account's home, a
+ * path with a symlink, a tree with a mount point or a hard-linked file inside, a parent the sandbox user could write
+ * (it could swap the workspace for a link), a tree the user could not reach, and on a non-root host.
+ *
+ * @example
+ * yield* Sandbox.adoptWorkspace("/srv/jobs/42", { user: { uid: 10001, gid: 10001 } })
+ */
+export const adoptWorkspace: (
+  dir: string,
+  options?: prep.PrepOptions
+) => Effect.Effect<PreparedWorkspace, WorkspaceError> = prep.adoptWorkspace
+
+/**
+ * Creates a fresh, empty workspace (`PARENT/workspace-XXXXXX`, mode 0700) owned by the sandbox user (default
+ * 65534:65534; a non-root host: itself) and returns its path. The parent must be a directory the sandbox user can
+ * reach but not write. Fails with `WorkspaceError`.
+ *
+ * @example
+ * const { path } = yield* Sandbox.makeWorkspace("/srv/jobs")
+ */
+export const makeWorkspace: (
+  parent: string,
+  options?: Pick<prep.PrepOptions, "user">
+) => Effect.Effect<PreparedWorkspace, WorkspaceError> = prep.makeWorkspace

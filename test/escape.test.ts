@@ -10,7 +10,7 @@ import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import { spawnSync } from "node:child_process"
 import { randomInt } from "node:crypto"
-import { existsSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs"
+import { chmodSync, existsSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs"
 import * as path from "node:path"
 import { Bubblewrap, type Exec, NativeRunner, type Sandbox } from "../src/index.js"
 import {
@@ -132,7 +132,7 @@ describe.runIf(unusable.length === 0 || inCI)("hostile workload", () => {
     it.live("sandboxed: the host sees 65534, or the policy's user; the process is gone after interruption", () =>
       Effect.gen(function*() {
         expect(yield* observe(sandboxed({ workspace: workspace() }))).toEqual({ started: true, ids: as(65534), gone: true })
-        const custom = sandboxed({ workspace: workspace(), user: { uid: 4242, gid: 4242 } })
+        const custom = sandboxed({ workspace: workspace({ uid: 4242, gid: 4242 }), user: { uid: 4242, gid: 4242 } })
         expect(yield* observe(custom)).toEqual({ started: true, ids: as(4242), gone: true })
       }))
   })
@@ -322,6 +322,8 @@ describe.runIf(unusable.length === 0 || inCI)("hostile workload", () => {
       Effect.scoped(Effect.gen(function*() {
         const ws = workspace()
         const bind = tempDir("bind-")
+        // The sandbox user must reach a bind source: mkdtemp made it 0700.
+        chmodSync(bind, 0o755)
         const runner = yield* Layer.build(sandboxed({ workspace: ws, readOnlyBinds: [{ host: bind }] }))
         if (removeFirst) rmSync(bind, { recursive: true })
         const outcome = yield* Effect.either(

@@ -11,18 +11,24 @@ import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
 import { Bubblewrap, NativeRunner, type Sandbox } from "../src/index.js"
+import { makeTestWorkspace } from "./helpers/workspace.js"
 
 const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes)
 const isRoot = process.getuid?.() === 0
 
-/** Temp dirs made by this file, removed after it (as root, the runs hand them back first). */
+/** Temp dirs made by this file, removed after it. */
 const created: Array<string> = []
 const tempDir = (prefix: string) => {
   const dir = mkdtempSync(path.join(tmpdir(), prefix))
   created.push(dir)
   return dir
 }
-const workspace = () => tempDir("enr-ws-")
+/** A workspace the sandbox user (as root: 65534, or `user`) can write; the runner never changes owners for a run. */
+const workspace = (user?: { readonly uid: number; readonly gid: number }) => {
+  const made = makeTestWorkspace("enr-ws-", user)
+  created.push(made.parent)
+  return made.ws
+}
 afterAll(() => {
   for (const dir of created) rmSync(dir, { recursive: true, force: true })
 })
@@ -162,27 +168,40 @@ describe.runIf(Either.isRight(preflight) || inCI)("sandboxed runs (bwrap)", () =
       expect(text(again.stdout)).toBe("")
     }))
 
-  it.live.runIf(isRoot)("as root, runs the program as the sandbox user and gives the workspace back after", () =>
+  it.live.runIf(isRoot)("as root, runs the program as the sandbox user and changes no owner or mode on the host", () =>
     Effect.gen(function*() {
       const ws = workspace()
-      writeFileSync(path.join(ws, "input"), "from the host\n")
-      // mkdtemp made the workspace root's and 0700: the program can write there only because it was handed over.
-      const script = "id -u; id -g; id -G; echo made > /workspace/made; echo more >> /workspace/input"
+      // A file of the host's in the workspace: the sandbox user may read it, never write it (nothing is handed over).
+      writeFileSync(path.join(ws, "input"), "from the host\n", { mode: 0o644 })
+      const script = "id -u; id -g; id -G; echo made > /workspace/made; cat /workspace/input; " +
+        "echo more >> /workspace/input 2>/dev/null || echo refused"
       const result = yield* NativeRunner.exec({ argv: ["sh", "-c", script] }).pipe(
         Effect.provide(sandboxed({ workspace: ws }))
       )
-      expect(text(result.stderr)).toBe("")
-      expect(text(result.stdout)).toBe("65534\n65534\n65534\n")
-      expect(readFileSync(path.join(ws, "input"), "utf8")).toBe("from the host\nmore\n")
-      for (const entry of [ws, path.join(ws, "input"), path.join(ws, "made")]) {
+      expect(text(result.stdout)).toBe("65534\n65534\n65534\nfrom the host\nrefused\n")
+      expect(readFileSync(path.join(ws, "input"), "utf8")).toBe("from the host\n")
+      const owners = [ws, path.join(ws, "input"), path.join(ws, "made")].map((entry) => {
         const stats = lstatSync(entry)
-        expect([entry, stats.uid, stats.gid]).toEqual([entry, 0, 0])
-      }
-      const custom = yield* NativeRunner.exec({ argv: ["sh", "-c", "id -u; id -g; id -G; touch /workspace/custom"] }).pipe(
-        Effect.provide(sandboxed({ workspace: ws, user: { uid: 4242, gid: 4343 } }))
+        return [entry, stats.uid, stats.gid, (stats.mode & 0o7777).toString(8)]
+      })
+      expect(owners).toEqual([
+        [ws, 65534, 65534, "700"],
+        [path.join(ws, "input"), 0, 0, "644"],
+        [path.join(ws, "made"), 65534, 65534, "644"]
+      ])
+      const custom = workspace({ uid: 4242, gid: 4343 })
+      const other = yield* NativeRunner.exec({ argv: ["sh", "-c", "id -u; id -g; id -G; touch /workspace/custom"] }).pipe(
+        Effect.provide(sandboxed({ workspace: custom, user: { uid: 4242, gid: 4343 } }))
       )
-      expect(text(custom.stdout)).toBe("4242\n4343\n4343\n")
-      expect(lstatSync(path.join(ws, "custom")).uid).toBe(0)
+      expect(text(other.stdout)).toBe("4242\n4343\n4343\n")
+      expect([lstatSync(path.join(custom, "custom")).uid, lstatSync(custom).uid]).toEqual([4242, 4242])
+      // The 65534 workspace is not 4242's to write: refused before anything runs, and left as it was.
+      const refused = yield* Effect.flip(NativeRunner.exec({ argv: ["touch", "/workspace/nope"] }).pipe(
+        Effect.provide(sandboxed({ workspace: ws, user: { uid: 4242, gid: 4343 } }))
+      ))
+      expect(refused._tag === "SpawnError" && refused.reason).toBe("SandboxSetup")
+      expect(refused.message).toContain(`the sandbox user 4242:4343 cannot write the workspace ${ws} (owner 65534:65534, mode 700)`)
+      expect(existsSync(path.join(ws, "nope"))).toBe(false)
     }))
 
   it.live("maps a cwd under the workspace and rejects one outside it", () =>

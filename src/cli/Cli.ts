@@ -25,6 +25,7 @@ import { commandOf, errorLines, exitCodeOf, helpDocLine, UsageError, usageHint }
 import { checkAuditLog, checkSpillDir, readStdinFile, Stdio } from "./io.js"
 import { doctorConfig, examples, type RunConfig, runConfig } from "./options.js"
 import { workerCommand } from "./workerCommand.js"
+import { workspaceCommand } from "./workspaceCommand.js"
 import { afterLive, droppedNotice, liveEvents, notices, toJsonlEvent, toJsonResult } from "./render.js"
 import { type RunRequest, toExecInput, toRunnerOptions, toRunRequest } from "./request.js"
 import * as NativeRunner from "../NativeRunner.js"
@@ -54,6 +55,7 @@ export {
   formatMillis,
   parseDuration,
   parseEnvPair,
+  parseSandboxIdentity,
   parseSandboxUser,
   parseSize,
   RUN_OPTION_NAMES,
@@ -221,11 +223,14 @@ export const runCommand = Command.make("run", runConfig, runHandler).pipe(
   ]))
 )
 
-/** `native-runner doctor [--sandbox bwrap]` */
+/** `native-runner doctor [--sandbox bwrap] [--workspace DIR] [--sandbox-user UID:GID|workspace-owner]` */
 export const doctorCommand = Command.make("doctor", doctorConfig, (config) =>
   Effect.gen(function*() {
     const { exitCode } = yield* Invocation
-    const report = doctorReport(yield* doctorFacts())
+    const report = doctorReport(yield* doctorFacts({
+      ...Option.match(config.workspace, { onNone: () => ({}), onSome: (workspace) => ({ workspace }) }),
+      ...Option.match(config.sandboxUser, { onNone: () => ({}), onSome: (user) => ({ user }) })
+    }))
     yield* Effect.flatMap(Stdio, (io) => io.stdout(renderDoctor(report)))
     const wanted = Option.getOrElse(config.sandbox, () => "none")
     yield* Ref.set(exitCode, wanted === "bwrap" && !report.bwrapUsable ? 1 : 0)
@@ -238,17 +243,18 @@ export const doctorCommand = Command.make("doctor", doctorConfig, (config) =>
       ),
       examples([
         ["native-runner doctor", "print the table; exit 0"],
-        ["native-runner doctor --sandbox bwrap", "exit 1 unless 'run --sandbox bwrap' would work"]
+        ["native-runner doctor --sandbox bwrap", "exit 1 unless 'run --sandbox bwrap' would work"],
+        ["native-runner doctor --sandbox bwrap --workspace /srv/jobs/42", "also exit 1 unless that workspace is accepted"]
       ])
     ]))
   )
 
-/** The root command: `native-runner run|worker|doctor`. */
+/** The root command: `native-runner run|worker|workspace|doctor`. */
 export const rootCommand = Command.make("native-runner").pipe(
   Command.withDescription(
     "Runs host commands with hard limits. Every command has --help (also -h); --version prints the version."
   ),
-  Command.withSubcommands([runCommand, workerCommand, doctorCommand])
+  Command.withSubcommands([runCommand, workerCommand, workspaceCommand, doctorCommand])
 )
 
 const cli = Command.run(rootCommand, { name: "native-runner", version: VERSION, executable: "native-runner" })

@@ -9,10 +9,12 @@ import { readFile } from "node:fs/promises"
 import * as path from "node:path"
 import type { NativeRunnerError, SandboxUnavailable } from "../Errors.js"
 import * as NativeRunner from "../NativeRunner.js"
-import type { SandboxUser } from "../Sandbox.js"
+import type { SandboxIdentity, SandboxUser } from "../Sandbox.js"
 import { pidsCgroup, processLimitRoute } from "../internal/resourceLimits.js"
 import { preflightHost, resolveSandboxHost, type SandboxHost } from "../internal/sandboxHost.js"
 import { deniedSyscalls } from "../internal/seccomp.js"
+import { defaultSandboxUser } from "../internal/sandbox.js"
+import { layoutProblems, resolveIdentity, settleLayout } from "../internal/workspaceAccess.js"
 
 /** How `--max-procs` is enforced here; for the cgroup route, whether a pids cgroup could be created. */
 export type ProcessLimitFact =
@@ -34,6 +36,10 @@ export interface DoctorFacts {
   readonly unprivilegedUsernsClone: string | undefined
   readonly maxUserNamespaces: string | undefined
   readonly apparmorRestrictUserns: string | undefined
+  /** Who a sandboxed program runs as here (`undefined`: this process's own user), or why that cannot be settled. */
+  readonly identity: Either.Either<SandboxUser | undefined, SandboxUnavailable>
+  /** With `--workspace`: the directory and why a run there would be refused (empty: accepted). */
+  readonly workspace: { readonly dir: string; readonly problems: ReadonlyArray<string> } | undefined
 }
 
 /** One line of the doctor table. */
@@ -78,9 +84,23 @@ const sandboxHostRows = (facts: DoctorFacts): Array<DoctorRow> =>
           host.prlimit ?? "(none: --max-* unavailable)"
         }`
       ),
-      host.identity === undefined
-        ? row("sandbox user", "ok", "this process's own user (not root)")
-        : row("sandbox user", "ok", `${host.identity.uid}:${host.identity.gid} (host is root; never root inside)`),
+      Either.match(facts.identity, {
+        onLeft: (error) => row("sandbox user", "FAIL", `${oneLine(error.message)} ${oneLine(error.fix)}`),
+        onRight: (identity) =>
+          identity === undefined
+            ? row("sandbox user", "ok", "this process's own user (not root); it must be able to write the workspace")
+            : row(
+              "sandbox user",
+              "ok",
+              `${identity.uid}:${identity.gid} (host is root; never root inside; the runner chowns nothing: the ` +
+                "workspace and read-write binds must be writable by it, see 'native-runner workspace')"
+            )
+      }),
+      ...(facts.workspace === undefined ? [] : [
+        facts.workspace.problems.length === 0
+          ? row("workspace", "ok", `${facts.workspace.dir}: accepted`)
+          : row("workspace", "FAIL", facts.workspace.problems.join("; "))
+      ]),
       host.seccomp === undefined
         ? row("seccomp", "warn", "off (policy seccomp: false)")
         : row(
@@ -147,7 +167,14 @@ export const doctorReport = (facts: DoctorFacts): DoctorReport => {
     onLeft: (error) => `unavailable: ${oneLine(error.message)}`,
     onRight: () => caveats.length === 0 ? "available" : `available, but ${caveats.join("; ")}`
   })
-  return { rows, bwrapUsable: Either.isRight(facts.bwrapPreflight), bwrapVerdict }
+  const workspaceOk = facts.workspace === undefined || facts.workspace.problems.length === 0
+  return {
+    rows,
+    bwrapUsable: Either.isRight(facts.bwrapPreflight) && Either.isRight(facts.identity) && workspaceOk,
+    bwrapVerdict: workspaceOk || Either.isLeft(facts.bwrapPreflight)
+      ? bwrapVerdict
+      : `available, but not with the workspace ${facts.workspace?.dir ?? ""}`
+  }
 }
 
 /** The doctor table, padded columns, then the verdict line. */
@@ -206,16 +233,26 @@ const processLimitFact: Effect.Effect<ProcessLimitFact> = Effect.flatMap(
  * would be given.
  */
 export const doctorFacts = (
-  options: { readonly bwrapPath?: string; readonly user?: SandboxUser; readonly seccomp?: boolean } = {}
+  options: {
+    readonly bwrapPath?: string
+    readonly user?: SandboxIdentity
+    readonly seccomp?: boolean
+    readonly workspace?: string
+  } = {}
 ): Effect.Effect<DoctorFacts, NativeRunnerError> =>
   Effect.gen(function*() {
+    const isRoot = process.getuid?.() === 0
+    const named = options.user === "workspace-owner" ? undefined : options.user
     const sandboxHost = yield* Effect.either(resolveSandboxHost(
-      { workspace: "/", ...(options.user === undefined ? {} : { user: options.user }), ...(options.seccomp === undefined ? {} : { seccomp: options.seccomp }) },
+      { workspace: "/", ...(named === undefined ? {} : { user: named }), ...(options.seccomp === undefined ? {} : { seccomp: options.seccomp }) },
       { bwrapPath: options.bwrapPath }
     ))
+    const workspace = options.workspace === undefined ? undefined : path.resolve(options.workspace)
+    const policy = { workspace: workspace ?? "/", ...(options.user === undefined ? {} : { user: options.user }) }
+    const identity = yield* Effect.either(resolveIdentity(policy, isRoot, defaultSandboxUser))
     return {
       nodeVersion: process.version,
-      isRoot: process.getuid?.() === 0,
+      isRoot,
       bwrapVersion: yield* probe([Either.isRight(sandboxHost) ? sandboxHost.right.bwrap : options.bwrapPath ?? "bwrap", "--version"]),
       sandboxHost,
       bwrapPreflight: yield* bwrapPreflight(sandboxHost),
@@ -223,6 +260,13 @@ export const doctorFacts = (
       prlimitVersion: yield* probe(["prlimit", "--version"]),
       unprivilegedUsernsClone: yield* readSysctl("/proc/sys/kernel/unprivileged_userns_clone"),
       maxUserNamespaces: yield* readSysctl("/proc/sys/user/max_user_namespaces"),
-      apparmorRestrictUserns: yield* readSysctl("/proc/sys/kernel/apparmor_restrict_unprivileged_userns")
+      apparmorRestrictUserns: yield* readSysctl("/proc/sys/kernel/apparmor_restrict_unprivileged_userns"),
+      identity,
+      workspace: workspace === undefined ? undefined : {
+        dir: workspace,
+        problems: Either.isLeft(identity)
+          ? [oneLine(identity.left.message)]
+          : layoutProblems(settleLayout(policy), identity.right)
+      }
     }
   }).pipe(Effect.provide(NativeRunner.layerNode({ maxStdoutBytes: 4096, maxStderrBytes: 4096 })))

@@ -5,10 +5,10 @@
 import type * as HelpDoc from "@effect/cli/HelpDoc"
 import type { Span } from "@effect/cli/HelpDoc/Span"
 import * as Data from "effect/Data"
-import type { NativeRunnerError } from "../Errors.js"
+import type { NativeRunnerError, WorkspaceError } from "../Errors.js"
 
 /** The command a usage hint is about. */
-export type CommandName = "run" | "worker" | "doctor" | "native-runner"
+export type CommandName = "run" | "worker" | "workspace" | "doctor" | "native-runner"
 
 /** Bad usage: nothing was spawned. Exit code 2. */
 export class UsageError extends Data.TaggedError("UsageError")<{
@@ -20,13 +20,14 @@ export class UsageError extends Data.TaggedError("UsageError")<{
 export const RUNNER_FAILED = 125
 
 /** The exit code of each failure, as shells and `env` use them. */
-export const exitCodeOf = (error: UsageError | NativeRunnerError): number => {
+export const exitCodeOf = (error: UsageError | NativeRunnerError | WorkspaceError): number => {
   switch (error._tag) {
     case "UsageError":
     case "InvalidInput":
       return 2
     case "SandboxUnavailable":
     case "FleetError":
+    case "WorkspaceError":
       return RUNNER_FAILED
     case "SpawnError":
       return error.reason === "NotFound"
@@ -46,8 +47,10 @@ export const usageHint = (command: CommandName): string => {
       return "usage: native-runner run [options] -- <command> [args...]   (see 'native-runner run --help')"
     case "worker":
       return "usage: native-runner worker [--database-url URL] --listen HOST:PORT [options]   (see 'native-runner worker --help')"
+    case "workspace":
+      return "usage: native-runner workspace adopt DIR | native-runner workspace new PARENT [--sandbox-user UID:GID]   (see 'native-runner workspace --help')"
     case "doctor":
-      return "usage: native-runner doctor [--sandbox none|bwrap]   (see 'native-runner doctor --help')"
+      return "usage: native-runner doctor [--sandbox none|bwrap] [--workspace DIR]   (see 'native-runner doctor --help')"
     case "native-runner":
       return "usage: native-runner run [options] -- <command> [args...] | native-runner worker --listen HOST:PORT | native-runner doctor   (see --help)"
   }
@@ -59,7 +62,7 @@ const oneLine = (text: string): string => text.replace(/\s*\n\s*/g, " ").trim()
  * The stderr lines of a failure: one line, plus a usage hint for bad usage. An unavailable sandbox says how to fix
  * it on the same line (bwrap's own diagnostics may span lines; they are joined).
  */
-export const errorLines = (error: UsageError | NativeRunnerError): Array<string> =>
+export const errorLines = (error: UsageError | NativeRunnerError | WorkspaceError): Array<string> =>
   error._tag === "UsageError"
     ? [`native-runner: ${error.message}`, usageHint(error.command)]
     : error._tag === "InvalidInput"
@@ -104,5 +107,6 @@ export const helpDocLine = (doc: HelpDoc.HelpDoc): string => {
 
 /** Which subcommand a bad command line was aimed at, for the usage hint. */
 export const commandOf = (args: ReadonlyArray<string>): CommandName =>
-  args.find((arg): arg is "run" | "worker" | "doctor" => arg === "run" || arg === "worker" || arg === "doctor") ??
+  args.find((arg): arg is "run" | "worker" | "workspace" | "doctor" =>
+    arg === "run" || arg === "worker" || arg === "workspace" || arg === "doctor") ??
     "native-runner"

@@ -10,7 +10,7 @@ import * as ValidationError from "@effect/cli/ValidationError"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import { MAX_BYTES_CAP, MAX_TIMEOUT_MS } from "../Exec.js"
-import { formatMillis, parseDuration, parseEnvPair, parseSandboxUser, parseSize } from "./parse.js"
+import { formatMillis, parseDuration, parseEnvPair, parseSandboxIdentity, parseSandboxUser, parseSize } from "./parse.js"
 
 export const checked = <A>(name: string, parse: (text: string) => Either.Either<A, string>) => (text: string) =>
   Either.match(parse(text), {
@@ -154,11 +154,13 @@ export const runConfig = {
     "[bwrap] Network inside the sandbox: none (loopback only; default) or host."
   ).pipe(Options.optional),
   sandboxUser: Options.text("sandbox-user").pipe(
-    Options.withPseudoName("UID:GID"),
-    Options.mapEffect(checked("--sandbox-user", parseSandboxUser)),
+    Options.withPseudoName("UID:GID|workspace-owner"),
+    Options.mapEffect(checked("--sandbox-user", parseSandboxIdentity)),
     Options.withDescription(
       "[bwrap] When we run as root, the host user and group the command runs as, whole numbers above 0 " +
-        "(default 65534:65534, nobody). As another user the sandbox runs as that user."
+        "(default 65534:65534, nobody), or workspace-owner (the owner of --workspace; never root). The workspace " +
+        "must be writable by that user ('native-runner workspace adopt|new'); nothing is chowned for a run. " +
+        "As another user the sandbox runs as that user."
     ),
     Options.optional
   ),
@@ -244,7 +246,18 @@ export const doctorConfig = {
     "sandbox",
     ["none", "bwrap"],
     "Exit non-zero unless this sandbox can be used by 'run' (default: just report)."
-  ).pipe(Options.optional)
+  ).pipe(Options.optional),
+  workspace: Options.text("workspace").pipe(
+    Options.withPseudoName("dir"),
+    Options.withDescription("Also say whether 'run --sandbox bwrap --workspace DIR' would accept this workspace."),
+    Options.optional
+  ),
+  sandboxUser: Options.text("sandbox-user").pipe(
+    Options.withPseudoName("UID:GID|workspace-owner"),
+    Options.mapEffect(checked("--sandbox-user", parseSandboxIdentity)),
+    Options.withDescription("The sandbox user to judge the workspace for, as 'run' takes it (default 65534:65534)."),
+    Options.optional
+  )
 } as const
 
 /** An EXAMPLES section for a command's help. */

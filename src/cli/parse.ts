@@ -107,6 +107,21 @@ export const parseSandboxUser = (
     : Either.right({ uid, gid })
 }
 
+/**
+ * Parses `run`'s `--sandbox-user`: `UID:GID` as `parseSandboxUser` does, or `workspace-owner` (run as the owner of
+ * the workspace; refused when that is root).
+ *
+ * @example
+ * parseSandboxIdentity("workspace-owner") // Either.right("workspace-owner")
+ */
+export const parseSandboxIdentity = (
+  text: string
+): Either.Either<{ readonly uid: number; readonly gid: number } | "workspace-owner", string> =>
+  text.trim() === "workspace-owner"
+    ? Either.right("workspace-owner")
+    : Either.mapLeft(parseSandboxUser(text), (message) =>
+      message.startsWith("bad value") ? `bad value '${text}' (use UID:GID, e.g. 65534:65534, or workspace-owner)` : message)
+
 // ---------------------------------------------------------------------------------------------------------------
 // The `--` rule. @effect/cli treats unknown options and tokens before `--` as positional arguments, so `argv` is
 // checked against what follows the first `--` of the raw command line.

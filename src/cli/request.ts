@@ -23,7 +23,7 @@ export type SandboxRequest =
     readonly workspace: string
     readonly network: Sandbox.Network
     /** Given only with `--sandbox-user`; else the policy's default applies. */
-    readonly user?: Sandbox.SandboxUser
+    readonly user?: Sandbox.SandboxIdentity
     /** `false` only with `--no-seccomp`; absent means the policy's default (on). */
     readonly seccomp?: false
   }

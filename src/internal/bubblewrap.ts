@@ -108,6 +108,9 @@ export const wrap = (
     // Without setpriv nothing would switch users: the program would run as the caller (root) — fail closed.
     ...(options?.identity !== undefined && options.setprivPath === undefined
       ? [{ path: "setprivPath", message: "is required with an identity" }]
+      : []),
+    ...(options?.flockPath !== undefined && options.setprivPath === undefined
+      ? [{ path: "setprivPath", message: "is required with flockPath" }]
       : [])
   ]
   const relativeCwd = path.posix.isAbsolute(command.cwd) && path.posix.isAbsolute(policy.workspace)
@@ -140,7 +143,7 @@ export const wrap = (
   ]
   const prlimitPath = options?.prlimitPath ?? "/usr/bin/prlimit"
   const limits = policy.limits === undefined ? [] : prlimitArgv(policy.limits, { prlimitPath })
-  return Either.right(bwrapArgv.bwrapCommand(flags, [...limits, ...command.argv], options))
+  return Either.right(bwrapArgv.bwrapCommand(flags, [...limits, ...command.argv], options, policy.workspace))
 }
 
 const installFix =

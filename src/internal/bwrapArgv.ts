@@ -6,6 +6,7 @@
 import type { Mask, WrapOptions } from "../Bubblewrap.js"
 import type { Network } from "../Sandbox.js"
 import type { ExtraFd, PreparedCommand } from "./prepared.js"
+import { LOCK_CONFLICT } from "./sandbox.js"
 
 /** Host directories bound read-only (when present) so programs and their libraries run. */
 export const systemDirs: ReadonlyArray<string> = ["/usr", "/bin", "/lib", "/lib64", "/sbin", "/etc"]
@@ -55,7 +56,9 @@ const nulSeparated = (args: ReadonlyArray<string>): Uint8Array =>
 export const bwrapCommand = (
   flags: ReadonlyArray<string>,
   inner: ReadonlyArray<string>,
-  options: WrapOptions | undefined
+  options: WrapOptions | undefined,
+  /** The workspace, locked shared for the run when `options.flockPath` is set. */
+  lockDir?: string
 ): PreparedCommand => {
   const extraFds: Array<ExtraFd> = [{ _tag: "Input", bytes: new Uint8Array(0) }]
   const fdFlags: Array<string> = []
@@ -73,10 +76,15 @@ export const bwrapCommand = (
   const switchUser = identity === undefined
     ? []
     : [`--reuid=${identity.uid}`, `--regid=${identity.gid}`, "--clear-groups"]
+  const setpriv = options?.setprivPath
+  const sandbox = setpriv === undefined ? bwrap : [setpriv, ...switchUser, "--pdeathsig", "KILL", ...bwrap] as const
   return {
-    argv: options?.setprivPath === undefined
-      ? bwrap
-      : [options.setprivPath, ...switchUser, "--pdeathsig", "KILL", ...bwrap],
+    argv: setpriv === undefined || options?.flockPath === undefined || lockDir === undefined
+      ? sandbox
+      // flock holds the lock as the host's user and waits for the sandbox (--close: bwrap never gets the descriptor);
+      // the first setpriv makes flock die with the host, the second makes bwrap die with flock.
+      : [setpriv, "--pdeathsig", "KILL", options.flockPath, "--shared", "--nonblock", "--close",
+        "--conflict-exit-code", String(LOCK_CONFLICT), lockDir, ...sandbox],
     cwd: "/",
     env: {},
     extraFds

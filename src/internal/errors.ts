@@ -41,3 +41,12 @@ export class FleetError extends Schema.TaggedError<FleetError>("effect-native-ru
   requestId: Schema.optionalWith(Schema.String, { exact: true }),
   message: Schema.String
 }) {}
+
+export class WorkspaceError extends Schema.TaggedError<WorkspaceError>("effect-native-runner/WorkspaceError")(
+  "WorkspaceError",
+  {
+    reason: Schema.Literal("Refused", "InUse", "Failed"),
+    path: Schema.String,
+    message: Schema.String
+  }
+) {}

@@ -48,7 +48,9 @@ const issuesOf = (issue: ParseResult.ParseIssue, path: ReadonlyArray<PropertyKey
       if (!AST.isUnion(issue.ast)) return Arr.ensure(issue.issues).flatMap((inner) => issuesOf(inner, path))
       // No member matched. `Schema.optional` adds `| undefined`, whose own failure is noise beside the real one.
       const members = Arr.ensure(issue.issues).filter((i) => !(i._tag === "Type" && AST.isUndefinedKeyword(i.ast)))
-      const [only, ...more] = members
+      // An object that missed a `Struct | "literal"` union failed inside the struct: that is the one to report.
+      const structural = members.filter((i) => !(i._tag === "Type" && AST.isLiteral(i.ast)))
+      const [only, ...more] = structural.length === 1 ? structural : members
       return only !== undefined && more.length === 0 ? issuesOf(only, path) : here(`expected ${expected(issue.ast)}`)
     }
   }

@@ -1,7 +1,7 @@
 /**
  * The live layer's policy: resource limits (prlimit, a pids cgroup as root) and the bubblewrap sandbox, checked once
  * when the layer is built (fail closed) and applied to every command as a pure argv rewrite, plus what a sandboxed
- * run needs around it: the workspace handed to the sandbox user, signals delivered inside, set-up failures typed.
+ * run needs around it: the workspace checked (never changed), signals delivered inside, set-up failures typed.
  */
 import * as Effect from "effect/Effect"
 import { existsSync } from "node:fs"
@@ -14,7 +14,6 @@ import * as bubblewrap from "./bubblewrap.js"
 import { type BwrapStatus, descendantsOf, makeBwrapStatus } from "./bwrapStatus.js"
 import type { Outcome, RunningProcess } from "./engine.js"
 import { isExecutableFile, resolveExecutable } from "./executables.js"
-import { checkReachable, handOver } from "./handover.js"
 import { checkCwd } from "./live.js"
 import type { PreparedCommand } from "./prepared.js"
 import type * as Scope from "effect/Scope"
@@ -22,8 +21,9 @@ import { limitExceeded, pidsCgroup, prlimitArgv, processLimitRoute } from "./res
 import { plainPolicy, type Policy, type PreparedRun } from "./runner.js"
 import type { RunCgroups } from "./runCgroup.js"
 import type * as NativeRunner from "../NativeRunner.js"
-import { workspaceMount } from "./sandbox.js"
+import { LOCK_CONFLICT, workspaceMount } from "./sandbox.js"
 import { preflightHost, resolveSandboxHost, type SandboxHost } from "./sandboxHost.js"
+import { checkLayout, type Layout, settledPolicy } from "./workspaceAccess.js"
 
 /** Live-only options, decoded (`NativeRunner.Options`): a sandbox, or resource limits without one. */
 export type PolicyOptions = Pick<NativeRunner.DecodedOptions, "sandbox" | "resourceLimits">
@@ -59,7 +59,7 @@ const wrappedSpawnFailure = (command: PreparedCommand, outcome: Outcome): SpawnE
 
 /** What a sandbox adds around the limits of one run. */
 interface Around {
-  /** Per-run resources acquired before the spawn (the workspace handed to the sandbox user). */
+  /** Per-run checks and resources before the spawn (the sandbox's writable places checked). */
   readonly acquire: Effect.Effect<void, SpawnError, Scope.Scope>
   readonly adapt?: (proc: RunningProcess) => RunningProcess
   /** A failure of the wrapper itself, found in the outcome (bwrap's set-up). */
@@ -159,6 +159,15 @@ const signalInside = (status: BwrapStatus) => (proc: RunningProcess): RunningPro
 /** bwrap reports `exit-code` only once the program was exec'd: without it, bwrap's own set-up failed. */
 const bwrapSetupFailure = (command: PreparedCommand, status: BwrapStatus) => (outcome: Outcome) => {
   if (outcome.timedOut || status.exitCode() !== undefined) return undefined
+  if (outcome.exitCode === LOCK_CONFLICT && status.childPid() === undefined) {
+    return new SpawnError({
+      reason: "SandboxSetup",
+      command: command.argv[0],
+      cwd: command.cwd,
+      message: "the sandbox was not set up, nothing ran: the workspace is being adopted (Sandbox.adoptWorkspace " +
+        "holds its lock); run again once adoption is done"
+    })
+  }
   const stderr = new TextDecoder().decode(outcome.stderr.bytes())
   if (WRAPPED_EXEC_FAILURE.test(stderr)) return undefined
   const lines = stderr.split("\n").filter((line) => line.startsWith("bwrap: ") || line.startsWith("setpriv: "))
@@ -172,32 +181,40 @@ const bwrapSetupFailure = (command: PreparedCommand, status: BwrapStatus) => (ou
   })
 }
 
-const sandboxWrap = (policy: Sandbox.Policy, host: SandboxHost) => (command: PreparedCommand) => {
-  const status = makeBwrapStatus()
-  return Either.map(
-    bubblewrap.wrap(policy, command, {
-      bwrapPath: host.bwrap,
-      setprivPath: host.setpriv,
-      identity: host.identity,
-      masks: host.masks,
-      ...(host.prlimit === undefined ? {} : { prlimitPath: host.prlimit }),
-      seccomp: host.seccomp?.program,
-      onStatus: status.onData
-    }),
-    (wrapped) => {
-      const writable = [policy.workspace, ...(policy.readWriteBinds ?? []).map((bind) => bind.host)]
-      const readOnly = (policy.readOnlyBinds ?? []).map((bind) => bind.host)
-      const identity = host.identity
-      const around: Around = {
-        acquire: identity === undefined
-          ? Effect.void
-          : Effect.zipRight(checkReachable([...writable, ...readOnly], identity), handOver(writable, identity)),
-        adapt: signalInside(status),
-        setupFailure: bwrapSetupFailure(command, status)
+/** A cwd under the workspace as given, moved under the workspace as settled (the same directory). */
+const rebase = (cwd: string, layout: Layout): string => {
+  const { given, host } = layout.workspace
+  const relative = path.relative(given, cwd)
+  const outside = relative === ".." || relative.startsWith("../") || path.isAbsolute(relative)
+  return outside ? cwd : path.join(host, relative)
+}
+
+const sandboxWrap = (policy: Sandbox.Policy, host: SandboxHost) => {
+  // The paths bwrap binds and the lock are the settled ones; nothing of the host is changed for a run.
+  const settled = settledPolicy(policy, host.layout)
+  return (command: PreparedCommand) => {
+    const status = makeBwrapStatus()
+    return Either.map(
+      bubblewrap.wrap(settled, { ...command, cwd: rebase(command.cwd, host.layout) }, {
+        bwrapPath: host.bwrap,
+        setprivPath: host.setpriv,
+        flockPath: host.flock,
+        identity: host.identity,
+        masks: host.masks,
+        ...(host.prlimit === undefined ? {} : { prlimitPath: host.prlimit }),
+        seccomp: host.seccomp?.program,
+        onStatus: status.onData
+      }),
+      (wrapped) => {
+        const around: Around = {
+          acquire: checkLayout(host.layout, host.identity, command),
+          adapt: signalInside(status),
+          setupFailure: bwrapSetupFailure(command, status)
+        }
+        return [wrapped, around] as const
       }
-      return [wrapped, around] as const
-    }
-  )
+    )
+  }
 }
 
 /**

@@ -1,7 +1,7 @@
 /**
  * What a bubblewrap sandbox needs from this host, settled once when a layer is built: absolute paths of bwrap,
- * setpriv and prlimit (from the host's PATH or the options, never a workload's), the identity of the sandboxed program,
- * the seccomp program and the masks. `doctor` prints the same facts the layer uses.
+ * setpriv, flock and prlimit (from the host's PATH or the options, never a workload's), the identity of the sandboxed
+ * program, the seccomp program, the masks and the policy's paths. `doctor` prints the same facts the layer uses.
  */
 import * as Effect from "effect/Effect"
 import type { Mask } from "../Bubblewrap.js"
@@ -10,6 +10,7 @@ import { hostMasks, preflight } from "./bubblewrap.js"
 import { SandboxUnavailable } from "./errors.js"
 import type { Policy, SandboxUser } from "../Sandbox.js"
 import { defaultSandboxUser } from "./sandbox.js"
+import { type Layout, resolveIdentity, settleLayout } from "./workspaceAccess.js"
 import { checkExecutable, resolveExecutable } from "./executables.js"
 import { defaultFilter, hostSeccompArch, type SeccompArch } from "./seccomp.js"
 
@@ -18,19 +19,24 @@ export interface SandboxPaths {
   readonly bwrapPath?: string | undefined
   readonly setprivPath?: string | undefined
   readonly prlimitPath?: string | undefined
+  readonly flockPath?: string | undefined
 }
 
 /** The settled facts. */
 export interface SandboxHost {
   readonly bwrap: string
-  /** Runs first: parent-death signal, and the switch to `identity`. Absent only for a non-root host without it. */
-  readonly setpriv: string | undefined
+  /** Runs first: parent-death signals, and the switch to `identity`. */
+  readonly setpriv: string
+  /** util-linux flock: each run holds its workspace's lock shared, so adoption cannot run under it. */
+  readonly flock: string
   /** prlimit, visible inside the sandbox through a system bind; absent when not installed. */
   readonly prlimit: string | undefined
   /** The host uid:gid of the program when this process is root; `undefined`: it runs as this process's user. */
   readonly identity: SandboxUser | undefined
   readonly seccomp: { readonly arch: SeccompArch; readonly program: Uint8Array } | undefined
   readonly masks: ReadonlyArray<Mask>
+  /** The policy's paths, settled (`internal/workspaceAccess`). */
+  readonly layout: Layout
 }
 
 const unavailable = (message: string, fix: string) => new SandboxUnavailable({ backend: "bwrap", message, fix })
@@ -58,10 +64,18 @@ export const resolveSandboxHost = (
       ))
     }
     const setpriv = yield* locate("setpriv", paths.setprivPath)
-    if (setpriv === undefined && isRoot) {
+    if (setpriv === undefined) {
       return yield* Effect.fail(unavailable(
-        "setpriv (util-linux) was not found; as root the sandbox needs it to run the program as an unprivileged user.",
+        "setpriv (util-linux) was not found; the sandbox needs it to run the program as an unprivileged user (as " +
+          "root) and to make the run die with this process.",
         "Install util-linux (`apt-get install -y util-linux`) or pass its absolute path as `setprivPath`."
+      ))
+    }
+    const flock = yield* locate("flock", paths.flockPath)
+    if (flock === undefined) {
+      return yield* Effect.fail(unavailable(
+        "flock (util-linux) was not found; each sandboxed run holds its workspace's lock with it.",
+        "Install util-linux (`apt-get install -y util-linux`) or pass its absolute path as `flockPath`."
       ))
     }
     const prlimit = yield* locate("prlimit", paths.prlimitPath)
@@ -83,9 +97,11 @@ export const resolveSandboxHost = (
       bwrap,
       setpriv,
       prlimit,
-      identity: isRoot ? policy.user ?? defaultSandboxUser : undefined,
+      flock,
+      identity: yield* resolveIdentity(policy, isRoot, defaultSandboxUser),
       seccomp: policy.seccomp === false || arch === undefined ? undefined : { arch, program: defaultFilter(arch) },
-      masks: yield* hostMasks()
+      masks: yield* hostMasks(),
+      layout: settleLayout(policy)
     }
   })
 

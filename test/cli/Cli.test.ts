@@ -17,7 +17,7 @@ import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import { execFileSync } from "node:child_process"
-import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs"
+import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs"
 import { createServer } from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -134,7 +134,12 @@ const touching = () => {
 
 const lines = (text: string) => text.split("\n").filter((line) => line !== "")
 
-const workspace = () => mkdtempSync(path.join(tmp, "ws-"))
+/** A workspace the sandbox user can write (as root: 65534's, as `native-runner workspace new` makes one). */
+const workspace = () => {
+  const dir = mkdtempSync(path.join(tmp, "ws-"))
+  if (process.getuid?.() === 0) chownSync(dir, 65534, 65534)
+  return dir
+}
 
 /** A TCP server on 127.0.0.1 counting connections, closed with the scope. */
 const tcpServer = Effect.acquireRelease(
@@ -189,7 +194,7 @@ const badUsage: ReadonlyArray<readonly [ReadonlyArray<string>, string]> = [
     [["run", "--idle-timeout", "0ms", "--"], "native-runner: --idle-timeout: must be at least 1ms"],
     [["run", "--spill-dir", "/nonexistent/spills", "--"], "native-runner: cannot use --spill-dir: ENOENT"],
     [["run", "--spill-dir", notADirectory, "--"], `native-runner: cannot use --spill-dir: ${notADirectory} is not a directory`],
-    [["exec", "--"], "native-runner: Invalid subcommand for native-runner - use one of 'run', 'worker', 'doctor'"]
+    [["exec", "--"], "native-runner: Invalid subcommand for native-runner - use one of 'run', 'worker', 'workspace', 'doctor'"]
 ]
 
 describe("native-runner (in-process main)", () => {
@@ -533,6 +538,55 @@ describe("native-runner (in-process main)", () => {
       const none = yield* cli(["doctor", "--sandbox", "none"])
       expect(none.code).toBe(0)
     }))
+
+  it.live.runIf(process.getuid?.() === 0)(
+    "a workspace the sandbox user cannot write: run exits 125 with one line, nothing ran; doctor --workspace says so",
+    () =>
+      Effect.gen(function*() {
+        const dir = mkdtempSync(path.join(tmp, "root-ws-"))
+        const run = yield* cli(["run", "--sandbox", "bwrap", "--workspace", dir, "--", "touch", "/workspace/ran"])
+        expect([run.code, run.out, lines(run.err).length]).toStrictEqual([125, "", 1])
+        expect(run.err).toContain(`the sandbox user 65534:65534 cannot write the workspace ${dir} (owner 0:0, mode 700)`)
+        expect(run.err).toContain(`native-runner workspace adopt ${dir}`)
+        expect(existsSync(path.join(dir, "ran"))).toBe(false)
+        expect([lstatSync(dir).uid, lstatSync(dir).mode & 0o7777]).toStrictEqual([0, 0o700])
+        const doctor = yield* cli(["doctor", "--sandbox", "bwrap", "--workspace", dir])
+        expect(doctor.code).toBe(1)
+        expect(doctor.out).toMatch(new RegExp(`^workspace\\s+FAIL\\s+the sandbox user 65534:65534 cannot write`, "m"))
+        const owner = yield* cli(["run", "--sandbox", "bwrap", "--sandbox-user", "workspace-owner", "--workspace", dir, "--", "true"])
+        expect(owner.code).toBe(125)
+        expect(owner.err).toContain(`the workspace ${dir} is owned by 0:0, and a sandbox never runs as root`)
+      }))
+
+  it.live.runIf(process.getuid?.() === 0)(
+    "workspace new and adopt prepare workspaces that run accepts; workspace-owner runs as the owner",
+    () =>
+      Effect.gen(function*() {
+        const parent = mkdtempSync(path.join(tmp, "jobs-"))
+        chmodSync(parent, 0o755)
+        const made = yield* cli(["workspace", "new", parent])
+        expect(made.code).toBe(0)
+        const fresh = made.out.trim()
+        expect(path.dirname(fresh)).toBe(parent)
+        expect([lstatSync(fresh).uid, lstatSync(fresh).gid, lstatSync(fresh).mode & 0o7777]).toStrictEqual([65534, 65534, 0o700])
+        const inFresh = yield* cli(["run", "--sandbox", "bwrap", "--workspace", fresh, "--", "sh", "-c", "id -u > /workspace/who"])
+        expect(inFresh.code).toBe(0)
+        expect(readFileSync(path.join(fresh, "who"), "utf8")).toBe("65534\n")
+        const tree = path.join(parent, "tree")
+        mkdirSync(path.join(tree, "src"), { recursive: true })
+        writeFileSync(path.join(tree, "src", "main.c"), "int main(void) { return 0; }\n")
+        const adopted = yield* cli(["workspace", "adopt", tree, "--sandbox-user", "4242:4343"])
+        expect([adopted.code, adopted.out]).toStrictEqual([0, `${tree}\n`])
+        for (const entry of [tree, path.join(tree, "src"), path.join(tree, "src", "main.c")]) {
+          expect([entry, lstatSync(entry).uid, lstatSync(entry).gid]).toStrictEqual([entry, 4242, 4343])
+        }
+        const asOwner = yield* cli([
+          "run", "--sandbox", "bwrap", "--sandbox-user", "workspace-owner", "--workspace", tree, "--", "sh", "-c", "id -u; id -g"
+        ])
+        expect([asOwner.code, asOwner.out]).toStrictEqual([0, "4242\n4343\n"])
+        const shared = yield* cli(["workspace", "adopt", "/tmp"])
+        expect([shared.code, lines(shared.err)]).toStrictEqual([125, ["native-runner: /tmp is not adopted: /tmp is a system or shared directory"]])
+      }))
 
   it.live("doctor --sandbox bwrap agrees with run --sandbox bwrap", () =>
     Effect.gen(function*() {

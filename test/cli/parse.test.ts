@@ -102,8 +102,16 @@ describe("parseSandboxUser", () => {
     "refuses %j",
     (text) => {
       expect(Either.isLeft(Cli.parseSandboxUser(text))).toBe(true)
+      expect(Either.isLeft(Cli.parseSandboxIdentity(text))).toBe(true)
     }
-  )})
+  )
+
+  it("takes workspace-owner as a sandbox identity for run, never as a user to prepare for", () => {
+    expect(Cli.parseSandboxIdentity("workspace-owner")).toStrictEqual(Either.right("workspace-owner"))
+    expect(Cli.parseSandboxIdentity("1000:1000")).toStrictEqual(Either.right({ uid: 1000, gid: 1000 }))
+    expect(Either.isLeft(Cli.parseSandboxUser("workspace-owner"))).toBe(true)
+  })
+})
 
 describe("checkForcedArgv (the '--' rule)", () => {
   it("accepts argv that is exactly what follows the first '--'", () => {
@@ -263,8 +271,8 @@ describe("toRunRequest", () => {
   it.live.each([
     ["0:0", "native-runner: --sandbox-user: uid and gid must be whole numbers from 1 to 4294967294 (got '0:0')"],
     ["1000:0", "native-runner: --sandbox-user: uid and gid must be whole numbers from 1 to 4294967294 (got '1000:0')"],
-    ["nobody", "native-runner: --sandbox-user: bad value 'nobody' (use UID:GID, e.g. 65534:65534)"],
-    ["1.5:2", "native-runner: --sandbox-user: bad value '1.5:2' (use UID:GID, e.g. 65534:65534)"]
+    ["nobody", "native-runner: --sandbox-user: bad value 'nobody' (use UID:GID, e.g. 65534:65534, or workspace-owner)"],
+    ["1.5:2", "native-runner: --sandbox-user: bad value '1.5:2' (use UID:GID, e.g. 65534:65534, or workspace-owner)"]
   ] as const)("--sandbox-user %s: exit 2, one line and a usage hint", ([user, line]) =>
     Effect.gen(function*() {
       const ran = yield* mainOf(["run", "--sandbox", "bwrap", "--sandbox-user", user, "--", "true"])
@@ -640,17 +648,21 @@ describe("doctorReport", () => {
     sandboxHost: Either.right({
       bwrap: "/usr/bin/bwrap",
       setpriv: "/usr/bin/setpriv",
+      flock: "/usr/bin/flock",
       prlimit: "/usr/bin/prlimit",
       identity: undefined,
       seccomp: { arch: "x86_64", program: new Uint8Array(8) },
-      masks: []
+      masks: [],
+      layout: { workspace: { given: "/", host: "/" }, binds: [] }
     }),
     bwrapPreflight: Either.right("preflight passed"),
     processLimit: { route: "rlimit" },
     prlimitVersion: Either.right("prlimit from util-linux 2.38.1"),
     unprivilegedUsernsClone: "1",
     maxUserNamespaces: "63000",
-    apparmorRestrictUserns: undefined
+    apparmorRestrictUserns: undefined,
+    identity: Either.right(undefined),
+    workspace: undefined
   }
   const status = (report: Cli.DoctorReport, check: string) => report.rows.find((row) => row.check === check)
 
@@ -660,7 +672,9 @@ describe("doctorReport", () => {
     expect(report.rows.map((row) => row.status)).toStrictEqual(["ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok"])
     expect(status(report, "max-procs")?.detail).toBe("RLIMIT_NPROC (counts every process of this user)")
     expect(status(report, "sandbox paths")?.detail).toBe("bwrap /usr/bin/bwrap, setpriv /usr/bin/setpriv, prlimit /usr/bin/prlimit")
-    expect(status(report, "sandbox user")?.detail).toBe("this process's own user (not root)")
+    expect(status(report, "sandbox user")?.detail).toBe(
+      "this process's own user (not root); it must be able to write the workspace"
+    )
     expect(status(report, "seccomp")?.detail).toMatch(/^default filter \(x86_64\): 35 syscalls refused/)
   })
 
@@ -668,15 +682,35 @@ describe("doctorReport", () => {
     const root = Cli.doctorReport({
       ...facts,
       isRoot: true,
-      sandboxHost: Either.map(facts.sandboxHost, (host) => ({ ...host, identity: { uid: 65534, gid: 65534 }, seccomp: undefined }))
+      sandboxHost: Either.map(facts.sandboxHost, (host) => ({ ...host, identity: { uid: 65534, gid: 65534 }, seccomp: undefined })),
+      identity: Either.right({ uid: 65534, gid: 65534 })
     })
-    expect(status(root, "sandbox user")).toMatchObject({ status: "ok", detail: "65534:65534 (host is root; never root inside)" })
+    expect(status(root, "sandbox user")).toMatchObject({
+      status: "ok",
+      detail: "65534:65534 (host is root; never root inside; the runner chowns nothing: the workspace and " +
+        "read-write binds must be writable by it, see 'native-runner workspace')"
+    })
     expect(status(root, "seccomp")).toMatchObject({ status: "warn", detail: "off (policy seccomp: false)" })
     const missing = Cli.doctorReport({
       ...facts,
       sandboxHost: Either.left(new SandboxUnavailable({ backend: "bwrap", message: "bubblewrap was not found", fix: "f" }))
     })
     expect(status(missing, "sandbox paths")).toMatchObject({ status: "FAIL", detail: "bubblewrap was not found" })
+  })
+
+  it("judges a --workspace: accepted, or refused with the reason, which also makes the sandbox unusable", () => {
+    const accepted = Cli.doctorReport({ ...facts, workspace: { dir: "/srv/ws", problems: [] } })
+    expect(status(accepted, "workspace")).toMatchObject({ status: "ok", detail: "/srv/ws: accepted" })
+    expect(accepted).toMatchObject({ bwrapUsable: true, bwrapVerdict: "available" })
+    const refused = Cli.doctorReport({ ...facts, workspace: { dir: "/srv/ws", problems: ["cannot write", "a link"] } })
+    expect(status(refused, "workspace")).toMatchObject({ status: "FAIL", detail: "cannot write; a link" })
+    expect(refused).toMatchObject({ bwrapUsable: false, bwrapVerdict: "available, but not with the workspace /srv/ws" })
+    const owner = Cli.doctorReport({
+      ...facts,
+      identity: Either.left(new SandboxUnavailable({ backend: "bwrap", message: "owned by 0:0.", fix: "Adopt it." }))
+    })
+    expect(status(owner, "sandbox user")).toMatchObject({ status: "FAIL", detail: "owned by 0:0. Adopt it." })
+    expect(owner.bwrapUsable).toBe(false)
   })
 
   it("the verdict is the preflight's: its message when it fails, whatever the other rows say", () => {

@@ -9,6 +9,7 @@ import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
+import { makeTestWorkspace, type TestUser } from "./workspace.js"
 
 export const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes)
 export const randomHex = (bytes: number) => randomBytes(bytes).toString("hex")
@@ -42,8 +43,12 @@ export const tempDir = (prefix = ""): string => {
   return dir
 }
 
-/** A fresh workspace, removed after the test. */
-export const workspace = (): string => tempDir()
+/** A fresh workspace the sandbox user (as root: 65534, or `user`) can write, removed after the test. */
+export const workspace = (user?: TestUser): string => {
+  const made = makeTestWorkspace("enr-escape-ws-", user)
+  onCleanup(made.remove)
+  return made.ws
+}
 
 /** A host path that the test may create (or that an escaped workload may), removed after the test. */
 export const hostPath = (file: string): string => {

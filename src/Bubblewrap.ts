@@ -54,6 +54,13 @@ export interface WrapOptions {
    * Default: no lock.
    */
   readonly flockPath?: string | undefined
+  /**
+   * Host paths (the workspace, bind sources) the caller has opened and checked, with its descriptors: each is bound
+   * with `--bind-fd` / `--ro-bind-fd` on a copy of that descriptor, and bwrap checks that what it mounted is the
+   * opened file (device and inode), so a path swapped after the check fails the run instead of binding elsewhere.
+   * The descriptors must stay open until the process has started. Default: every path bound by name.
+   */
+  readonly boundFds?: ReadonlyMap<string, number> | undefined
   /** The host uid:gid the sandbox runs as (for a root host: never root inside). Default: this process's own. */
   readonly identity?: SandboxUser | undefined
   /** Secrets to hide. Default `defaultMasks`; use `hostMasks()` for every known secret present on this host. */

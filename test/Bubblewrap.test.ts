@@ -169,6 +169,56 @@ describe("Bubblewrap.wrap", () => {
     expect(flagsOf(filtered)).not.toContain("--json-status-fd")
   })
 
+  it("binds the paths given with descriptors by --bind-fd / --ro-bind-fd, numbered after status and seccomp", () => {
+    const onStatus = (_chunk: Uint8Array) => {}
+    const seccomp = new Uint8Array(8)
+    const policy: Sandbox.Policy = {
+      workspace,
+      readWriteBinds: [{ host: `${workspace}/cache`, sandbox: "/cache" }, { host: "/data" }],
+      readOnlyBinds: [{ host: `${workspace}/.git`, sandbox: "/git" }, { host: "/opt/tools" }]
+    }
+    const boundFds = new Map([[workspace, 41], [`${workspace}/cache`, 42], [`${workspace}/.git`, 43]])
+    const result = wrapped(policy, command, { onStatus, seccomp, boundFds })
+    // The host's descriptors, in the map's order, after fd 3 (flags), 4 (status) and 5 (seccomp): 6, 7, 8.
+    expect(result.extraFds?.slice(3)).toEqual([
+      { _tag: "Directory", fd: 41 },
+      { _tag: "Directory", fd: 42 },
+      { _tag: "Directory", fd: 43 }
+    ])
+    const flags = flagsOf(result)
+    expectFlag(flags, "--bind-fd", "6", "/workspace")
+    expectFlag(flags, "--bind-fd", "7", "/cache")
+    expectFlag(flags, "--ro-bind-fd", "8", "/git")
+    // Paths without a descriptor are bound by name, as before.
+    expectFlag(flags, "--bind", "/data", "/data")
+    expectFlag(flags, "--ro-bind", "/opt/tools", "/opt/tools")
+    expect(indexOfFlag(flags, "--bind", workspace, "/workspace")).toBe(-1)
+    expect(indexOfFlag(flags, "--ro-bind", `${workspace}/.git`, "/git")).toBe(-1)
+  })
+
+  it("with flockPath, holds the workspace's lock shared in front of bwrap: setpriv dies with the host, flock --close", () => {
+    const locked = wrapped({ workspace }, command, {
+      setprivPath: "/usr/bin/setpriv",
+      flockPath: "/usr/bin/flock",
+      identity: { uid: 65534, gid: 65534 }
+    })
+    expect(locked.argv.slice(0, 17)).toEqual([
+      "/usr/bin/setpriv", "--pdeathsig", "KILL",
+      "/usr/bin/flock", "--shared", "--nonblock", "--close", "--conflict-exit-code", "75", workspace,
+      "/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--pdeathsig", "KILL", "/usr/bin/bwrap"
+    ])
+    // A workspace bound by descriptor is locked through that descriptor, not by looking its path up again.
+    const byFd = wrapped({ workspace }, command, {
+      setprivPath: "/usr/bin/setpriv",
+      flockPath: "/usr/bin/flock",
+      boundFds: new Map([[workspace, 9]])
+    })
+    expect(byFd.argv[9]).toBe("/proc/self/fd/4")
+    expect(byFd.extraFds?.[1]).toEqual({ _tag: "Directory", fd: 9 })
+    const noSetpriv = Bubblewrap.wrap({ workspace }, command, { flockPath: "/usr/bin/flock" })
+    expect(Either.isLeft(noSetpriv) && noSetpriv.left.issues).toEqual([{ path: "setprivPath", message: "is required with flockPath" }])
+  })
+
   it("expandArgs replaces `--args 3` with fd 3's NUL-terminated strings, and leaves other commands alone", () => {
     const result = wrapped({ workspace, env: { A: "1" } }, command, {
       setprivPath: "/usr/bin/setpriv",

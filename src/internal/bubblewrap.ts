@@ -90,8 +90,19 @@ const checkEnv = (env: Readonly<Record<string, string>>, field: string): Array<I
       : []
   )
 
-const bindFlags = (flag: "--bind" | "--ro-bind", binds: ReadonlyArray<Bind> | undefined): Array<string> =>
-  (binds ?? []).flatMap((bind) => [flag, bind.host, bind.sandbox ?? bind.host])
+/** Bind flags, by descriptor for the paths in `fds` (host path -> the child's descriptor number). */
+const bindFlags = (
+  writable: boolean,
+  binds: ReadonlyArray<Bind> | undefined,
+  fds: ReadonlyMap<string, number>
+): Array<string> =>
+  (binds ?? []).flatMap((bind) => {
+    const fd = fds.get(bind.host)
+    const dest = bind.sandbox ?? bind.host
+    return fd === undefined
+      ? [writable ? "--bind" : "--ro-bind", bind.host, dest]
+      : [writable ? "--bind-fd" : "--ro-bind-fd", String(fd), dest]
+  })
 
 /** Checks `policy` and the command, then builds the command to spawn instead; see `Bubblewrap.wrap`. */
 export const wrap = (
@@ -127,14 +138,16 @@ export const wrap = (
       })
     )
   }
+  const fds = bwrapArgv.boundFdNumbers(options)
+  const workspaceFd = fds.get(policy.workspace)
   const flags = [
     ...bwrapArgv.sandboxFlags(policy.network ?? "none", env, options?.masks ?? defaultMasks),
-    "--bind",
-    policy.workspace,
-    workspaceMount,
+    ...(workspaceFd === undefined
+      ? ["--bind", policy.workspace, workspaceMount]
+      : ["--bind-fd", String(workspaceFd), workspaceMount]),
     // Read-only binds last, so one nested in a writable bind stays read-only.
-    ...bindFlags("--bind", policy.readWriteBinds),
-    ...bindFlags("--ro-bind", policy.readOnlyBinds),
+    ...bindFlags(true, policy.readWriteBinds, fds),
+    ...bindFlags(false, policy.readOnlyBinds, fds),
     // bwrap's root is a writable tmpfs; after the last mount, make it read-only so only binds and /tmp take writes.
     "--remount-ro",
     "/",
@@ -143,7 +156,8 @@ export const wrap = (
   ]
   const prlimitPath = options?.prlimitPath ?? "/usr/bin/prlimit"
   const limits = policy.limits === undefined ? [] : prlimitArgv(policy.limits, { prlimitPath })
-  return Either.right(bwrapArgv.bwrapCommand(flags, [...limits, ...command.argv], options, policy.workspace))
+  const lockDir = workspaceFd === undefined ? policy.workspace : `/proc/self/fd/${workspaceFd}`
+  return Either.right(bwrapArgv.bwrapCommand(flags, [...limits, ...command.argv], options, lockDir))
 }
 
 const installFix =

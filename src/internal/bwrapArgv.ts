@@ -53,11 +53,20 @@ const nulSeparated = (args: ReadonlyArray<string>): Uint8Array =>
  * line (bwrap takes the program only there; it is the workload's own argv, visible in its /proc entry anyway).
  * Status and seccomp descriptors follow, numbered in order.
  */
+/**
+ * The child's descriptor number of each of `options.boundFds`, in its order: they follow descriptor 3 (the flags),
+ * the status and the seccomp descriptors.
+ */
+export const boundFdNumbers = (options: WrapOptions | undefined): ReadonlyMap<string, number> => {
+  const first = 4 + (options?.onStatus === undefined ? 0 : 1) + (options?.seccomp === undefined ? 0 : 1)
+  return new Map([...(options?.boundFds ?? new Map<string, number>()).keys()].map((host, index) => [host, first + index]))
+}
+
 export const bwrapCommand = (
   flags: ReadonlyArray<string>,
   inner: ReadonlyArray<string>,
   options: WrapOptions | undefined,
-  /** The workspace, locked shared for the run when `options.flockPath` is set. */
+  /** The workspace (a path, or `/proc/self/fd/N` of its bound descriptor), locked shared with `options.flockPath`. */
   lockDir?: string
 ): PreparedCommand => {
   const extraFds: Array<ExtraFd> = [{ _tag: "Input", bytes: new Uint8Array(0) }]
@@ -70,6 +79,7 @@ export const bwrapCommand = (
     fdFlags.push("--seccomp", String(3 + extraFds.length))
     extraFds.push({ _tag: "Input", bytes: options.seccomp })
   }
+  for (const fd of options?.boundFds?.values() ?? []) extraFds.push({ _tag: "Directory", fd })
   extraFds[0] = { _tag: "Input", bytes: nulSeparated([...flags, ...fdFlags]) }
   const identity = options?.identity
   const bwrap = [options?.bwrapPath ?? "/usr/bin/bwrap", "--args", "3", "--", ...inner] as const

@@ -60,7 +60,7 @@ const stdioOf = (stdin: Uint8Array | undefined, extra: ReadonlyArray<ExtraFd>): 
   stdin === undefined ? "ignore" : "pipe",
   "pipe",
   "pipe",
-  ...extra.map(() => "pipe" as const)
+  ...extra.map((fd) => fd._tag === "Directory" ? fd.fd : "pipe" as const)
 ]
 
 /** A child that has started, with its exit already being watched (registered before any async boundary). */
@@ -112,7 +112,7 @@ const start = (command: PreparedCommand, stdin: Uint8Array | undefined) =>
       ;(command.extraFds ?? []).forEach((fd, index) => {
         const stream = child.stdio[3 + index]
         if (fd._tag === "Input") feed(isWritable(stream) ? stream : undefined, fd.bytes)
-        else if (isReadable(stream)) {
+        else if (fd._tag === "Output" && isReadable(stream)) {
           stream.on("error", ignore)
           stream.on("data", fd.onData)
         }

@@ -23,7 +23,7 @@ import type { RunCgroups } from "./runCgroup.js"
 import type * as NativeRunner from "../NativeRunner.js"
 import { LOCK_CONFLICT, workspaceMount } from "./sandbox.js"
 import { preflightHost, resolveSandboxHost, type SandboxHost } from "./sandboxHost.js"
-import { checkLayout, type Layout, settledPolicy } from "./workspaceAccess.js"
+import { type Layout, openLayout, settledPolicy } from "./workspaceAccess.js"
 
 /** Live-only options, decoded (`NativeRunner.Options`): a sandbox, or resource limits without one. */
 export type PolicyOptions = Pick<NativeRunner.DecodedOptions, "sandbox" | "resourceLimits">
@@ -68,9 +68,14 @@ interface Around {
 
 const nothingAround: Around = { acquire: Effect.void, setupFailure: () => undefined }
 
+/** Turns the command into the one to spawn, with what goes around it; may hold resources for the run's scope. */
+type Wrap = (
+  command: PreparedCommand
+) => Effect.Effect<readonly [PreparedCommand, Around], InvalidInput | SpawnError, Scope.Scope>
+
 const limitsPolicy = (
   limits: Sandbox.ResourceLimits | undefined,
-  wrap: (command: PreparedCommand) => Either.Either<readonly [PreparedCommand, Around], InvalidInput>,
+  wrap: Wrap,
   useCgroup: boolean
 ): Policy["prepare"] =>
 (command) =>
@@ -123,16 +128,16 @@ const lookUpProgram = (command: PreparedCommand): Effect.Effect<void, SpawnError
  * Prefixes for a run without a sandbox: `setpriv --pdeathsig KILL` (when given: the child then dies with the process
  * that spawned it, even a SIGKILLed one), then prlimit (when limits are set).
  */
-const withPrefixes = (limits: Sandbox.ResourceLimits | undefined, prlimitPath: string, setprivPath: string | undefined) =>
-(command: PreparedCommand) => {
+const withPrefixes = (limits: Sandbox.ResourceLimits | undefined, prlimitPath: string, setprivPath: string | undefined): Wrap =>
+(command) => {
   const prefix = [
     ...(setprivPath === undefined ? [] : [setprivPath, "--pdeathsig", "KILL"]),
     ...(limits === undefined ? [] : prlimitArgv(limits, { prlimitPath }))
   ]
   const [program, ...rest] = prefix
-  if (program === undefined) return Either.right([command, nothingAround] as const)
+  if (program === undefined) return Effect.succeed([command, nothingAround] as const)
   const wrapped: PreparedCommand = { ...command, argv: [program, ...rest, ...command.argv] }
-  return Either.right([wrapped, { ...nothingAround, acquire: lookUpProgram(command) }] as const)
+  return Effect.succeed([wrapped, { ...nothingAround, acquire: lookUpProgram(command) }] as const)
 }
 
 /**
@@ -189,13 +194,15 @@ const rebase = (cwd: string, layout: Layout): string => {
   return outside ? cwd : path.join(host, relative)
 }
 
-const sandboxWrap = (policy: Sandbox.Policy, host: SandboxHost) => {
+const sandboxWrap = (policy: Sandbox.Policy, host: SandboxHost): Wrap => {
   // The paths bwrap binds and the lock are the settled ones; nothing of the host is changed for a run.
   const settled = settledPolicy(policy, host.layout)
-  return (command: PreparedCommand) => {
-    const status = makeBwrapStatus()
-    return Either.map(
-      bubblewrap.wrap(settled, { ...command, cwd: rebase(command.cwd, host.layout) }, {
+  return (command) =>
+    Effect.gen(function*() {
+      // Opened and checked now, held until the run ends: bwrap binds these very directories (--bind-fd).
+      const boundFds = yield* openLayout(host.layout, host.identity, command)
+      const status = makeBwrapStatus()
+      const wrapped = yield* bubblewrap.wrap(settled, { ...command, cwd: rebase(command.cwd, host.layout) }, {
         bwrapPath: host.bwrap,
         setprivPath: host.setpriv,
         flockPath: host.flock,
@@ -203,18 +210,12 @@ const sandboxWrap = (policy: Sandbox.Policy, host: SandboxHost) => {
         masks: host.masks,
         ...(host.prlimit === undefined ? {} : { prlimitPath: host.prlimit }),
         seccomp: host.seccomp?.program,
-        onStatus: status.onData
-      }),
-      (wrapped) => {
-        const around: Around = {
-          acquire: checkLayout(host.layout, host.identity, command),
-          adapt: signalInside(status),
-          setupFailure: bwrapSetupFailure(command, status)
-        }
-        return [wrapped, around] as const
-      }
-    )
-  }
+        onStatus: status.onData,
+        boundFds
+      })
+      const around: Around = { acquire: Effect.void, adapt: signalInside(status), setupFailure: bwrapSetupFailure(command, status) }
+      return [wrapped, around] as const
+    })
 }
 
 /**

@@ -28,3 +28,8 @@ export type ExtraFd =
   | { readonly _tag: "Input"; readonly bytes: Uint8Array }
   /** The child writes; every chunk goes to `onData` as it arrives. */
   | { readonly _tag: "Output"; readonly onData: (chunk: Uint8Array) => void }
+  /**
+   * A directory (or file) the host holds open for the run, for bwrap's `--bind-fd`: the child gets a copy of the
+   * host's descriptor `fd`, so what is bound is what the host opened and checked, never a path looked up again.
+   */
+  | { readonly _tag: "Directory"; readonly fd: number }

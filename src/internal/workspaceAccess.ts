@@ -9,9 +9,10 @@
  * as the sandbox user, so a bind it makes through a swapped path reaches only what that user could reach anyway.
  */
 import type { Stats } from "node:fs"
-import { accessSync, constants, lstatSync, readlinkSync, realpathSync } from "node:fs"
+import { accessSync, closeSync, constants, fstatSync, lstatSync, openSync, readlinkSync, realpathSync } from "node:fs"
 import * as path from "node:path"
 import * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
 import type { Bind, Policy, SandboxUser } from "../Sandbox.js"
 import { SandboxUnavailable, SpawnError } from "./errors.js"
 
@@ -122,16 +123,18 @@ export const settledPolicy = (policy: Policy, layout: Layout): Policy => ({
 
 const octal = (stats: Stats) => (stats.mode & 0o7777).toString(8).padStart(3, "0")
 const ownerOf = (stats: Stats) => `${stats.uid}:${stats.gid}`
+const messageOf = (error: unknown) => error instanceof Error ? error.message : String(error)
 
 /** The permission bits that apply to `user` (owner, else primary group: supplementary groups are cleared). */
 const bitsFor = (stats: Stats, user: SandboxUser): number =>
   stats.uid === user.uid ? (stats.mode >> 6) & 7 : stats.gid === user.gid ? (stats.mode >> 3) & 7 : stats.mode & 7
 
-/** Whether the program's user may create entries in a directory with these stats (write and search). */
-const canWrite = (stats: Stats, file: string, user: SandboxUser | undefined): boolean => {
+/** Whether the program's user may create entries in the opened directory (write and search). */
+const canWrite = (stats: Stats, fd: number, user: SandboxUser | undefined): boolean => {
   if (user !== undefined) return (bitsFor(stats, user) & 3) === 3
   try {
-    accessSync(file, constants.W_OK | constants.X_OK)
+    // A non-root host runs the sandbox as itself: ask the kernel, on the opened directory (no path looked up again).
+    accessSync(`/proc/self/fd/${fd}`, constants.W_OK | constants.X_OK)
     return true
   } catch {
     return false
@@ -147,21 +150,6 @@ export const prepareHint = (dir: string) =>
   "`native-runner workspace new PARENT` (Sandbox.makeWorkspace), or run as its owner with " +
   "`user: \"workspace-owner\"` (`--sandbox-user workspace-owner`)"
 
-/** Why a writable place cannot be used, or `undefined` when the program's user can write it. */
-const writableProblem = (dir: string, what: string, user: SandboxUser | undefined): string | undefined => {
-  let stats: Stats
-  try {
-    stats = lstatSync(dir)
-  } catch (error) {
-    return `the ${what} ${dir} cannot be used: ${error instanceof Error ? error.message : String(error)}`
-  }
-  if (stats.isSymbolicLink()) return `the ${what} ${dir} is a symbolic link; give the directory itself`
-  if (!stats.isDirectory()) return `the ${what} ${dir} is not a directory`
-  if (canWrite(stats, dir, user)) return undefined
-  return `${who(user)} cannot write the ${what} ${dir} (owner ${ownerOf(stats)}, mode ${octal(stats)}); ` +
-    `the runner changes no owner or mode: ${prepareHint(dir)}`
-}
-
 /** Why `user` cannot reach `host` (a directory above it it cannot search), or `undefined`. */
 export const reachProblem = (host: string, user: SandboxUser): string | undefined => {
   for (let dir = path.dirname(host); ; dir = path.dirname(dir)) {
@@ -169,7 +157,7 @@ export const reachProblem = (host: string, user: SandboxUser): string | undefine
     try {
       stats = lstatSync(dir)
     } catch (error) {
-      return `${host} cannot be reached: ${error instanceof Error ? error.message : String(error)}`
+      return `${host} cannot be reached: ${messageOf(error)}`
     }
     if ((bitsFor(stats, user) & 1) === 0) {
       return `the sandbox user ${user.uid}:${user.gid} cannot reach ${host}: ${dir} (owner ${ownerOf(stats)}, mode ` +
@@ -179,62 +167,135 @@ export const reachProblem = (host: string, user: SandboxUser): string | undefine
   }
 }
 
-/** Why a volatile bind source cannot be used now: a component is a symlink (or missing), or `undefined`. */
-const volatileProblem = (bind: SettledBind, source: VolatileSource): string | undefined => {
+/** The first component of a volatile source that is a symlink (or missing), in words; `undefined` when none is. */
+const linkedComponent = (source: VolatileSource): string | undefined => {
   let at = source.root
   for (const component of source.components) {
     at = path.join(at, component)
-    let stats: Stats
     try {
-      stats = lstatSync(at)
+      if (lstatSync(at).isSymbolicLink()) return `${at} is a symbolic link`
     } catch (error) {
-      return `the bind source ${bind.host} cannot be used: ${error instanceof Error ? error.message : String(error)}`
-    }
-    if (stats.isSymbolicLink()) {
-      return `the bind source ${bind.host} lies in a writable place and ${at} is a symbolic link; a bind source there ` +
-        "is never reached through a link (the workload could point it anywhere)"
+      return `${at}: ${messageOf(error)}`
     }
   }
   return undefined
 }
 
-/** Every problem of this run's layout, for `user` (`undefined`: a non-root host, which runs as itself). */
-export const layoutProblems = (layout: Layout, user: SandboxUser | undefined): Array<string> => {
-  const problems: Array<string> = []
-  const push = (problem: string | undefined) => {
-    if (problem !== undefined) problems.push(problem)
+/** A place a run binds by descriptor: the workspace, a read-write bind, or a bind source in a writable place. */
+interface Place {
+  readonly host: string
+  readonly what: string
+  readonly writable: boolean
+  readonly volatile: VolatileSource | undefined
+}
+
+const placesOf = (layout: Layout): ReadonlyArray<Place> => [
+  { host: layout.workspace.host, what: "workspace", writable: true, volatile: undefined },
+  ...layout.binds.filter((bind) => bind.writable || bind.volatile !== undefined).map((bind) => ({
+    host: bind.host,
+    what: bind.writable ? "read-write bind" : "read-only bind",
+    writable: bind.writable,
+    volatile: bind.volatile
+  }))
+]
+
+const closeQuietly = (fd: number) => {
+  try {
+    closeSync(fd)
+  } catch {
+    // Already closed: nothing to release.
   }
-  push(writableProblem(layout.workspace.host, "workspace", user))
-  for (const bind of layout.binds) {
-    if (bind.volatile !== undefined) push(volatileProblem(bind, bind.volatile))
-    if (bind.writable) push(writableProblem(bind.host, "read-write bind", user))
+}
+
+/**
+ * Opens a place as it is now and checks it, reading only: the descriptor must name exactly `place.host` (a symlink
+ * in any component, or a path swapped while opening, names something else), be a directory (a read-only bind may
+ * be a regular file) and, when writable, be writable by the program's user. Returns the descriptor or the problem.
+ */
+const openPlace = (place: Place, user: SandboxUser | undefined): number | string => {
+  const linked = place.volatile === undefined ? undefined : linkedComponent(place.volatile)
+  const viaLink = (detail: string) =>
+    `the ${place.what} ${place.host} lies in a writable place and ${detail}; a bind source there is never reached ` +
+    "through a link (the workload could point it anywhere)"
+  if (linked !== undefined) return viaLink(linked)
+  let fd: number
+  try {
+    // O_NOFOLLOW for the last component, O_NONBLOCK so a FIFO put there cannot stall the host.
+    fd = openSync(place.host, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK)
+  } catch (error) {
+    const code = error instanceof Error && "code" in error ? error.code : undefined
+    return code === "ELOOP"
+      ? (place.volatile === undefined ? `the ${place.what} ${place.host} is a symbolic link; give the directory itself` : viaLink(`${place.host} is a symbolic link`))
+      : `the ${place.what} ${place.host} cannot be used: ${messageOf(error)}`
+  }
+  const problem = ((): string | undefined => {
+    const opened = readlinkSync(`/proc/self/fd/${fd}`)
+    if (opened !== place.host) return viaLink(`it was reached through a link (it is ${opened})`)
+    const stats = fstatSync(fd)
+    if (!stats.isDirectory() && (place.writable || !stats.isFile())) {
+      return `the ${place.what} ${place.host} is not a directory${place.writable ? "" : " or a regular file"}`
+    }
+    if (!place.writable || canWrite(stats, fd, user)) return undefined
+    return `${who(user)} cannot write the ${place.what} ${place.host} (owner ${ownerOf(stats)}, mode ${octal(stats)}); ` +
+      `the runner changes no owner or mode: ${prepareHint(place.host)}`
+  })()
+  if (problem === undefined) return fd
+  closeQuietly(fd)
+  return problem
+}
+
+/** Opens every place of the layout; the descriptors by host path, and every problem found (then nothing is open). */
+const inspect = (layout: Layout, user: SandboxUser | undefined) => {
+  const fds = new Map<string, number>()
+  const problems: Array<string> = []
+  for (const place of placesOf(layout)) {
+    if (fds.has(place.host)) continue
+    const opened = openPlace(place, user)
+    if (typeof opened === "number") fds.set(place.host, opened)
+    else problems.push(opened)
   }
   if (user !== undefined) {
-    for (const host of [layout.workspace.host, ...layout.binds.map((bind) => bind.host)]) push(reachProblem(host, user))
+    // bwrap (as the sandbox user) still looks every source up by path, a descriptor's too, before checking it.
+    for (const host of new Set([layout.workspace.host, ...layout.binds.map((bind) => bind.host)])) {
+      const problem = reachProblem(host, user)
+      if (problem !== undefined) problems.push(problem)
+    }
   }
+  if (problems.length > 0) for (const fd of fds.values()) closeQuietly(fd)
+  return { fds, problems }
+}
+
+/** Every problem of this layout for `user` (`undefined`: a non-root host, which runs as itself); for `doctor`. */
+export const layoutProblems = (layout: Layout, user: SandboxUser | undefined): ReadonlyArray<string> => {
+  const { fds, problems } = inspect(layout, user)
+  for (const fd of fds.values()) closeQuietly(fd)
   return problems
 }
 
 /**
- * Checks, before anything is spawned, that the program's user can write the workspace and each read-write bind, can
- * reach every bind source, and that no bind source in a writable place is reached through a symlink. Reads only.
+ * Before anything is spawned: opens the workspace, each read-write bind and each bind source in a writable place,
+ * checks them (see `openPlace`) and keeps them open for the scope, so bwrap binds exactly what was checked
+ * (`--bind-fd`). Fails with `SandboxSetup` naming every problem. Reads only: no owner or mode is changed.
  */
-export const checkLayout = (
+export const openLayout = (
   layout: Layout,
   user: SandboxUser | undefined,
   command: { readonly argv: ReadonlyArray<string>; readonly cwd: string }
-): Effect.Effect<void, SpawnError> =>
-  Effect.suspend(() => {
-    const problems = layoutProblems(layout, user)
-    return problems.length === 0 ? Effect.void : Effect.fail(
-      new SpawnError({
-        reason: "SandboxSetup",
-        command: command.argv[0] ?? "",
-        cwd: command.cwd,
-        message: `the sandbox was not set up, nothing ran: ${problems.join("; ")}`
-      })
-    )
-  })
+): Effect.Effect<ReadonlyMap<string, number>, SpawnError, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.suspend(() => {
+      const { fds, problems } = inspect(layout, user)
+      return problems.length === 0 ? Effect.succeed(fds) : Effect.fail(
+        new SpawnError({
+          reason: "SandboxSetup",
+          command: command.argv[0] ?? "",
+          cwd: command.cwd,
+          message: `the sandbox was not set up, nothing ran: ${problems.join("; ")}`
+        })
+      )
+    }),
+    (fds) => Effect.sync(() => fds.forEach(closeQuietly))
+  )
 
 /**
  * The identity of a root host's sandboxed program: `user`, the default, or with `"workspace-owner"` the owner of the

@@ -45,7 +45,7 @@ interface Sink {
 interface Helper {
   readonly spawn: typeof import("node:child_process").spawn
   readonly connect: typeof import("node:net").connect
-  readonly fs: Pick<typeof import("node:fs"), "rmdirSync" | "unlinkSync" | "writeFileSync">
+  readonly fs: Pick<typeof import("node:fs"), "rmdirSync" | "unlinkSync" | "writeFileSync" | "openSync" | "closeSync" | "constants">
   readonly host: HelperProcess
   readonly socketPath: string
   /** Process group (= pid, children are detached) of each child not yet seen to exit, by exec id. */
@@ -131,7 +131,15 @@ function helperExec(h: Helper, request: HelperRequest): void {
 function helperStart(h: Helper, request: HelperRequest, out: import("node:net").Socket, err: import("node:net").Socket): void {
   const { argv, cgroup } = request
   let child: ChildProcess
+  const opened: Array<number> = []
   try {
+    // Directory descriptors: the host's own open files, reopened through /proc (the same file, no path lookup).
+    const extra = request.fds.map((fd) => {
+      if (fd === null || fd instanceof Uint8Array) return "pipe" as const
+      const descriptor = h.fs.openSync(fd.dir, h.fs.constants.O_RDONLY | h.fs.constants.O_NONBLOCK)
+      opened.push(descriptor)
+      return descriptor
+    })
     // libuv forks inside the synchronous spawn, so the child is born in the run's cgroup and nothing else is.
     if (cgroup !== undefined) h.fs.writeFileSync(cgroup.procs, String(h.host.pid))
     // Node hands a net.Socket's descriptor to the child as it is: the child writes straight to the host.
@@ -139,13 +147,14 @@ function helperStart(h: Helper, request: HelperRequest, out: import("node:net").
       cwd: request.cwd,
       env: request.env,
       detached: true,
-      stdio: [request.stdin === undefined ? "ignore" : "pipe", out, err, ...request.fds.map(() => "pipe" as const)]
+      stdio: [request.stdin === undefined ? "ignore" : "pipe", out, err, ...extra]
     })
   } catch (error) {
     // Some errnos (E2BIG, ENOTDIR for a cwd that is a file) are thrown instead of emitted.
     return helperFailed(h, request.id, error)
   } finally {
     if (cgroup !== undefined) h.fs.writeFileSync(cgroup.home, String(h.host.pid))
+    for (const descriptor of opened) h.fs.closeSync(descriptor)
     // The child holds its own copies (or never will): the host sees EOF once the last holder has closed.
     out.destroy()
     err.destroy()
@@ -193,7 +202,7 @@ function helperRelay(h: Helper, request: HelperRequest, child: ChildProcess, sta
   if (request.stdin !== undefined) helperFeed(child.stdin, request.stdin)
   request.fds.forEach((bytes, index) => {
     const stream = child.stdio[3 + index]
-    if (stream === null || stream === undefined) return
+    if (stream === null || stream === undefined || (bytes !== null && !(bytes instanceof Uint8Array))) return
     if (bytes !== null) return helperFeed("end" in stream ? stream : undefined, bytes)
     status.open++
     stream.on("error", () => {})

@@ -16,8 +16,12 @@ export interface HelperRequest {
   readonly cwd: string
   readonly env: Readonly<Record<string, string>>
   readonly stdin: Uint8Array | undefined
-  /** Descriptors from 3 on: the bytes of an Input descriptor, or `null` for an Output one (relayed as `data`). */
-  readonly fds: ReadonlyArray<Uint8Array | null>
+  /**
+   * Descriptors from 3 on: the bytes of an Input descriptor, `null` for an Output one (relayed as `data`), or for a
+   * Directory one the host's descriptor as `/proc/<host pid>/fd/<fd>`, which the helper opens (the same open file,
+   * never a path in the workload's tree) and hands to the child.
+   */
+  readonly fds: ReadonlyArray<Uint8Array | null | { readonly dir: string }>
   /** The run's cgroup (`PreparedCommand.cgroup`): the helper moves itself into `procs` for the fork, then to `home`. */
   readonly cgroup: { readonly procs: string; readonly home: string } | undefined
 }

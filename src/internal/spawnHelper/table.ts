@@ -189,7 +189,9 @@ const sendRequest = (
       cwd: command.cwd,
       env: command.env,
       stdin,
-      fds: (command.extraFds ?? []).map((fd) => fd._tag === "Input" ? fd.bytes : null),
+      fds: (command.extraFds ?? []).map((fd) =>
+        fd._tag === "Input" ? fd.bytes : fd._tag === "Directory" ? { dir: `/proc/${process.pid}/fd/${fd.fd}` } : null
+      ),
       cgroup: command.cgroup
     })
   } catch (error) {

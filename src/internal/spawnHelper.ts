@@ -51,6 +51,8 @@ export interface HelperSpawner extends Spawner {
   readonly socketDir: string
   /** False once the helper has gone: spawns then go straight through `node:child_process`. */
   readonly alive: () => boolean
+  /** Output connections the host dropped (a wrong token, an id not in flight, no header in time). */
+  readonly rejectedConnections: () => number
 }
 
 const helperStartError = (message: string) =>
@@ -222,6 +224,7 @@ export const makeHelperSpawnerWith = (
       helperPid: helper.child.pid ?? 0,
       socketDir: dir,
       alive: () => table.gone === undefined,
+      rejectedConnections: table.rejected,
       spawn: (command, stdin) =>
         Effect.suspend(() =>
           table.gone === undefined ? spawnViaHelper(command, stdin) : Effect.zipRight(warnOnce, direct.spawn(command, stdin))

@@ -75,15 +75,40 @@ const waitUntil = (condition: () => boolean, timeoutMs: number): Effect.Effect<b
   })
 
 /** A runner whose spawns all go through a helper; a spawn after the helper died is a defect, not a silent fallback. */
-const helperRunner = (options: NativeRunner.Options) =>
+const helperRunnerWith = (options: NativeRunner.Options) =>
   Effect.gen(function*() {
     const helper = yield* makeHelperSpawner
     const spawner: Spawner = {
       spawn: (command, stdin) =>
         helper.alive() ? helper.spawn(command, stdin) : Effect.dieMessage("the helper is gone: this exec would go direct")
     }
-    return yield* bareRunner(spawner, options)
+    return { helper, runner: yield* bareRunner(spawner, options) }
   })
+const helperRunner = (options: NativeRunner.Options) => Effect.map(helperRunnerWith(options), ({ runner }) => runner)
+
+/**
+ * A program that floods the host socket for `seconds`: 16 connections at a time, each with a header naming one of
+ * the exec ids 1..200 (stdout) and a random token, then "INJECTED". Run as the runner's own child, as a workload would.
+ */
+const flood = (socketPath: string, seconds: number) => [
+  process.execPath,
+  "-e",
+  `const net = require("node:net"), crypto = require("node:crypto");
+  const end = Date.now() + ${seconds * 1000}; let n = 0, sent = 0;
+  const one = () => {
+    if (Date.now() > end) return;
+    const s = net.connect(${JSON.stringify(socketPath)});
+    s.on("error", () => {});
+    s.on("connect", () => {
+      const header = Buffer.alloc(21); header.writeUInt32BE(1 + (n++ % 200), 0); header[4] = 1;
+      crypto.randomFillSync(header, 5); sent++;
+      s.end(Buffer.concat([header, Buffer.from("INJECTED\\n")]));
+    });
+    s.on("close", one);
+  };
+  for (let i = 0; i < 16; i++) one();
+  setTimeout(() => console.log(sent), ${seconds * 1000 + 200});`
+]
 
 runnerBehaviourSuite("runner over the helper spawner (every exec through the helper)", {
   layer: (options) => Layer.scoped(NativeRunner.NativeRunner, helperRunner(options)),
@@ -148,7 +173,8 @@ describe("helper spawner", () => {
         const socket = connect(path.join(helper.socketDir, "host.sock"))
         socket.on("error", () => {})
         socket.once("close", () => resume(Effect.succeed(true)))
-        socket.write(Buffer.from([0, 0x0f, 0x42, 0x3f, 1, 0x61, 0x62]))
+        // A whole header (id 999999, stdout, a zero token) and some bytes.
+        socket.write(Buffer.concat([Buffer.from([0, 0x0f, 0x42, 0x3f, 1]), Buffer.alloc(16), Buffer.from("ab")]))
       }).pipe(Effect.timeout(Duration.seconds(5)))
       expect(closed).toBe(true)
       // And the helper still serves.
@@ -172,6 +198,28 @@ describe("helper spawner", () => {
         })
       })
     })))
+
+  it.live("a run flooding the host socket with forged headers: every concurrent genuine run returns its own bytes", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const { helper, runner } = yield* helperRunnerWith({ maxConcurrent: 16 })
+      const attack = yield* Effect.fork(runner.exec({ argv: flood(path.join(helper.socketDir, "host.sock"), 3) }))
+      const deadline = Date.now() + 3000
+      const seen = new Map<string, number>()
+      for (let batch = 0; Date.now() < deadline; batch++) {
+        const results = yield* Effect.forEach(Array.from({ length: 8 }, (_, i) => `${batch}.${i}`), (tag) =>
+          Effect.map(runner.exec({ argv: ["echo", `genuine ${tag}`] }), (result) =>
+            `${result.exitCode} ${text(result.stdout) === `genuine ${tag}\n` ? "own bytes" : JSON.stringify(text(result.stdout))}`), {
+          concurrency: "unbounded"
+        })
+        for (const outcome of results) seen.set(outcome, (seen.get(outcome) ?? 0) + 1)
+      }
+      const attacker = yield* Fiber.join(attack)
+      expect([...seen.keys()]).toEqual(["0 own bytes"])
+      expect(seen.get("0 own bytes")).toBeGreaterThan(40)
+      // The flood reached the socket (thousands of forged connections), and the host dropped every one of them.
+      expect(Number(text(attacker.stdout).trim())).toBeGreaterThan(1000)
+      expect(helper.rejectedConnections()).toBeGreaterThan(1000)
+    })), { timeout: 30_000 })
 
   it.live("spawn failures are reported as the direct spawner reports them", () =>
     Effect.scoped(Effect.gen(function*() {
@@ -383,5 +431,5 @@ const askHelper = (source: string) =>
       reply !== undefined && code === 0
         ? resume(Effect.succeed(reply))
         : resume(Effect.fail(new Error(`the helper exited (${code ?? signal}) with reply ${JSON.stringify(reply)}`))))
-    child.send({ id: 7, argv: ["true"], cwd: "/", env: {}, stdin: undefined, fds: [] })
+    child.send({ id: 7, argv: ["true"], cwd: "/", env: {}, stdin: undefined, token: new Uint8Array(16), fds: [] })
   }).pipe(Effect.timeout(Duration.seconds(10)))

@@ -96,17 +96,24 @@ function helperFeed(stream: Sink | null | undefined, bytes: Uint8Array): void {
   stream.end(bytes)
 }
 
-/** Connects to the host and writes the header; resolves once the header is in the socket. */
-function helperOpen(h: Helper, id: number, stream: number): Promise<import("node:net").Socket> {
+/**
+ * Connects to the host and writes the header (id, stream, the exec's token); resolves once the header is in the
+ * socket. A full listen queue (EAGAIN: something flooding the socket) is retried for about a second.
+ */
+function helperOpen(h: Helper, id: number, stream: number, token: Uint8Array, tries = 0): Promise<import("node:net").Socket> {
   return new Promise((resolve, reject) => {
     const socket = h.connect(h.socketPath)
-    const header = Buffer.alloc(5)
+    const header = Buffer.alloc(5 + token.length)
     header.writeUInt32BE(id, 0)
     header[4] = stream
-    socket.once("error", reject)
+    header.set(token, 5)
+    socket.once("error", (error: Error & { code?: string }) => {
+      if (error.code !== "EAGAIN" || tries >= 100) return reject(error)
+      setTimeout(() => helperOpen(h, id, stream, token, tries + 1).then(resolve, reject), 10)
+    })
     socket.write(header, (error) => {
-      if (error !== null && error !== undefined) return reject(error)
-      socket.off("error", reject)
+      if (error !== null && error !== undefined) return
+      socket.removeAllListeners("error")
       socket.on("error", () => {})
       resolve(socket)
     })
@@ -115,7 +122,7 @@ function helperOpen(h: Helper, id: number, stream: number): Promise<import("node
 
 /** One request: both output connections opened, then the child started on them. */
 function helperExec(h: Helper, request: HelperRequest): void {
-  Promise.allSettled([helperOpen(h, request.id, 1), helperOpen(h, request.id, 2)]).then((opened) => {
+  Promise.allSettled([helperOpen(h, request.id, 1, request.token), helperOpen(h, request.id, 2, request.token)]).then((opened) => {
     const sockets = opened.flatMap((result) => result.status === "fulfilled" ? [result.value] : [])
     const [out, err] = sockets
     if (out === undefined || err === undefined) {

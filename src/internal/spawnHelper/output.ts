@@ -5,7 +5,10 @@
 import type { Socket } from "node:net"
 import type { Capture } from "../capture.js"
 import { errnoOf } from "../live.js"
-import { HEADER_BYTES } from "./protocol.js"
+import { HEADER_BYTES, TOKEN_BYTES } from "./protocol.js"
+
+/** How long a new connection may take to send its header before it is dropped (the helper's takes microseconds). */
+const HEADER_WITHIN_MS = 5_000
 
 export interface Reader {
   readonly capture: Capture
@@ -39,10 +42,15 @@ export const pipeInto = (stream: OutputStream) => {
 }
 
 /**
- * Reads the header of a new output connection and hands the connection to the stream `streamFor` gives (none: the
- * connection is dropped).
+ * Reads the header of a new output connection and hands the connection to the stream `streamFor` gives for its id,
+ * stream and token (none: a wrong token, an id not in flight, a stream already connected, or no header in time: the
+ * connection is dropped and `rejected` is called).
  */
-export const route = (socket: Socket, streamFor: (id: number, which: number | undefined) => OutputStream | undefined) => {
+export const route = (
+  socket: Socket,
+  streamFor: (id: number, which: number | undefined, token: Uint8Array) => OutputStream | undefined,
+  rejected: () => void
+) => {
   let routed: OutputStream | undefined
   // A read error ends the stream ("close" follows): the capture records it, so the result says the output is
   // incomplete; the exit status still says how the process ended. Before routing, the connection is just dropped.
@@ -52,13 +60,24 @@ export const route = (socket: Socket, streamFor: (id: number, which: number | un
     else if (routed !== undefined) routed.failure = reason
   })
   let head: Buffer = Buffer.alloc(0)
+  const late = setTimeout(() => {
+    socket.off("data", onHead)
+    rejected()
+    socket.destroy()
+  }, HEADER_WITHIN_MS)
+  late.unref()
+  socket.once("close", () => clearTimeout(late))
   const onHead = (chunk: Buffer) => {
     head = head.length === 0 ? chunk : Buffer.concat([head, chunk])
     if (head.length < HEADER_BYTES) return
+    clearTimeout(late)
     socket.off("data", onHead)
     socket.pause()
-    const stream = streamFor(head.readUInt32BE(0), head[4])
-    if (stream === undefined) return socket.destroy()
+    const stream = streamFor(head.readUInt32BE(0), head[4], head.subarray(5, 5 + TOKEN_BYTES))
+    if (stream === undefined) {
+      rejected()
+      return socket.destroy()
+    }
     stream.socket = socket
     stream.rest = head.length > HEADER_BYTES ? head.subarray(HEADER_BYTES) : undefined
     routed = stream

@@ -1,13 +1,21 @@
 /**
  * The messages the spawn helper (./helperMain.ts) and the host exchange. Per exec: one IPC request
- * (`HelperRequest`); the helper opens two connections to the host's Unix socket, each starting with a 5-byte header
- * (exec id as uint32 BE, then 1 for stdout or 2 for stderr), and starts the child with those sockets as its stdout
+ * (`HelperRequest`); the helper opens two connections to the host's Unix socket, each starting with a 21-byte header
+ * (exec id as uint32 BE, then 1 for stdout or 2 for stderr, then the exec's 16-byte token), and starts the child with
+ * those sockets as its stdout
  * and stderr, so output never passes through the helper. Replies: `spawned` (or `failed`), `data` for each chunk of
  * an Output descriptor, then `exit`.
  */
 
-/** Bytes of the header that opens each output connection: exec id (uint32 BE) and stream (1 stdout, 2 stderr). */
-export const HEADER_BYTES = 5
+/** Bytes of the unguessable per-exec token that proves an output connection belongs to its exec. */
+export const TOKEN_BYTES = 16
+
+/**
+ * Bytes of the header that opens each output connection: exec id (uint32 BE), stream (1 stdout, 2 stderr), token.
+ * Anything on this machine that can reach the socket (a run's own program, unsandboxed as root) could connect; only
+ * the helper knows the tokens, and a connection with a wrong one is dropped, never attached to a run.
+ */
+export const HEADER_BYTES = 5 + TOKEN_BYTES
 
 /** One exec, host to helper. Structured clone (`serialization: "advanced"`) carries the Uint8Arrays as they are. */
 export interface HelperRequest {
@@ -16,6 +24,8 @@ export interface HelperRequest {
   readonly cwd: string
   readonly env: Readonly<Record<string, string>>
   readonly stdin: Uint8Array | undefined
+  /** The exec's token (`TOKEN_BYTES` random bytes), written by the helper in both output headers. */
+  readonly token: Uint8Array
   /**
    * Descriptors from 3 on: the bytes of an Input descriptor, `null` for an Output one (relayed as `data`), or for a
    * Directory one the host's descriptor as `/proc/<host pid>/fd/<fd>`, which the helper opens (the same open file,

@@ -10,7 +10,8 @@ import type { Server, Socket } from "node:net"
 import type { ProcessExit, RunningProcess } from "../engine.js"
 import { killGroup } from "../nodeSpawner.js"
 import type { PreparedCommand } from "../prepared.js"
-import { type HelperRequest, isReply } from "./protocol.js"
+import { randomBytes, timingSafeEqual } from "node:crypto"
+import { type HelperRequest, isReply, TOKEN_BYTES } from "./protocol.js"
 import { emptyStream, type OutputStream, pipeInto, route } from "./output.js"
 
 /** What the helper reported about a failed start: Node's errno code, and the error as text. */
@@ -33,6 +34,8 @@ export interface Exec {
   readonly exited: Deferred.Deferred<ProcessExit>
   readonly streams: readonly [OutputStream, OutputStream]
   outputStopped: boolean
+  /** Random per exec: only a connection that presents it is attached to this exec's output. */
+  readonly token: Uint8Array
 }
 
 /** How the table reaches the helper, once it has started. */
@@ -56,6 +59,8 @@ export interface Table {
   /** The helper has gone: starts in flight fail, running groups are SIGKILLed and reported so. */
   readonly goneAway: (why: string) => void
   readonly closeSockets: (server: Server) => void
+  /** Output connections dropped: a wrong token, an id not in flight, a stream already connected, no header in time. */
+  readonly rejected: () => number
   /** Internal: the channel, for `track` and `forget`. */
   channel: Channel
 }
@@ -160,7 +165,8 @@ const makeExec = (
   exitKnown: false,
   exited: Deferred.unsafeMake<ProcessExit>(FiberId.none),
   streams: [emptyStream(), emptyStream()],
-  outputStopped: false
+  outputStopped: false,
+  token: randomBytes(TOKEN_BYTES)
 })
 
 /**
@@ -189,6 +195,7 @@ const sendRequest = (
       cwd: command.cwd,
       env: command.env,
       stdin,
+      token: exec.token,
       fds: (command.extraFds ?? []).map((fd) =>
         fd._tag === "Input" ? fd.bytes : fd._tag === "Directory" ? { dir: `/proc/${process.pid}/fd/${fd.fd}` } : null
       ),
@@ -209,12 +216,12 @@ const sendRequest = (
 }
 
 /** The stream an output connection's header names, while its exec still takes output; else `undefined`. */
-const streamFor = (table: Table, id: number, which: number | undefined): OutputStream | undefined => {
+const streamFor = (table: Table, id: number, which: number | undefined, token: Uint8Array): OutputStream | undefined => {
   const exec = table.execs.get(id)
   const stream = which === 1 ? exec?.streams[0] : which === 2 ? exec?.streams[1] : undefined
-  return exec === undefined || stream === undefined || stream.socket !== undefined || exec.outputStopped
-    ? undefined
-    : stream
+  if (exec === undefined || stream === undefined || stream.socket !== undefined || exec.outputStopped) return undefined
+  // Constant time: how much of a guess was right must not show in how long the check took.
+  return token.length === exec.token.length && timingSafeEqual(token, exec.token) ? stream : undefined
 }
 
 /** The helper has gone: starts in flight fail, running groups are SIGKILLed and reported so. */
@@ -237,6 +244,7 @@ const goneAway = (table: Table, why: string) => {
 export const makeTable = (answerWithinMs: number): Table => {
   const sockets = new Set<Socket>()
   let nextId = 0
+  let rejected = 0
   const table: Table = {
     execs: new Map(),
     gone: undefined,
@@ -252,9 +260,12 @@ export const makeTable = (answerWithinMs: number): Table => {
     accept: (socket) => {
       sockets.add(socket)
       socket.once("close", () => sockets.delete(socket))
-      route(socket, (id, which) => streamFor(table, id, which))
+      route(socket, (id, which, token) => streamFor(table, id, which, token), () => {
+        rejected++
+      })
     },
     goneAway: (why) => goneAway(table, why),
+    rejected: () => rejected,
     closeSockets: (server) => {
       server.close()
       for (const socket of sockets) socket.destroy()

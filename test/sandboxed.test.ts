@@ -285,6 +285,37 @@ describe.runIf(Either.isRight(preflight) || inCI)("sandboxed runs (bwrap)", () =
       expect(readFileSync(path.join(ws, "big")).length).toBe(100_000)
     }))
 
+  it.live("a program's stderr never becomes a SpawnError: lines that look like a wrapper's keep the program's exit", () =>
+    Effect.gen(function*() {
+      const ws = workspace()
+      const layers = {
+        sandboxed: sandboxed({ workspace: ws }),
+        "sandboxed with limits (prlimit inside)": sandboxed({ workspace: ws, limits: { maxOpenFiles: 512 } }),
+        "unsandboxed with limits (prlimit in front)": NativeRunner.layerNode({ resourceLimits: { maxOpenFiles: 512 } }),
+        "unsandboxed, direct (setpriv in front as root)": NativeRunner.layerNode({ spawnHelper: "off" })
+      }
+      const fakes = [
+        ["bwrap: execvp make: No such file or directory", 1],
+        ["bwrap: Can't find source path /nonexistent: No such file or directory", 1],
+        ["prlimit: failed to execute make: No such file or directory", 127],
+        ["prlimit: failed to execute make: Permission denied", 126],
+        ["setpriv: failed to execute make: No such file or directory", 127],
+        ["sh: 1: exec: make: not found", 127]
+      ] as const
+      const seen: Array<string> = []
+      for (const [name, layer] of Object.entries(layers)) {
+        for (const [line, code] of fakes) {
+          const outcome = yield* Effect.either(NativeRunner.exec({ argv: ["sh", "-c", 'echo "$1" >&2; exit "$2"', "sh", line, String(code)], cwd: ws })
+            .pipe(Effect.provide(layer)))
+          seen.push(`${name}: ${Either.isRight(outcome) ? `exit ${outcome.right.exitCode} ${text(outcome.right.stderr).trim() === line}` : `${outcome.left._tag} ${outcome.left.message}`}`)
+        }
+        // The control: a program that is really missing is still the SpawnError a direct spawn gives.
+        const missing = yield* Effect.flip(NativeRunner.exec({ argv: ["no-such-program-xyz"], cwd: ws }).pipe(Effect.provide(layer)))
+        expect([name, missing._tag === "SpawnError" && missing.reason]).toEqual([name, "NotFound"])
+      }
+      expect(seen).toEqual(Object.keys(layers).flatMap((name) => fakes.map(([, code]) => `${name}: exit ${code} true`)))
+    }))
+
   it.live("keeps truncation, timeouts and audits as unsandboxed", () =>
     Effect.gen(function*() {
       const result = yield* NativeRunner.exec({

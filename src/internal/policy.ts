@@ -7,7 +7,7 @@ import * as Effect from "effect/Effect"
 import { existsSync } from "node:fs"
 import * as path from "node:path"
 import * as Either from "effect/Either"
-import type { InvalidInput, SpawnFailure } from "../Errors.js"
+import type { InvalidInput } from "../Errors.js"
 import { SandboxUnavailable, SpawnError } from "./errors.js"
 import type * as Sandbox from "../Sandbox.js"
 import * as bubblewrap from "./bubblewrap.js"
@@ -21,6 +21,7 @@ import { limitExceeded, pidsCgroup, prlimitArgv, processLimitRoute } from "./res
 import { plainPolicy, type Policy, type PreparedRun } from "./runner.js"
 import type { RunCgroups } from "./runCgroup.js"
 import type * as NativeRunner from "../NativeRunner.js"
+import { systemDirs } from "./bwrapArgv.js"
 import { LOCK_CONFLICT, workspaceMount } from "./sandbox.js"
 import { preflightHost, resolveSandboxHost, type SandboxHost } from "./sandboxHost.js"
 import { type Layout, openLayout, settledPolicy } from "./workspaceAccess.js"
@@ -33,28 +34,6 @@ export const SANDBOX_BASE_ENV: Readonly<Record<string, string>> = {
   PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
   HOME: workspaceMount,
   TMPDIR: "/tmp"
-}
-
-// A wrapper (bwrap, prlimit, the cgroup shell) reports a program it could not exec on stderr, not as a spawn error.
-const WRAPPED_EXEC_FAILURE =
-  /^(?:bwrap: execvp [^\n]*|(?:prlimit|setpriv): failed to execute [^\n]*|(?:\/bin\/)?sh: \d+: exec: [^\n]*): (No such file or directory|not found|Permission denied)\s*$/
-
-/** Turns "the wrapper could not exec the program" back into the `SpawnError` a direct spawn would give. */
-const wrappedSpawnFailure = (command: PreparedCommand, outcome: Outcome): SpawnError | undefined => {
-  if (outcome.exitCode !== 1 && outcome.exitCode !== 126 && outcome.exitCode !== 127) return undefined
-  if (outcome.stdout.total() !== 0) return undefined
-  const stderr = new TextDecoder().decode(outcome.stderr.bytes())
-  const match = WRAPPED_EXEC_FAILURE.exec(stderr)
-  if (match === null) return undefined
-  const reason: SpawnFailure = match[1] === "Permission denied" ? "PermissionDenied" : "NotFound"
-  return new SpawnError({
-    reason,
-    command: command.argv[0],
-    cwd: command.cwd,
-    message: reason === "NotFound"
-      ? `command not found: ${command.argv[0]}`
-      : `permission denied: ${command.argv[0]}`
-  })
 }
 
 /** What a sandbox adds around the limits of one run. */
@@ -89,9 +68,9 @@ const limitsPolicy = (
       ...(around.adapt === undefined ? {} : { adapt: around.adapt }),
       finish: (outcome) =>
         Effect.gen(function*() {
-          const failure = wrapped === command && cgroup === undefined
-            ? undefined
-            : around.setupFailure(outcome) ?? wrappedSpawnFailure(command, outcome)
+          // Only the runner's own channels decide a SpawnError (bwrap's status descriptor, the checks made before
+          // the spawn): never what the program wrote on its stderr.
+          const failure = around.setupFailure(outcome)
           if (failure !== undefined) return yield* Effect.fail(failure)
           if (limits === undefined) return undefined
           const refusedForks = cgroup === undefined ? 0 : yield* cgroup.refusedForks
@@ -102,18 +81,26 @@ const limitsPolicy = (
   })
 
 /**
- * With a wrapper in front (setpriv, prlimit), a missing program would be the wrapper's "failed to execute" on the
- * child's stderr, already printed by a live consumer before the run ends: so the program is looked up first, as
+ * With a wrapper in front (setpriv, prlimit, bwrap), a missing program would only be the wrapper's "failed to execute"
+ * on the child's stderr, which the program could as well have written itself: so the program is looked up first, as
  * `execvp` will (the command's own PATH; an empty entry is its cwd), and a miss is the `SpawnError` a direct spawn
- * gives, before anything is spawned.
+ * gives, before anything is spawned. `toHost` maps a path as the program will see it to the host file (the sandbox's
+ * view); `undefined`: nothing is there.
  */
-const lookUpProgram = (command: PreparedCommand): Effect.Effect<void, SpawnError> =>
+const lookUpProgram = (
+  command: PreparedCommand,
+  toHost: (file: string) => string | undefined = (file) => file
+): Effect.Effect<void, SpawnError> =>
   Effect.suspend(() => {
     const [program] = command.argv
-    const candidates = program.includes("/")
+    const candidates = (program.includes("/")
       ? [path.resolve(command.cwd, program)]
       // Without PATH, execvp (and libuv) search the default path.
-      : (command.env["PATH"] ?? "/usr/bin:/bin").split(":").map((dir) => path.resolve(command.cwd, dir, program))
+      : (command.env["PATH"] ?? "/usr/bin:/bin").split(":").map((dir) => path.resolve(command.cwd, dir, program)))
+      .flatMap((file) => {
+        const host = toHost(file)
+        return host === undefined ? [] : [host]
+      })
     if (candidates.some(isExecutableFile)) return Effect.void
     const exists = candidates.some((file) => existsSync(file))
     return Effect.fail(new SpawnError({
@@ -161,9 +148,12 @@ const signalInside = (status: BwrapStatus) => (proc: RunningProcess): RunningPro
   }
 })
 
-/** bwrap reports `exit-code` only once the program was exec'd: without it, bwrap's own set-up failed. */
+/**
+ * bwrap reports `exit-code` only once the program was exec'd: without it, the program never ran, so what is on
+ * stderr is the wrappers' own (setpriv, flock, bwrap) and the run failed to set up.
+ */
 const bwrapSetupFailure = (command: PreparedCommand, status: BwrapStatus) => (outcome: Outcome) => {
-  if (outcome.timedOut || status.exitCode() !== undefined) return undefined
+  if (outcome.timedOut || outcome.interrupted || status.exitCode() !== undefined) return undefined
   if (outcome.exitCode === LOCK_CONFLICT && status.childPid() === undefined) {
     return new SpawnError({
       reason: "SandboxSetup",
@@ -174,8 +164,7 @@ const bwrapSetupFailure = (command: PreparedCommand, status: BwrapStatus) => (ou
     })
   }
   const stderr = new TextDecoder().decode(outcome.stderr.bytes())
-  if (WRAPPED_EXEC_FAILURE.test(stderr)) return undefined
-  const lines = stderr.split("\n").filter((line) => line.startsWith("bwrap: ") || line.startsWith("setpriv: "))
+  const lines = stderr.split("\n").filter((line) => /^(bwrap|setpriv|flock): /.test(line))
   return new SpawnError({
     reason: "SandboxSetup",
     command: command.argv[0],
@@ -184,6 +173,31 @@ const bwrapSetupFailure = (command: PreparedCommand, status: BwrapStatus) => (ou
       (lines.length > 0 ? lines.join("; ") : stderr.trim()).slice(0, 2000) || "no message from bwrap"
     }`
   })
+}
+
+/** The cwd as the program sees it (under /workspace), from a host cwd under the workspace as given or settled. */
+const insideCwd = (cwd: string, layout: Layout): string => {
+  const relative = path.relative(layout.workspace.host, rebase(cwd, layout))
+  const outside = relative === ".." || relative.startsWith("../") || path.isAbsolute(relative)
+  return outside ? cwd : path.join(workspaceMount, relative)
+}
+
+/**
+ * Where a path inside the sandbox is on the host, for looking the program up before bwrap runs: under the latest
+ * mount that covers it (read-only binds, read-write binds, the workspace, the system directories: bwrap's order
+ * reversed); `undefined` for what the sandbox makes itself (/tmp, /proc, /dev) or does not have.
+ */
+const sandboxView = (policy: Sandbox.Policy) => {
+  const mounts: ReadonlyArray<readonly [string, string]> = [
+    ...[...(policy.readWriteBinds ?? []), ...(policy.readOnlyBinds ?? [])].reverse()
+      .map((bind) => [bind.sandbox ?? bind.host, bind.host] as const),
+    [workspaceMount, policy.workspace],
+    ...systemDirs.map((dir) => [dir, dir] as const)
+  ]
+  return (file: string): string | undefined => {
+    const mount = mounts.find(([inside]) => file === inside || file.startsWith(`${inside}/`))
+    return mount === undefined ? undefined : path.join(mount[1], path.relative(mount[0], file))
+  }
 }
 
 /** A cwd under the workspace as given, moved under the workspace as settled (the same directory). */
@@ -213,7 +227,11 @@ const sandboxWrap = (policy: Sandbox.Policy, host: SandboxHost): Wrap => {
         onStatus: status.onData,
         boundFds
       })
-      const around: Around = { acquire: Effect.void, adapt: signalInside(status), setupFailure: bwrapSetupFailure(command, status) }
+      const around: Around = {
+        acquire: lookUpProgram({ ...command, cwd: insideCwd(command.cwd, host.layout) }, sandboxView(settled)),
+        adapt: signalInside(status),
+        setupFailure: bwrapSetupFailure(command, status)
+      }
       return [wrapped, around] as const
     })
 }

@@ -38,6 +38,13 @@ export const defaultMasks: ReadonlyArray<Mask> = internal.defaultMasks
  */
 export const hostMasks = internal.hostMasks
 
+/** Descriptors for `WrapOptions.boundFds`, by position: the workspace, then each read-write and read-only bind. */
+export interface BoundFds {
+  readonly workspace?: number | undefined
+  readonly readWriteBinds?: ReadonlyArray<number | undefined> | undefined
+  readonly readOnlyBinds?: ReadonlyArray<number | undefined> | undefined
+}
+
 /** Options of `wrap`. Paths are absolute: resolve them once, on the host's PATH (`resolveExecutable`). */
 export interface WrapOptions {
   /** The bwrap executable. Default `"/usr/bin/bwrap"`. */
@@ -55,12 +62,13 @@ export interface WrapOptions {
    */
   readonly flockPath?: string | undefined
   /**
-   * Host paths (the workspace, bind sources) the caller has opened and checked, with its descriptors: each is bound
-   * with `--bind-fd` / `--ro-bind-fd` on a copy of that descriptor, and bwrap checks that what it mounted is the
-   * opened file (device and inode), so a path swapped after the check fails the run instead of binding elsewhere.
-   * The descriptors must stay open until the process has started. Default: every path bound by name.
+   * Descriptors the caller opened and checked for the workspace and each bind (by position in the policy's lists;
+   * `undefined`: bound by name). Each is bound with `--bind-fd` / `--ro-bind-fd` on a copy of that descriptor, and
+   * bwrap checks that what it mounted is the opened file (device and inode), so a path swapped after the check fails
+   * the run instead of binding elsewhere. bwrap closes each after its mount, so a path bound twice needs two. The
+   * descriptors must stay open until the process has started. Default: every path bound by name.
    */
-  readonly boundFds?: ReadonlyMap<string, number> | undefined
+  readonly boundFds?: BoundFds | undefined
   /** The host uid:gid the sandbox runs as (for a root host: never root inside). Default: this process's own. */
   readonly identity?: SandboxUser | undefined
   /** Secrets to hide. Default `defaultMasks`; use `hostMasks()` for every known secret present on this host. */

@@ -62,8 +62,13 @@ export type Bind = typeof Bind.Type
  * refused: host root inside the sandbox still owns root's files (`/proc/sys` among them) even without capabilities.
  */
 export const SandboxUser = Schema.Struct({
-  uid: Schema.Int.pipe(Schema.greaterThan(0, { message: () => "uid must be a whole number above 0 (never root)" })),
-  gid: Schema.Int.pipe(Schema.greaterThan(0, { message: () => "gid must be a whole number above 0 (never root)" }))
+  // 4294967295 is (uid_t)-1, "no change" to setresuid, and larger values wrap: either would leave the program root.
+  uid: Schema.Int.pipe(Schema.between(1, 4_294_967_294, {
+    message: () => "uid must be a whole number from 1 to 4294967294 (never root)"
+  })),
+  gid: Schema.Int.pipe(Schema.between(1, 4_294_967_294, {
+    message: () => "gid must be a whole number from 1 to 4294967294 (never root)"
+  }))
 })
 export type SandboxUser = typeof SandboxUser.Type
 

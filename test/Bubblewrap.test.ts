@@ -177,9 +177,9 @@ describe("Bubblewrap.wrap", () => {
       readWriteBinds: [{ host: `${workspace}/cache`, sandbox: "/cache" }, { host: "/data" }],
       readOnlyBinds: [{ host: `${workspace}/.git`, sandbox: "/git" }, { host: "/opt/tools" }]
     }
-    const boundFds = new Map([[workspace, 41], [`${workspace}/cache`, 42], [`${workspace}/.git`, 43]])
+    const boundFds = { workspace: 41, readWriteBinds: [42, undefined], readOnlyBinds: [43, undefined] }
     const result = wrapped(policy, command, { onStatus, seccomp, boundFds })
-    // The host's descriptors, in the map's order, after fd 3 (flags), 4 (status) and 5 (seccomp): 6, 7, 8.
+    // The host's descriptors, workspace then read-write then read-only, after fd 3 (flags), 4 (status), 5 (seccomp).
     expect(result.extraFds?.slice(3)).toEqual([
       { _tag: "Directory", fd: 41 },
       { _tag: "Directory", fd: 42 },
@@ -211,7 +211,7 @@ describe("Bubblewrap.wrap", () => {
     const byFd = wrapped({ workspace }, command, {
       setprivPath: "/usr/bin/setpriv",
       flockPath: "/usr/bin/flock",
-      boundFds: new Map([[workspace, 9]])
+      boundFds: { workspace: 9 }
     })
     expect(byFd.argv[9]).toBe("/proc/self/fd/4")
     expect(byFd.extraFds?.[1]).toEqual({ _tag: "Directory", fd: 9 })

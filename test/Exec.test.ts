@@ -126,7 +126,7 @@ describe("InvalidInput never carries input values", () => {
       { path: "policy.workspace", message: "must be an absolute path without NUL bytes" },
       { path: "policy.env.TOKEN", message: "expected a string" },
       { path: "policy.user.uid", message: "expected an integer" },
-      { path: "policy.user.gid", message: "gid must be a whole number above 0 (never root)" }
+      { path: "policy.user.gid", message: "gid must be a whole number from 1 to 4294967294 (never root)" }
     ])
     for (const text of renderings(error)) {
       expect(text).not.toContain(CANARY)

@@ -32,6 +32,20 @@ describe("layer options", () => {
       expect(error.message).toContain(key)
     }))
 
+  it.live.each([
+    ["uid", { uid: 4_294_967_295, gid: 65534 }],
+    ["uid", { uid: 4_294_967_296, gid: 65534 }],
+    ["gid", { uid: 65534, gid: 4_294_967_296 }],
+    ["uid", { uid: 0, gid: 65534 }]
+  ] as const)("a sandbox user setpriv would turn into root (%s %j) fails the layer with InvalidInput", ([field, user]) =>
+    Effect.gen(function*() {
+      // (uid_t)-1 means "no change" to setresuid, and 2^32 wraps to 0: either would leave the program root.
+      const error = yield* buildError(NativeRunner.layerNode({ sandbox: { policy: { workspace: "/tmp", user } } }))
+      expect(error._tag === "InvalidInput" && error.issues).toEqual([
+        { path: `sandbox.policy.user.${field}`, message: `${field} must be a whole number from 1 to 4294967294 (never root)` }
+      ])
+    }))
+
   it.live("the test layer refuses a misspelt key the same way", () =>
     Effect.gen(function*() {
       const error = yield* buildError(NativeRunnerTest.layerTest([], { maxStdout: 5 } as unknown as NativeRunnerTest.TestOptions))

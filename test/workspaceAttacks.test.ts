@@ -11,7 +11,8 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
-import { existsSync, mkdirSync, writeFileSync } from "node:fs"
+import { spawnSync } from "node:child_process"
+import { chmodSync, existsSync, mkdirSync, readdirSync, renameSync, symlinkSync, writeFileSync } from "node:fs"
 import * as path from "node:path"
 import type { Errors, Exec, Sandbox } from "../src/index.js"
 import { NativeRunner } from "../src/index.js"
@@ -33,7 +34,7 @@ import {
   unusable,
   victim
 } from "./helpers/attacks.js"
-import { pidsWithArgv, randomDigits, runCleanups, waitUntil } from "./helpers/escape.js"
+import { pidsWithArgv, randomDigits, runCleanups, text, waitUntil } from "./helpers/escape.js"
 
 if (unusable.length > 0 && !inCI) console.warn(`workspace-attack tests not run: ${unusable.join(" ")}`)
 
@@ -239,6 +240,78 @@ describe.runIf(unusable.length === 0 || inCI)("workspace attacks (root host)", (
       expect(existsSync(path.join(ws, "ran")), "the workload ran").toBe(false)
       expect(snapshot(ws)).toEqual(before)
     })))
+
+  describe("bind sources outside the workspace, swapped by someone who may write a directory above them", () => {
+    /** Host descriptors of this process, to see that refused runs leave none open. */
+    const openFds = () => readdirSync("/proc/self/fd").length
+
+    it.live("a read-only source replaced by a link to another workspace: SandboxSetup, its secret never read", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const ws = preparedWorkspace()
+        // Job b's workspace, with a secret only the sandbox user (as every job's) may read.
+        const other = preparedWorkspace()
+        fileOf(path.join(other, "secret"), nobody, 0o600, "job b's secret\n")
+        // A directory of another local user (4242) above job a's read-only source.
+        const shared = dirOf(path.join(scratch("shared-"), "by-4242"), { uid: 4242, gid: 4242 }, 0o755)
+        chmodSync(path.dirname(shared), 0o755)
+        const data = dirOf(path.join(shared, "data"), { uid: 4242, gid: 4242 }, 0o755)
+        const runner = yield* Layer.build(sandboxed({ workspace: ws, readOnlyBinds: [{ host: data, sandbox: "/data" }] }))
+        expect(outcomeOf(yield* attempt(runner, sh("ls /data")))).toBe("ran, exit 0")
+        // What 4242 may do to its own directory, between two runs of job a.
+        renameSync(data, `${data}.old`)
+        symlinkSync(other, data)
+        const fds = openFds()
+        const outcome = yield* attempt(runner, sh("cat /data/secret"))
+        expect(outcomeOf(outcome)).toMatch(/^SandboxSetup: .*read-only bind .*data is a symbolic link/)
+        expect(Either.isRight(outcome) ? text(outcome.right.stdout) : "").not.toContain("secret")
+        expect(openFds()).toBe(fds)
+      })))
+
+    it.live("a component swapped for a link to a path longer than PATH_MAX: SandboxSetup each time, no descriptor left", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const ws = preparedWorkspace()
+        const base = scratch("deep-")
+        chmodSync(base, 0o755)
+        const place = dirOf(path.join(base, "p"), { uid: 0, gid: 0 }, 0o755)
+        dirOf(path.join(place, "b"), nobody, 0o755)
+        const runner = yield* Layer.build(sandboxed({ workspace: ws, readWriteBinds: [{ host: path.join(place, "b"), sandbox: "/b" }] }))
+        expect(outcomeOf(yield* attempt(runner, sh("touch /b/ok")))).toBe("ran, exit 0")
+        // 25 components of 200 bytes, then b: the real path of what p/b then opens cannot be named in 4096 bytes.
+        const name = "d".repeat(200)
+        const made = spawnSync("sh", ["-c", `cd ${base} && mkdir deep && cd deep && i=0 && while [ $i -lt 25 ]; do ` +
+          `mkdir ${name} && cd -P ${name} || exit 1; i=$((i + 1)); done && mkdir b && chown 65534:65534 b`],
+          { encoding: "utf8" })
+        expect([made.status, made.stderr]).toEqual([0, ""])
+        expect(`${base}/deep/${name}/`.length + 25 * (name.length + 1)).toBeGreaterThan(4096)
+        renameSync(place, `${place}.old`)
+        // Two links (one alone could not name it): p -> deep/<12 levels>/q, q -> <the 13 levels below>.
+        const levels = (n: number) => Array.from({ length: n }, () => name).join("/")
+        const linked = spawnSync("sh", ["-c", `cd ${base}/deep && i=0 && while [ $i -lt 12 ]; do cd -P ${name} || exit 1; ` +
+          `i=$((i + 1)); done && ln -s ${levels(13)} q`], { encoding: "utf8" })
+        expect([linked.status, linked.stderr]).toEqual([0, ""])
+        symlinkSync(`deep/${levels(12)}/q`, place)
+        const fds = openFds()
+        for (let i = 0; i < 10; i++) {
+          expect(outcomeOf(yield* attempt(runner, sh("touch /b/pwned")))).toMatch(/^SandboxSetup: /)
+        }
+        expect(openFds()).toBe(fds)
+      })))
+
+    it.live("the same directory bound twice (the workspace also read-only elsewhere): both mounts, the run works", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const ws = preparedWorkspace()
+        const cache = dirOf(path.join(scratch("twice-"), "cache"), nobody, 0o755)
+        chmodSync(path.dirname(cache), 0o755)
+        const policy: Sandbox.Policy = {
+          workspace: ws,
+          readWriteBinds: [{ host: cache, sandbox: "/cache" }],
+          readOnlyBinds: [{ host: ws, sandbox: "/view" }, { host: cache, sandbox: "/cache-ro" }]
+        }
+        const runner = yield* Layer.build(sandboxed(policy))
+        const outcome = yield* attempt(runner, sh("echo a > /workspace/a; echo c > /cache/c; cat /view/a /cache-ro/c"))
+        expect(Either.isRight(outcome) ? text(outcome.right.stdout) : outcomeOf(outcome)).toBe("a\nc\n")
+      })))
+  })
 
   it.live("a workspace of 20,000 files: a sandboxed `true` costs no more than in an empty one", () =>
     Effect.scoped(Effect.gen(function*() {

@@ -90,14 +90,14 @@ const checkEnv = (env: Readonly<Record<string, string>>, field: string): Array<I
       : []
   )
 
-/** Bind flags, by descriptor for the paths in `fds` (host path -> the child's descriptor number). */
+/** Bind flags, by descriptor where `fds` (the child's descriptor numbers, by position) has one. */
 const bindFlags = (
   writable: boolean,
   binds: ReadonlyArray<Bind> | undefined,
-  fds: ReadonlyMap<string, number>
+  fds: ReadonlyArray<number | undefined> | undefined
 ): Array<string> =>
-  (binds ?? []).flatMap((bind) => {
-    const fd = fds.get(bind.host)
+  (binds ?? []).flatMap((bind, index) => {
+    const fd = fds?.[index]
     const dest = bind.sandbox ?? bind.host
     return fd === undefined
       ? [writable ? "--bind" : "--ro-bind", bind.host, dest]
@@ -139,15 +139,15 @@ export const wrap = (
     )
   }
   const fds = bwrapArgv.boundFdNumbers(options)
-  const workspaceFd = fds.get(policy.workspace)
+  const workspaceFd = fds.workspace
   const flags = [
     ...bwrapArgv.sandboxFlags(policy.network ?? "none", env, options?.masks ?? defaultMasks),
     ...(workspaceFd === undefined
       ? ["--bind", policy.workspace, workspaceMount]
       : ["--bind-fd", String(workspaceFd), workspaceMount]),
     // Read-only binds last, so one nested in a writable bind stays read-only.
-    ...bindFlags(true, policy.readWriteBinds, fds),
-    ...bindFlags(false, policy.readOnlyBinds, fds),
+    ...bindFlags(true, policy.readWriteBinds, fds.readWriteBinds),
+    ...bindFlags(false, policy.readOnlyBinds, fds.readOnlyBinds),
     // bwrap's root is a writable tmpfs; after the last mount, make it read-only so only binds and /tmp take writes.
     "--remount-ro",
     "/",

@@ -3,7 +3,7 @@
  * environment, the read-only system view, masks) and the spawnable command around them (setpriv first when given,
  * the flags on descriptor 3, the status and seccomp descriptors after it).
  */
-import type { Mask, WrapOptions } from "../Bubblewrap.js"
+import type { BoundFds, Mask, WrapOptions } from "../Bubblewrap.js"
 import type { Network } from "../Sandbox.js"
 import type { ExtraFd, PreparedCommand } from "./prepared.js"
 import { LOCK_CONFLICT } from "./sandbox.js"
@@ -53,13 +53,25 @@ const nulSeparated = (args: ReadonlyArray<string>): Uint8Array =>
  * line (bwrap takes the program only there; it is the workload's own argv, visible in its /proc entry anyway).
  * Status and seccomp descriptors follow, numbered in order.
  */
+/** The host descriptors of `options.boundFds` in the order they are handed to the child. */
+const boundInOrder = (options: WrapOptions | undefined): ReadonlyArray<number | undefined> => {
+  const fds = options?.boundFds
+  return [fds?.workspace, ...(fds?.readWriteBinds ?? []), ...(fds?.readOnlyBinds ?? [])]
+}
+
 /**
- * The child's descriptor number of each of `options.boundFds`, in its order: they follow descriptor 3 (the flags),
- * the status and the seccomp descriptors.
+ * The child's descriptor number for each of `options.boundFds`, in the same shape: they follow descriptor 3 (the
+ * flags), the status and the seccomp descriptors, in the order workspace, read-write binds, read-only binds.
  */
-export const boundFdNumbers = (options: WrapOptions | undefined): ReadonlyMap<string, number> => {
-  const first = 4 + (options?.onStatus === undefined ? 0 : 1) + (options?.seccomp === undefined ? 0 : 1)
-  return new Map([...(options?.boundFds ?? new Map<string, number>()).keys()].map((host, index) => [host, first + index]))
+export const boundFdNumbers = (options: WrapOptions | undefined): BoundFds => {
+  let next = 4 + (options?.onStatus === undefined ? 0 : 1) + (options?.seccomp === undefined ? 0 : 1)
+  const number = (fd: number | undefined) => fd === undefined ? undefined : next++
+  const fds = options?.boundFds
+  return {
+    workspace: number(fds?.workspace),
+    readWriteBinds: (fds?.readWriteBinds ?? []).map(number),
+    readOnlyBinds: (fds?.readOnlyBinds ?? []).map(number)
+  }
 }
 
 export const bwrapCommand = (
@@ -79,7 +91,7 @@ export const bwrapCommand = (
     fdFlags.push("--seccomp", String(3 + extraFds.length))
     extraFds.push({ _tag: "Input", bytes: options.seccomp })
   }
-  for (const fd of options?.boundFds?.values() ?? []) extraFds.push({ _tag: "Directory", fd })
+  for (const fd of boundInOrder(options)) if (fd !== undefined) extraFds.push({ _tag: "Directory", fd })
   extraFds[0] = { _tag: "Input", bytes: nulSeparated([...flags, ...fdFlags]) }
   const identity = options?.identity
   const bwrap = [options?.bwrapPath ?? "/usr/bin/bwrap", "--args", "3", "--", ...inner] as const

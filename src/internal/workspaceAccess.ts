@@ -181,7 +181,7 @@ const linkedComponent = (source: VolatileSource): string | undefined => {
   return undefined
 }
 
-/** A place a run binds by descriptor: the workspace, a read-write bind, or a bind source in a writable place. */
+/** A place a run binds by descriptor: the workspace or a bind source. */
 interface Place {
   readonly host: string
   readonly what: string
@@ -189,15 +189,12 @@ interface Place {
   readonly volatile: VolatileSource | undefined
 }
 
-const placesOf = (layout: Layout): ReadonlyArray<Place> => [
-  { host: layout.workspace.host, what: "workspace", writable: true, volatile: undefined },
-  ...layout.binds.filter((bind) => bind.writable || bind.volatile !== undefined).map((bind) => ({
-    host: bind.host,
-    what: bind.writable ? "read-write bind" : "read-only bind",
-    writable: bind.writable,
-    volatile: bind.volatile
-  }))
-]
+const placeOf = (bind: SettledBind): Place => ({
+  host: bind.host,
+  what: bind.writable ? "read-write bind" : "read-only bind",
+  writable: bind.writable,
+  volatile: bind.volatile
+})
 
 const closeQuietly = (fd: number) => {
   try {
@@ -228,8 +225,14 @@ const openPlace = (place: Place, user: SandboxUser | undefined): number | string
       ? (place.volatile === undefined ? `the ${place.what} ${place.host} is a symbolic link; give the directory itself` : viaLink(`${place.host} is a symbolic link`))
       : `the ${place.what} ${place.host} cannot be used: ${messageOf(error)}`
   }
-  const problem = ((): string | undefined => {
-    const opened = readlinkSync(`/proc/self/fd/${fd}`)
+  const check = (): string | undefined => {
+    let opened: string
+    try {
+      opened = readlinkSync(`/proc/self/fd/${fd}`)
+    } catch (error) {
+      // ENAMETOOLONG: what was opened lies deeper than a path can name, so not where it should.
+      return viaLink(`it was reached through a link (${messageOf(error)})`)
+    }
     if (opened !== place.host) return viaLink(`it was reached through a link (it is ${opened})`)
     const stats = fstatSync(fd)
     if (!stats.isDirectory() && (place.writable || !stats.isFile())) {
@@ -238,21 +241,55 @@ const openPlace = (place: Place, user: SandboxUser | undefined): number | string
     if (!place.writable || canWrite(stats, fd, user)) return undefined
     return `${who(user)} cannot write the ${place.what} ${place.host} (owner ${ownerOf(stats)}, mode ${octal(stats)}); ` +
       `the runner changes no owner or mode: ${prepareHint(place.host)}`
-  })()
+  }
+  let problem: string | undefined
+  try {
+    problem = check()
+  } catch (error) {
+    problem = `the ${place.what} ${place.host} cannot be used: ${messageOf(error)}`
+  }
   if (problem === undefined) return fd
   closeQuietly(fd)
   return problem
 }
 
-/** Opens every place of the layout; the descriptors by host path, and every problem found (then nothing is open). */
+/** The descriptors a run binds: one per place and use (bwrap closes each after its mount). */
+export interface OpenedLayout {
+  readonly workspace: number
+  readonly readWriteBinds: ReadonlyArray<number>
+  readonly readOnlyBinds: ReadonlyArray<number>
+}
+
+const allOf = (opened: OpenedLayout): ReadonlyArray<number> =>
+  [opened.workspace, ...opened.readWriteBinds, ...opened.readOnlyBinds]
+
+/**
+ * Opens the workspace and every bind source (each use its own descriptor) and checks them; the descriptors, or
+ * every problem found (then nothing is left open). Every source is bound by descriptor: one outside the workspace
+ * can be swapped too, by whoever may write a directory above it.
+ */
 const inspect = (layout: Layout, user: SandboxUser | undefined) => {
-  const fds = new Map<string, number>()
+  const opened: Array<number> = []
   const problems: Array<string> = []
-  for (const place of placesOf(layout)) {
-    if (fds.has(place.host)) continue
-    const opened = openPlace(place, user)
-    if (typeof opened === "number") fds.set(place.host, opened)
-    else problems.push(opened)
+  const open = (place: Place): number => {
+    const fd = openPlace(place, user)
+    if (typeof fd === "string") {
+      problems.push(fd)
+      return -1
+    }
+    opened.push(fd)
+    return fd
+  }
+  let result: OpenedLayout | undefined
+  try {
+    result = {
+      workspace: open({ host: layout.workspace.host, what: "workspace", writable: true, volatile: undefined }),
+      readWriteBinds: layout.binds.filter((bind) => bind.writable).map((bind) => open(placeOf(bind))),
+      readOnlyBinds: layout.binds.filter((bind) => !bind.writable).map((bind) => open(placeOf(bind)))
+    }
+  } catch (error) {
+    // Nothing above should throw; if it does, what was opened is closed and the run refused, never a leak.
+    problems.push(`the sandbox's directories could not be checked: ${messageOf(error)}`)
   }
   if (user !== undefined) {
     // bwrap (as the sandbox user) still looks every source up by path, a descriptor's too, before checking it.
@@ -261,31 +298,33 @@ const inspect = (layout: Layout, user: SandboxUser | undefined) => {
       if (problem !== undefined) problems.push(problem)
     }
   }
-  if (problems.length > 0) for (const fd of fds.values()) closeQuietly(fd)
-  return { fds, problems }
+  if (problems.length > 0 || result === undefined) {
+    opened.forEach(closeQuietly)
+    return { opened: undefined, problems }
+  }
+  return { opened: result, problems }
 }
 
 /** Every problem of this layout for `user` (`undefined`: a non-root host, which runs as itself); for `doctor`. */
 export const layoutProblems = (layout: Layout, user: SandboxUser | undefined): ReadonlyArray<string> => {
-  const { fds, problems } = inspect(layout, user)
-  for (const fd of fds.values()) closeQuietly(fd)
+  const { opened, problems } = inspect(layout, user)
+  if (opened !== undefined) allOf(opened).forEach(closeQuietly)
   return problems
 }
 
 /**
- * Before anything is spawned: opens the workspace, each read-write bind and each bind source in a writable place,
- * checks them (see `openPlace`) and keeps them open for the scope, so bwrap binds exactly what was checked
- * (`--bind-fd`). Fails with `SandboxSetup` naming every problem. Reads only: no owner or mode is changed.
+ * Before anything is spawned: opens the workspace and every bind source, checks them (see `openPlace`) and keeps
+ * them open for the scope, so bwrap binds exactly what was checked (`--bind-fd`, `--ro-bind-fd`). Fails with `SandboxSetup` naming every problem. Reads only: no owner or mode is changed.
  */
 export const openLayout = (
   layout: Layout,
   user: SandboxUser | undefined,
   command: { readonly argv: ReadonlyArray<string>; readonly cwd: string }
-): Effect.Effect<ReadonlyMap<string, number>, SpawnError, Scope.Scope> =>
+): Effect.Effect<OpenedLayout, SpawnError, Scope.Scope> =>
   Effect.acquireRelease(
     Effect.suspend(() => {
-      const { fds, problems } = inspect(layout, user)
-      return problems.length === 0 ? Effect.succeed(fds) : Effect.fail(
+      const { opened, problems } = inspect(layout, user)
+      return opened !== undefined ? Effect.succeed(opened) : Effect.fail(
         new SpawnError({
           reason: "SandboxSetup",
           command: command.argv[0] ?? "",
@@ -294,7 +333,7 @@ export const openLayout = (
         })
       )
     }),
-    (fds) => Effect.sync(() => fds.forEach(closeQuietly))
+    (opened) => Effect.sync(() => allOf(opened).forEach(closeQuietly))
   )
 
 /**

@@ -69,6 +69,12 @@ export interface WrapOptions {
    * descriptors must stay open until the process has started. Default: every path bound by name.
    */
   readonly boundFds?: BoundFds | undefined
+  /**
+   * Descriptors this process inherited without close-on-exec (`internal/inheritedFds`), which every child would get
+   * too: each is replaced in the child by a copy of `devNull` (an open `/dev/null`), so the sandbox never gets them
+   * (they could be host files the sandbox user may not open). Default: none.
+   */
+  readonly closeFds?: { readonly fds: ReadonlyArray<number>; readonly devNull: number } | undefined
   /** The host uid:gid the sandbox runs as (for a root host: never root inside). Default: this process's own. */
   readonly identity?: SandboxUser | undefined
   /** Secrets to hide. Default `defaultMasks`; use `hostMasks()` for every known secret present on this host. */

@@ -12,7 +12,18 @@ import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
 import { spawnSync } from "node:child_process"
-import { chmodSync, existsSync, mkdirSync, readdirSync, renameSync, symlinkSync, writeFileSync } from "node:fs"
+import {
+  chmodSync,
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  symlinkSync,
+  writeFileSync
+} from "node:fs"
 import * as path from "node:path"
 import type { Errors, Exec, Sandbox } from "../src/index.js"
 import { NativeRunner } from "../src/index.js"
@@ -34,7 +45,7 @@ import {
   unusable,
   victim
 } from "./helpers/attacks.js"
-import { pidsWithArgv, randomDigits, runCleanups, text, waitUntil } from "./helpers/escape.js"
+import { onCleanup, pidsWithArgv, randomDigits, runCleanups, text, waitUntil } from "./helpers/escape.js"
 
 if (unusable.length > 0 && !inCI) console.warn(`workspace-attack tests not run: ${unusable.join(" ")}`)
 
@@ -312,6 +323,24 @@ describe.runIf(unusable.length === 0 || inCI)("workspace attacks (root host)", (
         expect(Either.isRight(outcome) ? text(outcome.right.stdout) : outcomeOf(outcome)).toBe("a\nc\n")
       })))
   })
+
+  it.live("descriptors the host inherited (a shell's 40<secret 41>>log) never reach the sandboxed program", () =>
+    Effect.gen(function*() {
+      const ws = preparedWorkspace()
+      const dir = scratch("inherited-")
+      const secret = fileOf(path.join(dir, "secret"), { uid: 0, gid: 0 }, 0o600, "root's secret\n")
+      const log = fileOf(path.join(dir, "log"), { uid: 0, gid: 0 }, 0o600, "")
+      // A host started as `host 40<secret 41>>log`: both descriptors open in it, without close-on-exec.
+      const fds = [openSync(secret, "r"), openSync(log, "a")]
+      onCleanup(() => fds.forEach((fd) => closeSync(fd)))
+      // What 40 and 41 are inside (the host's copies replaced by /dev/null), then the attack on each.
+      const probe = "readlink /proc/self/fd/40 /proc/self/fd/41; cat <&40; echo pwned >&41; true"
+      // bash: dash takes single-digit descriptors only.
+      const other = secondHost({ policy: { workspace: ws }, argv: ["bash", "-c", probe] }, { 40: fds[0] ?? -1, 41: fds[1] ?? -1 })
+      const report = reportOf(yield* other.exited)
+      expect(report).toMatchObject({ exitCode: 0, stdout: "/dev/null\n/dev/null\n" })
+      expect(readFileSync(log, "utf8")).toBe("")
+    }))
 
   it.live("a workspace of 20,000 files: a sandboxed `true` costs no more than in an empty one", () =>
     Effect.scoped(Effect.gen(function*() {

@@ -100,17 +100,21 @@ export const bwrapCommand = (
     : [`--reuid=${identity.uid}`, `--regid=${identity.gid}`, "--clear-groups"]
   const setpriv = options?.setprivPath
   const sandbox = setpriv === undefined ? bwrap : [setpriv, ...switchUser, "--pdeathsig", "KILL", ...bwrap] as const
-  return {
-    argv: setpriv === undefined || options?.flockPath === undefined || lockDir === undefined
-      ? sandbox
-      // flock holds the lock as the host's user and waits for the sandbox (--close: bwrap never gets the descriptor);
-      // the first setpriv makes flock die with the host, the second makes bwrap die with flock.
-      : [setpriv, "--pdeathsig", "KILL", options.flockPath, "--shared", "--nonblock", "--close",
-        "--conflict-exit-code", String(LOCK_CONFLICT), lockDir, ...sandbox],
-    cwd: "/",
-    env: {},
-    extraFds
+  const locked = setpriv === undefined || options?.flockPath === undefined || lockDir === undefined
+    ? sandbox
+    // flock holds the lock as the host's user and waits for the sandbox (--close: bwrap never gets the descriptor);
+    // the first setpriv makes flock die with the host, the second makes bwrap die with flock.
+    : [setpriv, "--pdeathsig", "KILL", options.flockPath, "--shared", "--nonblock", "--close",
+      "--conflict-exit-code", String(LOCK_CONFLICT), lockDir, ...sandbox] as const
+  // The spawner puts our descriptors at 3.. (replacing whatever was inherited there); above them, each inherited
+  // one is covered with /dev/null, the numbers between left as they are.
+  const close = options?.closeFds
+  const stray = new Set((close?.fds ?? []).filter((fd) => fd >= 3 + extraFds.length))
+  const top = Math.max(-1, ...stray)
+  for (let fd = 3 + extraFds.length; close !== undefined && fd <= top; fd++) {
+    extraFds.push(stray.has(fd) ? { _tag: "Directory", fd: close.devNull } : { _tag: "Inherited" })
   }
+  return { argv: locked, cwd: "/", env: {}, extraFds }
 }
 
 /** `Bubblewrap.expandArgs`. */

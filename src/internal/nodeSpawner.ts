@@ -60,7 +60,7 @@ const stdioOf = (stdin: Uint8Array | undefined, extra: ReadonlyArray<ExtraFd>): 
   stdin === undefined ? "ignore" : "pipe",
   "pipe",
   "pipe",
-  ...extra.map((fd) => fd._tag === "Directory" ? fd.fd : "pipe" as const)
+  ...extra.map((fd) => fd._tag === "Directory" ? fd.fd : fd._tag === "Inherited" ? "ignore" as const : "pipe" as const)
 ]
 
 /** A child that has started, with its exit already being watched (registered before any async boundary). */

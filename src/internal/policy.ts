@@ -220,6 +220,7 @@ const sandboxWrap = (policy: Sandbox.Policy, host: SandboxHost): Wrap => {
         bwrapPath: host.bwrap,
         setprivPath: host.setpriv,
         flockPath: host.flock,
+        closeFds: host.inherited,
         identity: host.identity,
         masks: host.masks,
         ...(host.prlimit === undefined ? {} : { prlimitPath: host.prlimit }),

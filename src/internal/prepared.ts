@@ -33,3 +33,5 @@ export type ExtraFd =
    * host's descriptor `fd`, so what is bound is what the host opened and checked, never a path looked up again.
    */
   | { readonly _tag: "Directory"; readonly fd: number }
+  /** Whatever the child inherited at this number stays as it is: a gap before a later descriptor. */
+  | { readonly _tag: "Inherited" }

@@ -4,12 +4,14 @@
  * program, the seccomp program, the masks and the policy's paths. `doctor` prints the same facts the layer uses.
  */
 import * as Effect from "effect/Effect"
+import { openSync } from "node:fs"
 import type { Mask } from "../Bubblewrap.js"
 import { systemDirs } from "./bwrapArgv.js"
 import { hostMasks, preflight } from "./bubblewrap.js"
 import { SandboxUnavailable } from "./errors.js"
 import type { Policy, SandboxUser } from "../Sandbox.js"
 import { defaultSandboxUser } from "./sandbox.js"
+import { inheritedFds } from "./inheritedFds.js"
 import { type Layout, resolveIdentity, settleLayout } from "./workspaceAccess.js"
 import { checkExecutable, resolveExecutable } from "./executables.js"
 import { defaultFilter, hostSeccompArch, type SeccompArch } from "./seccomp.js"
@@ -37,9 +39,22 @@ export interface SandboxHost {
   readonly masks: ReadonlyArray<Mask>
   /** The policy's paths, settled (`internal/workspaceAccess`). */
   readonly layout: Layout
+  /** Descriptors this process inherited without close-on-exec, covered with /dev/null in every sandbox's chain. */
+  readonly inherited: { readonly fds: ReadonlyArray<number>; readonly devNull: number } | undefined
 }
 
 const unavailable = (message: string, fix: string) => new SandboxUnavailable({ backend: "bwrap", message, fix })
+
+// One /dev/null for the process (close-on-exec, as Node opens it), opened the first time a host inherited any.
+let devNull: number | undefined
+
+/** The inherited descriptors, and an open /dev/null to cover them with; `undefined` when there are none. */
+const coverInherited = Effect.sync(() => {
+  const fds = inheritedFds()
+  if (fds.length === 0) return undefined
+  devNull ??= openSync("/dev/null", "r")
+  return { fds, devNull }
+})
 
 const locate = (name: string, explicit: string | undefined) =>
   explicit === undefined ? resolveExecutable(name) : checkExecutable(explicit)
@@ -101,7 +116,8 @@ export const resolveSandboxHost = (
       identity: yield* resolveIdentity(policy, isRoot, defaultSandboxUser),
       seccomp: policy.seccomp === false || arch === undefined ? undefined : { arch, program: defaultFilter(arch) },
       masks: yield* hostMasks(),
-      layout: settleLayout(policy)
+      layout: settleLayout(policy),
+      inherited: yield* coverInherited
     }
   })
 

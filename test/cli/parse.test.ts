@@ -653,7 +653,8 @@ describe("doctorReport", () => {
       identity: undefined,
       seccomp: { arch: "x86_64", program: new Uint8Array(8) },
       masks: [],
-      layout: { workspace: { given: "/", host: "/" }, binds: [] }
+      layout: { workspace: { given: "/", host: "/" }, binds: [] },
+      inherited: undefined
     }),
     bwrapPreflight: Either.right("preflight passed"),
     processLimit: { route: "rlimit" },

@@ -138,13 +138,20 @@ export const buildRacer = (): string => {
 }
 
 /** A second host (test/fixtures/workspace-host.ts in its own Node process); SIGKILLed after the test if alive. */
-export const secondHost = (request: { readonly policy: object; readonly argv: ReadonlyArray<string> }) => {
+export const secondHost = (
+  request: { readonly policy: object; readonly argv: ReadonlyArray<string> },
+  /** Descriptors the host inherits, by number (as a shell's `40<file` would give them). */
+  inherit: Readonly<Record<number, number>> = {}
+) => {
   const repo = path.join(import.meta.dirname, "..", "..")
   const script = path.join(repo, "test", "fixtures", "workspace-host.ts")
+  const top = Math.max(2, ...Object.keys(inherit).map(Number))
+  const stdio = Array.from({ length: top + 1 }, (_, fd): "ignore" | "pipe" | "inherit" | number =>
+    fd === 1 ? "pipe" : fd === 2 ? "inherit" : inherit[fd] ?? "ignore")
   // One process (tsx as a loader, not its CLI, which would put the host in a child): SIGKILL hits the host itself.
   const child: ChildProcess = spawn(process.execPath, ["--import", "tsx", script, JSON.stringify(request)], {
     cwd: repo,
-    stdio: ["ignore", "pipe", "inherit"]
+    stdio
   })
   onCleanup(() => child.kill("SIGKILL"))
   let output = ""

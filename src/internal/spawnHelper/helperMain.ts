@@ -142,6 +142,7 @@ function helperStart(h: Helper, request: HelperRequest, out: import("node:net").
   try {
     // Directory descriptors: the host's own open files, reopened through /proc (the same file, no path lookup).
     const extra = request.fds.map((fd) => {
+      if (fd === "inherited") return "ignore" as const
       if (fd === null || fd instanceof Uint8Array) return "pipe" as const
       const descriptor = h.fs.openSync(fd.dir, h.fs.constants.O_RDONLY | h.fs.constants.O_NONBLOCK)
       opened.push(descriptor)
@@ -209,7 +210,8 @@ function helperRelay(h: Helper, request: HelperRequest, child: ChildProcess, sta
   if (request.stdin !== undefined) helperFeed(child.stdin, request.stdin)
   request.fds.forEach((bytes, index) => {
     const stream = child.stdio[3 + index]
-    if (stream === null || stream === undefined || (bytes !== null && !(bytes instanceof Uint8Array))) return
+    if (stream === null || stream === undefined || bytes === "inherited") return
+    if (bytes !== null && !(bytes instanceof Uint8Array)) return
     if (bytes !== null) return helperFeed("end" in stream ? stream : undefined, bytes)
     status.open++
     stream.on("error", () => {})

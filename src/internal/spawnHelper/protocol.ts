@@ -31,7 +31,7 @@ export interface HelperRequest {
    * Directory one the host's descriptor as `/proc/<host pid>/fd/<fd>`, which the helper opens (the same open file,
    * never a path in the workload's tree) and hands to the child.
    */
-  readonly fds: ReadonlyArray<Uint8Array | null | { readonly dir: string }>
+  readonly fds: ReadonlyArray<Uint8Array | null | { readonly dir: string } | "inherited">
   /** The run's cgroup (`PreparedCommand.cgroup`): the helper moves itself into `procs` for the fork, then to `home`. */
   readonly cgroup: { readonly procs: string; readonly home: string } | undefined
 }

@@ -197,7 +197,13 @@ const sendRequest = (
       stdin,
       token: exec.token,
       fds: (command.extraFds ?? []).map((fd) =>
-        fd._tag === "Input" ? fd.bytes : fd._tag === "Directory" ? { dir: `/proc/${process.pid}/fd/${fd.fd}` } : null
+        fd._tag === "Input"
+          ? fd.bytes
+          : fd._tag === "Directory"
+          ? { dir: `/proc/${process.pid}/fd/${fd.fd}` }
+          : fd._tag === "Inherited"
+          ? "inherited" as const
+          : null
       ),
       cgroup: command.cgroup
     })

@@ -65,14 +65,27 @@ describe("workspace preparation: preflight", () => {
 
 describe.runIf(unusable.length === 0 || inCI)("workspace preparation (root host)", () => {
   describe("user: \"workspace-owner\"", () => {
-    it.live("runs as the workspace's owner (4242:4343), and what it makes is that owner's", () =>
+    it.live("runs as the workspace's owner (4242:4242, no account), and what it makes is that owner's", () =>
       Effect.gen(function*() {
-        const ws = preparedWorkspace({ uid: 4242, gid: 4343 })
+        const ws = preparedWorkspace({ uid: 4242, gid: 4242 })
         const outcome = yield* run({ workspace: ws, user: "workspace-owner" }, {
           argv: ["sh", "-c", "id -u; id -g; touch /workspace/made"]
         })
-        expect(Either.isRight(outcome) && text(outcome.right.stdout)).toBe("4242\n4343\n")
-        expect(snapshot(ws)["made"]).toBe("4242:4343 644 f")
+        expect(Either.isRight(outcome) && text(outcome.right.stdout)).toBe("4242\n4242\n")
+        expect(snapshot(ws)["made"]).toBe("4242:4242 644 f")
+      }))
+
+    it.live("takes the owner's own group, never the directory's: an account's primary group, or refused", () =>
+      Effect.gen(function*() {
+        // nobody's account says nogroup (65534); the directory's group (e.g. from a set-gid parent) is another one.
+        const ws = preparedWorkspace({ uid: 65534, gid: 4343 })
+        const outcome = yield* run({ workspace: ws, user: "workspace-owner" }, { argv: ["sh", "-c", "id -u; id -g"] })
+        expect(Either.isRight(outcome) && text(outcome.right.stdout)).toBe("65534\n65534\n")
+        // No account for 4242, and a group that is not its uid: nothing to trust.
+        const unknown = preparedWorkspace({ uid: 4242, gid: 4343 })
+        const failure = failureOf(yield* run({ workspace: unknown, user: "workspace-owner" }, { argv: ["touch", "/workspace/ran"] }))
+        expect(failure).toMatch(/^SandboxUnavailable: .*the owner 4242 .* has no account/)
+        expect(existsSync(path.join(unknown, "ran"))).toBe(false)
       }))
 
     it.live("a root-owned workspace: the layer fails with SandboxUnavailable; nothing ran", () =>
@@ -88,7 +101,7 @@ describe.runIf(unusable.length === 0 || inCI)("workspace preparation (root host)
   })
 
   describe("adoption and runs exclude each other (flock on the workspace)", () => {
-    it.live("adoption while a run holds the workspace fails with InUse and changes nothing; after it, it succeeds", () =>
+    it.live("adoption while a run holds the workspace fails with InUse and changes nothing; after it, the lock is free", () =>
       Effect.gen(function*() {
         const ws = preparedWorkspace()
         mixedTree(ws)
@@ -100,8 +113,11 @@ describe.runIf(unusable.length === 0 || inCI)("workspace preparation (root host)
         expect(during).toMatch(/^WorkspaceError InUse: /)
         expect(snapshot(ws)).toEqual(before)
         expect(failureOf(yield* Fiber.join(fiber))).toBe("succeeded")
-        expect(failureOf(yield* Effect.either(Sandbox.adoptWorkspace(ws)))).toBe("succeeded")
-        expect(new Set(Object.values(snapshot(ws)).map((entry) => entry.split(" ")[0]))).toEqual(new Set(["65534:65534"]))
+        // The lock is released with the run: adoption now gets past it, to the checks (a tree the sandbox user may
+        // write is never adopted), and still changes nothing.
+        expect(failureOf(yield* Effect.either(Sandbox.adoptWorkspace(ws))))
+          .toMatch(/^WorkspaceError Refused: .* is a directory someone other than root may write/)
+        expect(snapshot(ws)).toEqual(before)
       }))
 
     it.live("a run while adoption holds the lock fails with SandboxSetup; nothing ran", () =>
@@ -117,7 +133,7 @@ describe.runIf(unusable.length === 0 || inCI)("workspace preparation (root host)
         holder.stdout.on("data", () => (locked = true))
         expect(yield* waitUntil(() => locked, 10_000), "the lock is held").toBe(true)
         const failure = failureOf(yield* run({ workspace: ws }, { argv: ["touch", "/workspace/ran"] }))
-        expect(failure).toMatch(/^SpawnError SandboxSetup: .*being adopted/)
+        expect(failure).toMatch(/^SpawnError SandboxSetup: .*lock is held exclusively by another process/)
         expect(existsSync(path.join(ws, "ran")), "the workload ran").toBe(false)
       }))
   })
@@ -127,6 +143,32 @@ describe.runIf(unusable.length === 0 || inCI)("workspace preparation (root host)
       Effect.gen(function*() {
         const { ws } = rootTree()
         expect(yield* adoptWithFake(ws)).toEqual({ outcome: "succeeded", calls: [`-R --no-dereference 65534:65534 ${ws}`] })
+      }))
+
+    it.live("a tree with a directory another user may write (a hard link could be put in while chown runs)", () =>
+      Effect.gen(function*() {
+        const { ws } = rootTree()
+        dirOf(path.join(ws, "shared"), { uid: 4242, gid: 4242 }, 0o755)
+        const { outcome, calls } = yield* adoptWithFake(ws)
+        expect(outcome).toMatch(/^WorkspaceError Refused: .*shared is a directory someone other than root may write/)
+        expect(calls).toEqual([])
+        const group = rootTree()
+        dirOf(path.join(group.ws, "group-writable"), { uid: 0, gid: 4242 }, 0o775)
+        expect((yield* adoptWithFake(group.ws)).outcome).toMatch(/group-writable is a directory someone other than root/)
+      }))
+
+    it.live("a tree below a directory another user may write (it could swap the tree while it is adopted)", () =>
+      Effect.gen(function*() {
+        const top = scratch("above-")
+        chmodSync(top, 0o755)
+        const theirs = dirOf(path.join(top, "theirs"), { uid: 4242, gid: 4242 }, 0o755)
+        const ws = dirOf(path.join(theirs, "ws"), { uid: 0, gid: 0 }, 0o755)
+        const { outcome, calls } = yield* adoptWithFake(ws)
+        expect(outcome).toMatch(/^WorkspaceError Refused: .*theirs \(owner 4242:4242, mode 755\) could be changed by a user other than root/)
+        expect(calls).toEqual([])
+        const made = failureOf(yield* Effect.either(Sandbox.makeWorkspace(theirs)))
+        expect(made).toMatch(/^WorkspaceError Refused: .*could be changed by a user other than root/)
+        expect(readdirSync(theirs)).toEqual(["ws"])
       }))
 
     it.live("/, /etc and /tmp", () =>

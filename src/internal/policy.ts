@@ -159,8 +159,8 @@ const bwrapSetupFailure = (command: PreparedCommand, status: BwrapStatus) => (ou
       reason: "SandboxSetup",
       command: command.argv[0],
       cwd: command.cwd,
-      message: "the sandbox was not set up, nothing ran: the workspace is being adopted (Sandbox.adoptWorkspace " +
-        "holds its lock); run again once adoption is done"
+      message: "the sandbox was not set up, nothing ran: the workspace's lock is held exclusively by another process " +
+        "(an adoption, Sandbox.adoptWorkspace, or anything else that locked it); run again once it is released"
     })
   }
   const stderr = new TextDecoder().decode(outcome.stderr.bytes())

@@ -9,7 +9,17 @@
  * as the sandbox user, so a bind it makes through a swapped path reaches only what that user could reach anyway.
  */
 import type { Stats } from "node:fs"
-import { accessSync, closeSync, constants, fstatSync, lstatSync, openSync, readlinkSync, realpathSync } from "node:fs"
+import {
+  accessSync,
+  closeSync,
+  constants,
+  fstatSync,
+  lstatSync,
+  openSync,
+  readFileSync,
+  readlinkSync,
+  realpathSync
+} from "node:fs"
 import * as path from "node:path"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
@@ -371,5 +381,28 @@ export const resolveIdentity = (
           "--sandbox-user UID:GID`), or name the sandbox user."
       }))
     }
-    return Effect.succeed({ uid: stats.uid, gid: stats.gid })
+    // The owner's own primary group (the directory's may be one the owner is not in, e.g. from a set-gid parent).
+    const gid = primaryGroupOf(stats.uid) ?? (stats.gid === stats.uid ? stats.gid : undefined)
+    if (gid === undefined || gid === 0) {
+      return Effect.fail(new SandboxUnavailable({
+        backend: "bwrap",
+        message: `user "workspace-owner": the owner ${stats.uid} of ${workspace} has ${
+          gid === 0 ? "group 0 as its primary group" : "no account in /etc/passwd, and the directory's group is not its uid"
+        }, so its group cannot be settled safely.`,
+        fix: "Name the sandbox user (uid and gid) instead."
+      }))
+    }
+    return Effect.succeed({ uid: stats.uid, gid })
   })
+
+/** The primary gid of `uid` in /etc/passwd, or `undefined` without an entry. */
+const primaryGroupOf = (uid: number): number | undefined => {
+  try {
+    const entry = readFileSync("/etc/passwd", "utf8").split("\n").map((line) => line.split(":"))
+      .find((fields) => fields[2] === String(uid))
+    const gid = Number(entry?.[3])
+    return entry === undefined || !Number.isInteger(gid) ? undefined : gid
+  } catch {
+    return undefined
+  }
+}

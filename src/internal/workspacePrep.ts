@@ -9,6 +9,7 @@ import * as Effect from "effect/Effect"
 import type { Stats } from "node:fs"
 import { constants, lstatSync, readFileSync, realpathSync } from "node:fs"
 import * as fs from "node:fs/promises"
+import { type ChildProcess, spawn } from "node:child_process"
 import * as path from "node:path"
 import type { SandboxUser } from "../Sandbox.js"
 import { runProcess } from "./engine.js"
@@ -34,7 +35,10 @@ export interface PreparedWorkspace {
 
 /** System trees: never a workspace, nor anything in them. */
 const systemTrees = ["/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/run", "/sbin",
-  "/sys", "/usr"]
+  "/sys", "/usr",
+  // State that root later runs or trusts (package managers' scripts, logs, spools, caches).
+  "/var/backups", "/var/cache", "/var/lib/apt", "/var/lib/dpkg", "/var/lib/systemd", "/var/lib/ucf", "/var/log",
+  "/var/mail", "/var/spool"]
 /** Shared directories that are never a workspace themselves (a directory below them may be). */
 const sharedDirs = ["/", "/home", "/media", "/mnt", "/opt", "/root", "/srv", "/tmp", "/var", "/var/lib", "/var/tmp"]
 
@@ -93,6 +97,24 @@ const checkedDir = (given: string, role: string): Effect.Effect<string, Workspac
     return Effect.succeed(dir)
   })
 
+/**
+ * Why the path to `dir` could be changed by someone other than root while it is prepared, or `undefined`: every
+ * directory above it must be root's and writable by no one else (a sticky one, like /tmp, only lets others rename
+ * their own entries, and every entry on the path is root's). Else a local user could swap `dir` (or the directory
+ * being created) for another one between the checks and the change.
+ */
+const ancestorsProblem = (dir: string): string | undefined => {
+  for (let at = path.dirname(dir); ; at = path.dirname(at)) {
+    const stats = lstatSync(at)
+    if (stats.uid !== 0 || ((stats.mode & 0o022) !== 0 && (stats.mode & 0o1000) === 0)) {
+      return `${at} (owner ${stats.uid}:${stats.gid}, mode ${(stats.mode & 0o7777).toString(8)}) could be changed by ` +
+        "a user other than root while it is prepared; every directory above a workspace must be root's and " +
+        "writable by no one else (or sticky)"
+    }
+    if (at === "/") return undefined
+  }
+}
+
 /** Why `dir` may not be given to `user`, or `undefined`. */
 const adoptProblem = (dir: string, user: SandboxUser): string | undefined => {
   if (sharedDirs.includes(dir) || systemTrees.some((tree) => isInside(tree, dir))) {
@@ -107,7 +129,7 @@ const adoptProblem = (dir: string, user: SandboxUser): string | undefined => {
     return `its parent ${path.dirname(dir)} is writable by ${user.uid}:${user.gid}, which could then swap the ` +
       "workspace for a link; put it in a directory the sandbox user cannot write"
   }
-  return reachProblem(dir, user)
+  return ancestorsProblem(dir) ?? reachProblem(dir, user)
 }
 
 const locate = (name: string, explicit: string | undefined) =>
@@ -138,22 +160,55 @@ const notRoot = (dir: string) =>
   refused(dir, "only root can give a tree to another user; a non-root host runs the sandbox as itself, so a " +
     "directory this user can write is a workspace already")
 
-/** `Sandbox.adoptWorkspace`. */
-export const adoptWorkspace = (
-  given: string,
-  options: PrepOptions = {}
-): Effect.Effect<PreparedWorkspace, WorkspaceError> =>
+/**
+ * Holds an exclusive lock on `dir` for the scope: `flock --exclusive --nonblock DIR sh -c 'echo locked; exec cat'`,
+ * whose stdin the host keeps open (closing it, or this process dying, ends it and releases the lock). Fails with
+ * `InUse` at once when a run (or anything else) holds the lock.
+ */
+const holdExclusive = (flock: string, dir: string) =>
+  Effect.acquireRelease(
+    Effect.async<ChildProcess, WorkspaceError>((resume) => {
+      const child = spawn(flock, ["--exclusive", "--nonblock", "--conflict-exit-code", String(LOCK_CONFLICT), dir,
+        "/bin/sh", "-c", "echo locked; exec cat"], { cwd: "/", env: {}, stdio: ["pipe", "pipe", "pipe"] })
+      let stderr = ""
+      child.stderr.on("data", (chunk: Buffer) => {
+        stderr += chunk.toString()
+      })
+      child.stdout.once("data", () => resume(Effect.succeed(child)))
+      child.once("error", (error) => resume(Effect.fail(failed(dir, `flock could not be started: ${error.message}`))))
+      child.once("exit", (code) =>
+        resume(Effect.fail(
+          code === LOCK_CONFLICT
+            ? new WorkspaceError({
+              reason: "InUse",
+              path: dir,
+              message: `${dir} is not adopted: its lock is held by another process (a sandboxed run using it, or ` +
+                "another adoption); try again when none holds it"
+            })
+            : failed(dir, `flock ${dir} failed (exit ${code}): ${stderr.trim()}`)
+        )))
+    }),
+    (child) =>
+      Effect.async<void>((resume) => {
+        if (child.exitCode !== null || child.signalCode !== null) return resume(Effect.void)
+        child.once("exit", () => resume(Effect.void))
+        child.stdin?.end()
+      })
+  )
+
+/** Refuses the tree unless only root can change it, and unless no regular file in it has another link. */
+const checkTree = (find: string, dir: string) =>
   Effect.gen(function*() {
-    const user = options.user ?? defaultSandboxUser
-    const dir = yield* checkedDir(given, "the workspace")
-    if (process.getuid?.() !== 0) return yield* Effect.fail(notRoot(dir))
-    const problem = adoptProblem(dir, user)
-    if (problem !== undefined) return yield* Effect.fail(refused(dir, `${dir} is not adopted: ${problem}`))
-    const [find, flock, chown] = [
-      yield* locate("find", options.findPath),
-      yield* locate("flock", options.flockPath),
-      yield* locate("chown", options.chownPath)
-    ]
+    // Only root may change the tree while it is adopted: a directory someone else may write could get a hard link to
+    // a host file, or a directory swapped in, after the checks and before chown reaches it.
+    const open = yield* helper([find, dir, "-xdev", "-type", "d", "(", "!", "-uid", "0", "-o", "-perm", "/022", ")",
+      "-print", "-quit"], "5 minutes")
+    if (open.exitCode !== 0) return yield* Effect.fail(failed(dir, `find failed: ${open.stderr}`))
+    if (open.stdout !== "") {
+      return yield* Effect.fail(refused(dir, `${dir} is not adopted: ${open.stdout.trim()} is a directory someone ` +
+        "other than root may write (a hard link or a swapped directory could be put in while it is adopted); adopt " +
+        "a tree only root can change, or copy it into a fresh workspace (native-runner workspace new)"))
+    }
     // A regular file with several links may be a host file outside the tree: chown would change that file too.
     const linked = yield* helper([find, dir, "-xdev", "-type", "f", "-links", "+1", "-print", "-quit"], "5 minutes")
     if (linked.exitCode !== 0) return yield* Effect.fail(failed(dir, `find failed: ${linked.stderr}`))
@@ -161,24 +216,35 @@ export const adoptWorkspace = (
       return yield* Effect.fail(refused(dir, `${dir} is not adopted: ${linked.stdout.trim()} has several hard links ` +
         "(it may be a file outside the tree); remove or copy it first"))
     }
+  })
+
+/** `Sandbox.adoptWorkspace`. */
+export const adoptWorkspace = (
+  given: string,
+  options: PrepOptions = {}
+): Effect.Effect<PreparedWorkspace, WorkspaceError> =>
+  Effect.scoped(Effect.gen(function*() {
+    const user = options.user ?? defaultSandboxUser
+    const dir = yield* checkedDir(given, "the workspace")
+    if (process.getuid?.() !== 0) return yield* Effect.fail(notRoot(dir))
+    const [find, flock, chown] = [
+      yield* locate("find", options.findPath),
+      yield* locate("flock", options.flockPath),
+      yield* locate("chown", options.chownPath)
+    ]
+    // The lock first: no run starts on the tree, and none is running, from the checks to the end of chown.
+    yield* holdExclusive(flock, dir)
+    const problem = adoptProblem(dir, user)
+    if (problem !== undefined) return yield* Effect.fail(refused(dir, `${dir} is not adopted: ${problem}`))
+    yield* checkTree(find, dir)
     const owner = `${user.uid}:${user.gid}`
-    const chowned = yield* helper([
-      flock, "--exclusive", "--nonblock", "--conflict-exit-code", String(LOCK_CONFLICT), dir,
-      chown, "-R", "--no-dereference", owner, dir
-    ], "30 minutes")
-    if (chowned.exitCode === LOCK_CONFLICT) {
-      return yield* Effect.fail(new WorkspaceError({
-        reason: "InUse",
-        path: dir,
-        message: `${dir} is not adopted: a sandboxed run is using it; try again when no run holds it`
-      }))
-    }
+    const chowned = yield* helper([chown, "-R", "--no-dereference", owner, dir], "30 minutes")
     if (chowned.exitCode !== 0 || chowned.timedOut) {
       return yield* Effect.fail(failed(dir, `chown -R ${owner} ${dir} failed: ${chowned.stderr || "timed out"}`))
     }
     yield* ownerMayWrite(dir)
     return { path: dir, user }
-  })
+  }))
 
 /** The owner of the (now adopted) top directory gets rwx on it, through a descriptor that follows no link. */
 const ownerMayWrite = (dir: string) =>
@@ -213,6 +279,8 @@ export const makeWorkspace = (
       return yield* Effect.fail(refused(parent, `the parent ${parent} is writable by ${user.uid}:${user.gid}, which ` +
         "could swap the workspace for a link; use a parent the sandbox user cannot write"))
     }
+    const swappable = isRoot ? ancestorsProblem(path.join(parent, "workspace")) : undefined
+    if (swappable !== undefined) return yield* Effect.fail(refused(parent, swappable))
     const unreachable = isRoot ? reachProblem(path.join(parent, "x"), user) : undefined
     if (unreachable !== undefined) return yield* Effect.fail(refused(parent, unreachable))
     const dir = yield* Effect.tryPromise({

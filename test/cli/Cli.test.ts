@@ -575,15 +575,15 @@ describe("native-runner (in-process main)", () => {
         const tree = path.join(parent, "tree")
         mkdirSync(path.join(tree, "src"), { recursive: true })
         writeFileSync(path.join(tree, "src", "main.c"), "int main(void) { return 0; }\n")
-        const adopted = yield* cli(["workspace", "adopt", tree, "--sandbox-user", "4242:4343"])
+        const adopted = yield* cli(["workspace", "adopt", tree, "--sandbox-user", "4242:4242"])
         expect([adopted.code, adopted.out]).toStrictEqual([0, `${tree}\n`])
         for (const entry of [tree, path.join(tree, "src"), path.join(tree, "src", "main.c")]) {
-          expect([entry, lstatSync(entry).uid, lstatSync(entry).gid]).toStrictEqual([entry, 4242, 4343])
+          expect([entry, lstatSync(entry).uid, lstatSync(entry).gid]).toStrictEqual([entry, 4242, 4242])
         }
         const asOwner = yield* cli([
           "run", "--sandbox", "bwrap", "--sandbox-user", "workspace-owner", "--workspace", tree, "--", "sh", "-c", "id -u; id -g"
         ])
-        expect([asOwner.code, asOwner.out]).toStrictEqual([0, "4242\n4343\n"])
+        expect([asOwner.code, asOwner.out]).toStrictEqual([0, "4242\n4242\n"])
         const shared = yield* cli(["workspace", "adopt", "/tmp"])
         expect([shared.code, lines(shared.err)]).toStrictEqual([125, ["native-runner: /tmp is not adopted: /tmp is a system or shared directory"]])
       }))

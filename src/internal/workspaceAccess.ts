@@ -49,7 +49,8 @@ export interface Layout {
   readonly binds: ReadonlyArray<SettledBind>
 }
 
-const isInside = (parent: string, child: string): boolean =>
+/** True when `child` is `parent` or below it (paths already normalised). */
+export const isInside = (parent: string, child: string): boolean =>
   child === parent || child.startsWith(parent === "/" ? "/" : `${parent}/`)
 
 /** The real path of `host` when it exists; the normalised path otherwise (the run then fails with bwrap's message). */
@@ -136,7 +137,7 @@ const ownerOf = (stats: Stats) => `${stats.uid}:${stats.gid}`
 const messageOf = (error: unknown) => error instanceof Error ? error.message : String(error)
 
 /** The permission bits that apply to `user` (owner, else primary group: supplementary groups are cleared). */
-const bitsFor = (stats: Stats, user: SandboxUser): number =>
+export const bitsFor = (stats: Stats, user: SandboxUser): number =>
   stats.uid === user.uid ? (stats.mode >> 6) & 7 : stats.gid === user.gid ? (stats.mode >> 3) & 7 : stats.mode & 7
 
 /** Whether the program's user may create entries in the opened directory (write and search). */

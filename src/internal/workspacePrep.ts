@@ -17,7 +17,7 @@ import { WorkspaceError } from "./errors.js"
 import { resolveExecutable } from "./executables.js"
 import { makeNodeSpawner } from "./nodeSpawner.js"
 import { defaultSandboxUser, LOCK_CONFLICT } from "./sandbox.js"
-import { reachProblem } from "./workspaceAccess.js"
+import { bitsFor, isInside, reachProblem } from "./workspaceAccess.js"
 
 /** Where the helpers are; each defaults to the host's PATH. */
 export interface PrepOptions {
@@ -45,7 +45,6 @@ const sharedDirs = ["/", "/home", "/media", "/mnt", "/opt", "/root", "/srv", "/t
 const refused = (dir: string, message: string) => new WorkspaceError({ reason: "Refused", path: dir, message })
 const failed = (dir: string, message: string) => new WorkspaceError({ reason: "Failed", path: dir, message })
 
-const isInside = (parent: string, child: string) => child === parent || child.startsWith(`${parent}/`)
 
 /** Home directories of the host's accounts: giving one (or a tree holding one) to the sandbox user is refused. */
 const homes = (): ReadonlyArray<string> => {
@@ -71,11 +70,8 @@ const mountsBelow = (dir: string): ReadonlyArray<string> => {
     String.fromCharCode(parseInt(code, 8)))).filter((point) => point.startsWith(`${dir}/`))
 }
 
-const bits = (stats: Stats, user: SandboxUser) =>
-  stats.uid === user.uid ? (stats.mode >> 6) & 7 : stats.gid === user.gid ? (stats.mode >> 3) & 7 : stats.mode & 7
-
 /** True when `user` could rename entries of a directory with these stats (write and search; sticky: its own). */
-const userCanWrite = (stats: Stats, user: SandboxUser) => (bits(stats, user) & 3) === 3
+const userCanWrite = (stats: Stats, user: SandboxUser) => (bitsFor(stats, user) & 3) === 3
 
 /**
  * The directory as an absolute path with no symlink in any component (so what is checked is what is changed), a

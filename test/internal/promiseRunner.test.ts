@@ -10,9 +10,9 @@ import { hostProcesses, waitUntil } from "../helpers/escape.js"
 const host = path.join(import.meta.dirname, "..", "fixtures", "promise-host.ts")
 
 /** Starts the fixture app with tsx; resolves once it printed "ready" (its command is running by then). */
-const startHost = (marker: string, mode: "cleanup" | "helper-only" | "direct" | "raw") =>
+const startHost = (marker: string, mode: "cleanup" | "helper-only" | "direct" | "raw", setsid = false) =>
   Effect.async<{ readonly pid: number; readonly exited: Promise<NodeJS.Signals | number | null> }>((resume) => {
-    const child = spawn(process.execPath, ["--import", "tsx", host, marker, mode], {
+    const child = spawn(process.execPath, ["--import", "tsx", host, marker, mode, ...(setsid ? ["setsid"] : [])], {
       stdio: ["ignore", "pipe", "inherit"]
     })
     const exited = new Promise<NodeJS.Signals | number | null>((done) => child.once("exit", (code, signal) => done(signal ?? code)))
@@ -50,6 +50,22 @@ describe("toPromiseRunner cleanup", () => {
       expect(yield* Effect.promise(() => app.exited)).toBe("SIGKILL")
       expect(yield* waitUntil(() => running(marker).length === 0, 5_000)).toBe(true)
     }), 30_000)
+
+  it.live.runIf(process.getuid?.() === 0)(
+    "a SIGKILLed app on the spawn helper: within a second nothing of the run lives, a setsid grandchild included",
+    () =>
+      Effect.gen(function*() {
+        const marker = newMarker()
+        const app = yield* startHost(marker, "helper-only", true)
+        // Both sleeps exec'd: the setsid one has left the process group by then.
+        expect(yield* waitUntil(() => running(marker).length === 2, 5_000), "both sleeps started").toBe(true)
+        process.kill(app.pid, "SIGKILL")
+        const killed = Date.now()
+        expect(yield* Effect.promise(() => app.exited)).toBe("SIGKILL")
+        // The helper, seeing its host go, kills the run's whole cgroup (a group kill misses the setsid one).
+        expect(yield* waitUntil(() => running(marker).length === 0, 1_000), `left: ${running(marker).join(" ")}`).toBe(true)
+        expect(Date.now() - killed).toBeLessThan(1_500)
+      }), 30_000)
 
   it.live("a SIGKILLed app spawning directly (spawnHelper off) leaves nothing: the parent-death signal kills the command", () =>
     Effect.gen(function*() {

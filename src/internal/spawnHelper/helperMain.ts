@@ -45,11 +45,16 @@ interface Sink {
 interface Helper {
   readonly spawn: typeof import("node:child_process").spawn
   readonly connect: typeof import("node:net").connect
-  readonly fs: Pick<typeof import("node:fs"), "rmdirSync" | "unlinkSync" | "writeFileSync" | "openSync" | "closeSync" | "constants">
+  readonly fs: Pick<
+    typeof import("node:fs"),
+    "rmdirSync" | "unlinkSync" | "writeFileSync" | "readFileSync" | "openSync" | "closeSync" | "constants"
+  >
   readonly host: HelperProcess
   readonly socketPath: string
   /** Process group (= pid, children are detached) of each child not yet seen to exit, by exec id. */
   readonly running: Map<number, number>
+  /** The run cgroup (its directory) of each exec that has one, until the host forgets the exec. */
+  readonly cgroups: Map<number, string>
 }
 
 // The steps below run in the helper process from their source text (`helperSource`), so each may use only its
@@ -63,7 +68,10 @@ function helperSend(h: Helper, reply: HelperReply): void {
   if (h.host.connected) h.host.send(reply)
 }
 
-/** Leaves with the host: its children killed, and its socket and directory gone (when the host could not). */
+/**
+ * Leaves with the host: its children killed, every process of their run cgroups too (a `setsid` grandchild left its
+ * group but not its cgroup), and its socket and directory gone (when the host could not).
+ */
 function helperLeave(h: Helper, code: number): never {
   for (const pid of h.running.values()) {
     try {
@@ -73,6 +81,8 @@ function helperLeave(h: Helper, code: number): never {
     }
   }
   h.running.clear()
+  for (const dir of h.cgroups.values()) helperKillCgroup(h, dir)
+  h.cgroups.clear()
   try {
     h.fs.unlinkSync(h.socketPath)
     h.fs.rmdirSync(h.socketPath.slice(0, h.socketPath.lastIndexOf("/")))
@@ -80,6 +90,33 @@ function helperLeave(h: Helper, code: number): never {
     // The host removed them.
   }
   return h.host.exit(code)
+}
+
+/** SIGKILLs every process in the cgroup `dir`: `cgroup.kill` on v2; on v1, frozen first so none can fork meanwhile. */
+function helperKillCgroup(h: Helper, dir: string): void {
+  try {
+    h.fs.writeFileSync(`${dir}/cgroup.kill`, "1")
+    return
+  } catch {
+    // No cgroup.kill (v1, or a v2 kernel before 5.14): one process at a time.
+  }
+  try {
+    h.fs.writeFileSync(`${dir}/freezer.state`, "FROZEN")
+  } catch {
+    // Not a freezer cgroup.
+  }
+  try {
+    for (const pid of h.fs.readFileSync(`${dir}/cgroup.procs`, "utf8").split("\n").filter((line) => line !== "")) {
+      try {
+        h.host.kill(Number(pid), "SIGKILL")
+      } catch {
+        // Gone already.
+      }
+    }
+    h.fs.writeFileSync(`${dir}/freezer.state`, "THAWED")
+  } catch {
+    // Removed already: nothing left in it.
+  }
 }
 
 function helperFailed(h: Helper, id: number, error: unknown): void {
@@ -176,11 +213,13 @@ function helperWatch(h: Helper, request: HelperRequest, child: ChildProcess): vo
   const pid = child.pid
   // Node leaves the pid unset when the start failed; "error" follows and reports it.
   if (pid !== undefined) h.running.set(id, pid)
+  if (request.cgroup !== undefined) h.cgroups.set(id, request.cgroup.procs.slice(0, request.cgroup.procs.lastIndexOf("/")))
   const status: ChildStatus = { spawned: false, open: 0, exit: undefined, reported: false }
   child.once("error", (error) => {
     // After the start, only a failed kill: nothing to report.
     if (status.spawned) return
     h.running.delete(id)
+    h.cgroups.delete(id)
     helperFailed(h, id, error)
   })
   child.once("spawn", () => {
@@ -191,6 +230,8 @@ function helperWatch(h: Helper, request: HelperRequest, child: ChildProcess): vo
   })
   child.once("exit", (code, signal) => {
     h.running.delete(id)
+    // What the child left in its cgroup is the host's to kill now (it does, at once); a bounded map meanwhile.
+    h.cgroups.delete(id)
     if (!status.spawned) return
     status.exit = { code, signal }
     helperReport(h, id, status)
@@ -238,7 +279,7 @@ function helperReport(h: Helper, id: number, status: ChildStatus): void {
 export function helperMain(load: HelperRequire, host: HelperProcess, socketPath: string): void {
   const { spawn } = load("node:child_process")
   const { connect } = load("node:net")
-  const h: Helper = { spawn, connect, fs: load("node:fs"), host, socketPath, running: new Map() }
+  const h: Helper = { spawn, connect, fs: load("node:fs"), host, socketPath, running: new Map(), cgroups: new Map() }
   host.on("message", (request) => helperExec(h, request))
   host.on("disconnect", () => helperLeave(h, 0))
   host.on("SIGTERM", () => helperLeave(h, 0))
@@ -258,6 +299,7 @@ const helperSteps: ReadonlyArray<(...args: never) => unknown> = [
   helperFailed,
   helperFeed,
   helperOpen,
+  helperKillCgroup,
   helperExec,
   helperStart,
   helperWatch,

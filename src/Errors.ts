@@ -11,7 +11,9 @@ export type InvalidInput = internal.InvalidInput
 /**
  * Why a spawn failed. `SandboxSetup`: the sandbox itself could not be set up before the program started (a bind
  * source missing, a mount refused, a workspace the sandbox user cannot write, a bind source reached through a
- * symlink in a writable place, a workspace being adopted); the message says which, and how to fix it.
+ * symlink in a writable place, a workspace being adopted); the message says which, and how to fix it. `HelperLost`:
+ * the spawn helper that started the program died or stopped answering while it ran; the program's processes were
+ * killed, `stdout` and `stderr` hold what it had written, and later execs spawn without it.
  */
 export const SpawnFailure: typeof internal.SpawnFailure = internal.SpawnFailure
 export type SpawnFailure = typeof SpawnFailure.Type

@@ -10,7 +10,7 @@ import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import { constants } from "node:os"
-import type { SpawnError } from "../Errors.js"
+import { SpawnError } from "./errors.js"
 import { type Capture, makeCapture } from "./capture.js"
 import type { Keep } from "../Exec.js"
 import type { PreparedCommand } from "./prepared.js"
@@ -19,6 +19,8 @@ import type { PreparedCommand } from "./prepared.js"
 export interface ProcessExit {
   readonly code: number | null
   readonly signal: string | null
+  /** Set when the backend lost track of the process (its spawn helper died or stopped): why. It was killed. */
+  readonly lost?: string | undefined
 }
 
 /** The signals the engine sends to a process tree. */
@@ -279,6 +281,18 @@ export const runProcess = (
         const { exit, timeoutKind } = yield* awaitEnd(proc, settings, captures.activity)
         note.exit = exit
         yield* drainRest(readers, settings.drainTimeout)
+        if (exit.lost !== undefined) {
+          return yield* Effect.fail(
+            new SpawnError({
+              reason: "HelperLost",
+              command: command.argv[0],
+              cwd: command.cwd,
+              message: `the run's processes were killed: ${exit.lost}`,
+              stdout: captures.stdout.bytes(),
+              stderr: captures.stderr.bytes()
+            })
+          )
+        }
         return yield* outcomeOf(captures, started, exit, timeoutKind, false)
       })
     )

@@ -18,6 +18,7 @@ export const SpawnFailure = Schema.Literal(
   "CwdNotFound",
   "CwdNotDirectory",
   "SandboxSetup",
+  "HelperLost",
   "Unknown"
 )
 
@@ -25,7 +26,10 @@ export class SpawnError extends Schema.TaggedError<SpawnError>("effect-native-ru
   reason: SpawnFailure,
   command: Schema.String,
   cwd: Schema.String,
-  message: Schema.String
+  message: Schema.String,
+  /** With `HelperLost`: what the run had written before its helper was lost. */
+  stdout: Schema.optionalWith(Schema.Uint8ArrayFromSelf, { exact: true }),
+  stderr: Schema.optionalWith(Schema.Uint8ArrayFromSelf, { exact: true })
 }) {}
 
 export class SandboxUnavailable extends Schema.TaggedError<SandboxUnavailable>(

@@ -52,6 +52,8 @@ export const defaultSpawnMessage = (reason: SpawnFailure, command: PreparedComma
       return `cwd ${command.cwd} is not a directory`
     case "SandboxSetup":
       return `the sandbox for ${program} could not be set up`
+    case "HelperLost":
+      return `the spawn helper running ${program} was lost`
     case "Unknown":
       return `cannot spawn ${program}`
   }

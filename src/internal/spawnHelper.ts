@@ -138,7 +138,7 @@ const startHelper = (socketPath: string, table: Table) =>
       child.on("error", () => {})
       child.on("message", (message) => onReply(table, message))
       // All replies have been read by then (unlike at "exit"), so no exit report is lost.
-      child.once("disconnect", () => table.goneAway("the spawn helper went away"))
+      child.once("disconnect", () => table.goneAway("the spawn helper went away", true))
       child.once("exit", () => Deferred.unsafeDone(exited, Exit.void))
       // An idle helper does not keep the host alive; the channel is held while execs are in flight (`table.hold`).
       child.unref()
@@ -178,7 +178,7 @@ const viaHelper = (table: Table): Spawner["spawn"] => (command, stdin) =>
           forget(table, exec)
         })
     ),
-    runningOf
+    (exec) => runningOf(table, exec)
   )
 
 /** Options of `makeHelperSpawnerWith`. */

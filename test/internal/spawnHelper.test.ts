@@ -298,28 +298,31 @@ describe("helper spawner", () => {
       expect(existsSync(socketDir)).toBe(false)
     })))
 
-  it.live("the helper dying mid-run: the exec in flight ends by SIGKILL, later ones go direct (one warning)", () =>
+  it.live("the helper dying mid-run: SpawnError HelperLost with the output so far; later execs go direct (one warning)", () =>
     Effect.gen(function*() {
       const [warnings, logger] = warningsLogger()
       yield* Effect.scoped(Effect.gen(function*() {
         const helper = yield* makeHelperSpawner
         const runner = yield* bareRunner(helper)
         const arg = marker()
-        // Killed only once the host has the helper's "spawned" reply (the Started event): before it, the start
-        // itself fails (the child may exist, so falling back could run the command twice).
-        let started = false
-        const running = yield* Effect.fork(runner.execStream({ argv: ["sleep", "5", arg] }).pipe(
+        // Killed only once the run has printed (so the host has the helper's "spawned" reply: before it, the start
+        // itself fails, since the child may exist and falling back could run the command twice).
+        let printed = false
+        const running = yield* Effect.fork(Effect.flip(runner.execStream({
+          argv: ["sh", "-c", "echo started; exec sleep 5 \"$0\"", arg]
+        }).pipe(
           Stream.tap((event) => Effect.sync(() => {
-            if (event._tag === "Started") started = true
+            if (event._tag === "Stdout") printed = true
           })),
-          Stream.runLast,
-          Effect.map((last) => (Option.isSome(last) && last.value._tag === "Exit" ? last.value.result : undefined))
-        ))
-        expect(yield* waitUntil(() => started && pidsWithArg(arg).length === 1, 5000)).toBe(true)
+          Stream.runDrain
+        )))
+        expect(yield* waitUntil(() => printed && pidsWithArg(arg).length === 1, 5000)).toBe(true)
         process.kill(helper.helperPid, "SIGKILL")
-        const result = yield* Fiber.join(running).pipe(Effect.timeout(Duration.seconds(4)))
-        expect(result).toMatchObject({ exitCode: 137, signal: "SIGKILL", timedOut: false })
-        // Reported as killed because it was: nothing of it is left.
+        const error = yield* Fiber.join(running).pipe(Effect.timeout(Duration.seconds(4)))
+        expect(error).toMatchObject({ _tag: "SpawnError", reason: "HelperLost" })
+        expect(error.message).toMatch(/the spawn helper went away/)
+        expect(error._tag === "SpawnError" && error.stdout !== undefined ? text(error.stdout) : undefined).toBe("started\n")
+        // Its processes were killed: nothing of it is left.
         expect(yield* waitUntil(() => pidsWithArg(arg).length === 0, 2000)).toBe(true)
         expect(helper.alive()).toBe(false)
         for (const word of ["still", "works"]) {
@@ -330,6 +333,34 @@ describe("helper spawner", () => {
       expect(warnings).toHaveLength(1)
       expect(warnings[0]).toMatch(/spawn helper went away.*SIGKILL.*spawning directly/)
     }))
+
+  it.live("a helper stopped (SIGSTOP) during a run: the run ends by timeout + grace + the exit-report bound, HelperLost", () =>
+    Effect.gen(function*() {
+      const [warnings, logger] = warningsLogger()
+      yield* Effect.scoped(Effect.gen(function*() {
+        const helper = yield* makeHelperSpawner
+        const runner = yield* bareRunner(helper, { killGrace: "300 millis" })
+        const arg = marker()
+        const started = Date.now()
+        const running = yield* Effect.fork(Effect.flip(runner.exec({
+          argv: ["sh", "-c", "echo started; exec sleep 30 \"$0\"", arg],
+          timeout: "2 seconds"
+        })))
+        expect(yield* waitUntil(() => pidsWithArg(arg).length === 1, 5000)).toBe(true)
+        process.kill(helper.helperPid, "SIGSTOP")
+        // Without the bound it waited for the stopped helper's exit report for ever (the issue saw 40 s and more).
+        const error = yield* Fiber.join(running).pipe(Effect.timeout(Duration.seconds(10)))
+        const elapsed = Date.now() - started
+        expect(error).toMatchObject({ _tag: "SpawnError", reason: "HelperLost" })
+        expect(error.message).toMatch(/did not report the exit within 2000 ms of SIGKILL/)
+        expect(elapsed).toBeLessThan(2_000 + 300 + 2_000 + 1_500)
+        expect(yield* waitUntil(() => pidsWithArg(arg).length === 0, 2000)).toBe(true)
+        expect(yield* waitUntil(() => isGone(helper.helperPid), 5000), "the stopped helper was killed").toBe(true)
+        const next = yield* runner.exec({ argv: ["echo", "next"] })
+        expect(text(next.stdout)).toBe("next\n")
+      })).pipe(Effect.provide(logger))
+      expect(warnings).toEqual([expect.stringMatching(/did not report the exit.*spawning directly/)])
+    }), { timeout: 30_000 })
 
   it.live("a helper that stops answering is killed: that start fails, later spawns go direct", () =>
     Effect.gen(function*() {

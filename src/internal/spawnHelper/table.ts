@@ -34,6 +34,8 @@ export interface Exec {
   readonly exited: Deferred.Deferred<ProcessExit>
   readonly streams: readonly [OutputStream, OutputStream]
   outputStopped: boolean
+  /** Set once the host sent SIGKILL itself: fires if the helper then reports no exit (`watchKill`). */
+  killWatch: ReturnType<typeof setTimeout> | undefined
   /** Random per exec: only a connection that presents it is attached to this exec's output. */
   readonly token: Uint8Array
 }
@@ -56,8 +58,11 @@ export interface Table {
   readonly request: (command: PreparedCommand, stdin: Uint8Array | undefined) => Effect.Effect<Exec, StartFailure>
   /** Reads the header of a new output connection and hands the connection to its exec. */
   readonly accept: (socket: Socket) => void
-  /** The helper has gone: starts in flight fail, running groups are SIGKILLed and reported so. */
-  readonly goneAway: (why: string) => void
+  /**
+   * The helper has gone: starts in flight fail, running groups are SIGKILLed and reported so; with `lost` (the helper
+   * died or stopped while they ran, not the layer closing) their exits carry `lost`, and the runs fail HelperLost.
+   */
+  readonly goneAway: (why: string, lost?: boolean) => void
   readonly closeSockets: (server: Server) => void
   /** Output connections dropped: a wrong token, an id not in flight, a stream already connected, no header in time. */
   readonly rejected: () => number
@@ -79,6 +84,7 @@ const answered = (exec: Exec) => {
 const settle = (exec: Exec, exit: ProcessExit) => {
   if (exec.exitKnown) return
   exec.exitKnown = true
+  clearTimeout(exec.killWatch)
   Deferred.unsafeDone(exec.exited, Exit.succeed(exit))
 }
 
@@ -130,8 +136,28 @@ export const onReply = (table: Table, message: unknown): void => {
   }
 }
 
+/**
+ * How long after the host's SIGKILL the helper may take to report the exit. Reaping a killed process takes
+ * microseconds: a helper that says nothing for this long is stopped or wedged, and is killed.
+ */
+export const EXIT_REPORT_WITHIN_MS = 2_000
+
+/**
+ * After a SIGKILL the host sent itself, waits `EXIT_REPORT_WITHIN_MS` for the helper's exit report; without it the
+ * helper is taken for lost: killed, the exec (and every other in flight) settled as lost, later spawns go direct.
+ */
+const watchKill = (table: Table, exec: Exec) => {
+  if (exec.exitKnown || exec.killWatch !== undefined) return
+  exec.killWatch = setTimeout(() => {
+    if (exec.exitKnown) return
+    table.goneAway(`the spawn helper did not report the exit within ${EXIT_REPORT_WITHIN_MS} ms of SIGKILL and was killed`, true)
+    table.channel.stuck()
+  }, EXIT_REPORT_WITHIN_MS)
+  exec.killWatch.unref()
+}
+
 /** The engine's view of a started exec. */
-export const runningOf = (exec: Exec): RunningProcess => ({
+export const runningOf = (table: Table, exec: Exec): RunningProcess => ({
   pid: exec.pid,
   output: (stdout, stderr) =>
     Effect.async<void>((resume) => {
@@ -148,7 +174,11 @@ export const runningOf = (exec: Exec): RunningProcess => ({
   exit: Deferred.await(exec.exited),
   // The host signals the group itself: the helper only starts children. Once the helper reported the exit, it has
   // reaped the leader (Node reaps before "exit"), which is what `killGroup` needs to know against pid reuse.
-  kill: (signal) => Effect.sync(() => killGroup(exec.pid, signal, exec.exitKnown))
+  kill: (signal) =>
+    Effect.sync(() => {
+      killGroup(exec.pid, signal, exec.exitKnown)
+      if (signal === "SIGKILL") watchKill(table, exec)
+    })
 })
 
 const makeExec = (
@@ -166,6 +196,7 @@ const makeExec = (
   exited: Deferred.unsafeMake<ProcessExit>(FiberId.none),
   streams: [emptyStream(), emptyStream()],
   outputStopped: false,
+  killWatch: undefined,
   token: randomBytes(TOKEN_BYTES)
 })
 
@@ -183,7 +214,7 @@ const sendRequest = (
   const { command } = exec
   track(table, exec)
   exec.watchdog = setTimeout(() => {
-    table.goneAway(`the spawn helper did not answer in ${answerWithinMs} ms and was killed`)
+    table.goneAway(`the spawn helper did not answer in ${answerWithinMs} ms and was killed`, true)
     table.channel.stuck()
   }, answerWithinMs)
   // Not a reason to keep the host alive: the channel is held while the request is in flight.
@@ -231,13 +262,13 @@ const streamFor = (table: Table, id: number, which: number | undefined, token: U
 }
 
 /** The helper has gone: starts in flight fail, running groups are SIGKILLed and reported so. */
-const goneAway = (table: Table, why: string) => {
+const goneAway = (table: Table, why: string, lost: boolean) => {
   if (table.gone !== undefined) return
   table.gone = why
   for (const exec of [...table.execs.values()]) {
     if (exec.state === "running") {
       if (!exec.exitKnown) killGroup(exec.pid, "SIGKILL")
-      settle(exec, { code: null, signal: "SIGKILL" })
+      settle(exec, { code: null, signal: "SIGKILL", ...(lost ? { lost: why } : {}) })
       continue
     }
     const answer = answered(exec)
@@ -270,7 +301,7 @@ export const makeTable = (answerWithinMs: number): Table => {
         rejected++
       })
     },
-    goneAway: (why) => goneAway(table, why),
+    goneAway: (why, lost = false) => goneAway(table, why, lost),
     rejected: () => rejected,
     closeSockets: (server) => {
       server.close()

@@ -195,8 +195,10 @@ const DEFAULT_ANSWER_WITHIN = Duration.seconds(30)
 /**
  * A `Spawner` that starts every child through one helper Node process, started now in the given scope. Closing the
  * scope SIGKILLs every running group, disconnects and waits (bounded) for the helper to exit. The helper dies with the
- * host, even a SIGKILLed one, taking its children with it. If the helper dies first, execs in flight end as killed by
- * SIGKILL (their groups are killed so that this is true) and later spawns go straight through `node:child_process`.
+ * host, even a SIGKILLed one, taking its children and their run cgroups with it. If the helper dies first, or reports
+ * no exit within 2 s of the host's own SIGKILL (stopped, wedged: it is then killed), the execs in flight are killed
+ * and fail with `SpawnError` `HelperLost` (with their output so far), and later spawns go straight through
+ * `node:child_process`.
  */
 export const makeHelperSpawnerWith = (
   options: HelperOptions = {}

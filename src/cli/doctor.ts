@@ -11,6 +11,7 @@ import type { NativeRunnerError, SandboxUnavailable } from "../Errors.js"
 import * as NativeRunner from "../NativeRunner.js"
 import type { SandboxIdentity, SandboxUser } from "../Sandbox.js"
 import { pidsCgroup, processLimitRoute } from "../internal/resourceLimits.js"
+import { makeRunCgroups } from "../internal/runCgroup.js"
 import { preflightHost, resolveSandboxHost, type SandboxHost } from "../internal/sandboxHost.js"
 import { deniedSyscalls } from "../internal/seccomp.js"
 import { defaultSandboxUser } from "../internal/sandbox.js"
@@ -38,6 +39,8 @@ export interface DoctorFacts {
   readonly apparmorRestrictUserns: string | undefined
   /** Who a sandboxed program runs as here (`undefined`: this process's own user), or why that cannot be settled. */
   readonly identity: Either.Either<SandboxUser | undefined, SandboxUnavailable>
+  /** The cgroup version runs get here (a cgroup per run), or `undefined` when this host can make none. */
+  readonly runCgroups: 1 | 2 | undefined
   /** With `--workspace`: the directory and why a run there would be refused (empty: accepted). */
   readonly workspace: { readonly dir: string; readonly problems: ReadonlyArray<string> } | undefined
 }
@@ -154,7 +157,14 @@ export const doctorReport = (facts: DoctorFacts): DoctorReport => {
       onRight: (version) => row("prlimit present", "ok", version),
       onLeft: (why) => row("prlimit present", "warn", `${why} (--max-* limits need it)`)
     }),
-    processLimitRow(facts)
+    processLimitRow(facts),
+    facts.runCgroups === undefined
+      ? row("teardown", "warn", "no cgroup per run here (not root, no writable hierarchy): a process that leaves its " +
+        "group (setsid, a double fork) outlives its run, and this process if killed; --sandbox bwrap's PID namespace " +
+        "holds it")
+      : row("teardown", "ok", `a cgroup per run (v${facts.runCgroups}${facts.runCgroups === 1 ? " freezer" : ""}): ` +
+        "setsid and double-fork escapes die with the run; with a killed host, only through the spawn helper (the " +
+        "library's default, not the CLI's direct spawns); --sandbox bwrap adds a PID namespace")
   ]
   // Limits are checked per run, not when the layer is built: the sandbox works, runs using them fail (never unlimited).
   const caveats = [
@@ -262,6 +272,7 @@ export const doctorFacts = (
       maxUserNamespaces: yield* readSysctl("/proc/sys/user/max_user_namespaces"),
       apparmorRestrictUserns: yield* readSysctl("/proc/sys/kernel/apparmor_restrict_unprivileged_userns"),
       identity,
+      runCgroups: yield* Effect.scoped(Effect.map(makeRunCgroups, (made) => made?.version)),
       workspace: workspace === undefined ? undefined : {
         dir: workspace,
         problems: Either.isLeft(identity)

@@ -256,14 +256,31 @@ export const makePolicy = (
     // A sandboxed run already has a PID namespace, which dies with bwrap whatever its processes do (setsid included):
     // a cgroup would add nothing but its cost (measured: the spawner's moves took about 1.5 ms per sandboxed exec,
     // blocking the event loop, against 0.2 ms unsandboxed).
-    policy.sandbox === "bwrap" ? policy : withRunCgroup(policy, spawner.runCgroups))
+    // Only our own spawner could have had cgroups: over a CommandExecutor there is nothing to say.
+    policy.sandbox === "bwrap" ? policy : withRunCgroup(policy, spawner.runCgroups, spawner.canSandbox))
 
 /**
  * Every run in a cgroup of its own, when the layer has them: the child is born in it, and the run's signals go to
  * what is in it (the sandbox still sends TERM inside its PID namespace; KILL then takes the whole cgroup).
  */
-const withRunCgroup = (policy: Policy, cgroups: RunCgroups | undefined): Policy =>
-  cgroups === undefined ? policy : {
+/** Said once per layer, at its first exec, where unsandboxed runs get neither a cgroup nor a PID namespace. */
+export const NO_CONTAINMENT_WARNING = "runs here get no cgroup (not root, or no writable cgroup hierarchy) and no PID " +
+  "namespace (no sandbox): a process that leaves its process group (setsid, a double fork) outlives its run, and " +
+  "this process if it is killed; run as root, delegate a cgroup v2 subtree, or use the bubblewrap sandbox"
+
+/** `policy`, with `NO_CONTAINMENT_WARNING` logged at its first exec. */
+const warnedOnce = (policy: Policy): Policy => {
+  let warned = false
+  const warn = Effect.suspend(() => {
+    if (warned) return Effect.void
+    warned = true
+    return Effect.logWarning(NO_CONTAINMENT_WARNING)
+  })
+  return { ...policy, prepare: (command) => Effect.zipRight(warn, policy.prepare(command)) }
+}
+
+const withRunCgroup = (policy: Policy, cgroups: RunCgroups | undefined, warn: boolean): Policy =>
+  cgroups === undefined ? (warn ? warnedOnce(policy) : policy) : {
     ...policy,
     prepare: (command) =>
       Effect.gen(function*() {

@@ -663,6 +663,7 @@ describe("doctorReport", () => {
     maxUserNamespaces: "63000",
     apparmorRestrictUserns: undefined,
     identity: Either.right(undefined),
+    runCgroups: 2,
     workspace: undefined
   }
   const status = (report: Cli.DoctorReport, check: string) => report.rows.find((row) => row.check === check)
@@ -670,7 +671,7 @@ describe("doctorReport", () => {
   it("a host whose preflight passes can sandbox", () => {
     const report = Cli.doctorReport(facts)
     expect(report).toMatchObject({ bwrapUsable: true, bwrapVerdict: "available" })
-    expect(report.rows.map((row) => row.status)).toStrictEqual(["ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok"])
+    expect(report.rows.map((row) => row.status)).toStrictEqual(["ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok"])
     expect(status(report, "max-procs")?.detail).toBe("RLIMIT_NPROC (counts every process of this user)")
     expect(status(report, "sandbox paths")?.detail).toBe("bwrap /usr/bin/bwrap, setpriv /usr/bin/setpriv, prlimit /usr/bin/prlimit")
     expect(status(report, "sandbox user")?.detail).toBe(
@@ -697,6 +698,18 @@ describe("doctorReport", () => {
       sandboxHost: Either.left(new SandboxUnavailable({ backend: "bwrap", message: "bubblewrap was not found", fix: "f" }))
     })
     expect(status(missing, "sandbox paths")).toMatchObject({ status: "FAIL", detail: "bubblewrap was not found" })
+  })
+
+  it("says what teardown holds: a cgroup per run, or a warning that escapes outlive runs without one", () => {
+    expect(status(Cli.doctorReport(facts), "teardown")).toMatchObject({
+      status: "ok",
+      detail: expect.stringMatching(/^a cgroup per run \(v2\): setsid and double-fork escapes die with the run/)
+    })
+    expect(status(Cli.doctorReport({ ...facts, runCgroups: 1 }), "teardown")?.detail).toMatch(/^a cgroup per run \(v1 freezer\)/)
+    expect(status(Cli.doctorReport({ ...facts, runCgroups: undefined }), "teardown")).toMatchObject({
+      status: "warn",
+      detail: expect.stringMatching(/^no cgroup per run here .* outlives its run/)
+    })
   })
 
   it("judges a --workspace: accepted, or refused with the reason, which also makes the sandbox unusable", () => {

@@ -19,7 +19,7 @@ import type { Spawner } from "./internal/engine.js"
 import { makeSpawner } from "./internal/live.js"
 import { resolveExecutable } from "./internal/executables.js"
 import { makeLiveSpawner } from "./internal/liveSpawner.js"
-import { makeRunCgroups, type RunCgroups } from "./internal/runCgroup.js"
+import { makeRunCgroups, type RunCgroups, watchHostDeath } from "./internal/runCgroup.js"
 import { makePolicy } from "./internal/policy.js"
 import { hostCwd, makeRunner, type RunnerService } from "./internal/runner.js"
 import { type PromiseRunner, type PromiseRunnerOptions, toPromiseRunner as promiseRunner } from "./internal/promiseRunner.js"
@@ -186,7 +186,11 @@ export const makeNode = (options: Options = {}): Effect.Effect<RunnerService, Na
     const decoded = yield* decodeOptions(Options, options)
     // The helper first, while the host is as small as it will ever be: it forks cheaply for ever after.
     const spawner = yield* makeLiveSpawner(decoded.spawnHelper)
-    const runCgroups = yield* makeRunCgroups
+    const made = yield* makeRunCgroups
+    // Spawning directly (some or all execs), no helper outlives this process to kill what its runs left behind.
+    const runCgroups = made === undefined || decoded.spawnHelper === "always"
+      ? made
+      : { ...made, afterSpawn: yield* watchHostDeath(made) }
     // Spawning directly, nothing kills the children if this process is SIGKILLed: `setpriv --pdeathsig KILL` does.
     const parentDeath = decoded.spawnHelper === "off" ? yield* resolveExecutable("setpriv") : undefined
     return yield* makeWith(spawner, { canSandbox: true, runCgroups, parentDeath }, decoded)

@@ -138,7 +138,11 @@ const cases: ReadonlyArray<Case> = [
 
 // Spawning in this process (no spawn helper), so the wrapped `child_process.spawn` sees every spawn.
 const runtime = ManagedRuntime.make(NativeRunner.layerNode({ spawnHelper: "off" }))
+// One exec first: after its first spawn a layer that spawns directly starts its host-death watcher (one more spawn,
+// once), which the counts below must not mistake for a retry.
+beforeAll(() => runtime.runPromise(NativeRunner.exec({ argv: ["true"] })))
 const promiseRunner = NativeRunner.toPromiseRunner(NativeRunner.layerNode({ spawnHelper: "off" }))
+beforeAll(() => promiseRunner.exec({ argv: ["true"] }))
 afterAll(async () => {
   await runtime.dispose()
   await promiseRunner.dispose()

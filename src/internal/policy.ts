@@ -291,6 +291,7 @@ const withRunCgroup = (policy: Policy, cgroups: RunCgroups | undefined, warn: bo
           ...run,
           command: { ...run.command, cgroup: cgroup.join },
           adapt: (proc) => {
+            cgroups.afterSpawn?.()
             const inCgroup: RunningProcess = { ...proc, kill: cgroup.signal }
             return adapt === undefined ? inCgroup : adapt(inCgroup)
           }

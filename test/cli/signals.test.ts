@@ -49,4 +49,21 @@ describe("native-runner run under a signal", () => {
         expect(records[0]).toMatchObject({ interrupted: true, cmd: "sh" })
       }), 30_000)
   }
+
+  it.live.runIf(process.getuid?.() === 0)(
+    "SIGKILL: within a second nothing of the run lives, its setsid and background children included (run cgroups, root)",
+    () =>
+      Effect.gen(function*() {
+        const marker = `1000.${randomInt(1e9)}`
+        const cli = spawn(process.execPath, [
+          BIN, "run", "--", "sh", "-c", `sleep ${marker} & setsid sleep ${marker} & echo ready; exec sleep ${marker}`
+        ], { stdio: ["ignore", "pipe", "ignore"] })
+        const exited = new Promise<NodeJS.Signals | null>((done) => cli.once("exit", (_code, signal) => done(signal)))
+        yield* Effect.addFinalizer(() => Effect.sync(() => cli.kill("SIGKILL")))
+        expect(yield* waitUntil(() => sleeping(marker).length === 3, 10_000), "the three sleeps started").toBe(true)
+        cli.kill("SIGKILL")
+        expect(yield* Effect.promise(() => exited)).toBe("SIGKILL")
+        // setpriv --pdeathsig took only the direct child; the layer's watcher killed the rest through the cgroup.
+        expect(yield* waitUntil(() => sleeping(marker).length === 0, 1_000), `left: ${sleeping(marker).join(" ")}`).toBe(true)
+      }).pipe(Effect.scoped), 30_000)
 })

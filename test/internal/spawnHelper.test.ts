@@ -305,18 +305,20 @@ describe("helper spawner", () => {
         const helper = yield* makeHelperSpawner
         const runner = yield* bareRunner(helper)
         const arg = marker()
-        // Killed only once the run has printed (so the host has the helper's "spawned" reply: before it, the start
-        // itself fails, since the child may exist and falling back could run the command twice).
+        // Killed only once the host has the helper's "spawned" reply (Started: before it, the start itself fails,
+        // since the child may exist and falling back could run the command twice) and the run has printed.
+        let started = false
         let printed = false
         const running = yield* Effect.fork(Effect.flip(runner.execStream({
           argv: ["sh", "-c", "echo started; exec sleep 5 \"$0\"", arg]
         }).pipe(
           Stream.tap((event) => Effect.sync(() => {
+            if (event._tag === "Started") started = true
             if (event._tag === "Stdout") printed = true
           })),
           Stream.runDrain
         )))
-        expect(yield* waitUntil(() => printed && pidsWithArg(arg).length === 1, 5000)).toBe(true)
+        expect(yield* waitUntil(() => started && printed && pidsWithArg(arg).length === 1, 5000)).toBe(true)
         process.kill(helper.helperPid, "SIGKILL")
         const error = yield* Fiber.join(running).pipe(Effect.timeout(Duration.seconds(4)))
         expect(error).toMatchObject({ _tag: "SpawnError", reason: "HelperLost" })
@@ -342,14 +344,22 @@ describe("helper spawner", () => {
         const runner = yield* bareRunner(helper, { killGrace: "300 millis" })
         const arg = marker()
         const started = Date.now()
-        const running = yield* Effect.fork(Effect.flip(runner.exec({
+        // Stopped once the host has the helper's "spawned" reply (the Started event): a helper stopped before it
+        // answers is the start watchdog's (`answerWithin`, the next test).
+        let running = false
+        const run = yield* Effect.fork(Effect.flip(runner.execStream({
           argv: ["sh", "-c", "echo started; exec sleep 30 \"$0\"", arg],
           timeout: "2 seconds"
-        })))
-        expect(yield* waitUntil(() => pidsWithArg(arg).length === 1, 5000)).toBe(true)
+        }).pipe(
+          Stream.tap((event) => Effect.sync(() => {
+            if (event._tag === "Started") running = true
+          })),
+          Stream.runDrain
+        )))
+        expect(yield* waitUntil(() => running && pidsWithArg(arg).length === 1, 5000)).toBe(true)
         process.kill(helper.helperPid, "SIGSTOP")
         // Without the bound it waited for the stopped helper's exit report for ever (the issue saw 40 s and more).
-        const error = yield* Fiber.join(running).pipe(Effect.timeout(Duration.seconds(10)))
+        const error = yield* Fiber.join(run).pipe(Effect.timeout(Duration.seconds(10)))
         const elapsed = Date.now() - started
         expect(error).toMatchObject({ _tag: "SpawnError", reason: "HelperLost" })
         expect(error.message).toMatch(/did not report the exit within 2000 ms of SIGKILL/)

@@ -17,7 +17,7 @@ import { resolveExecutable } from "./executables.js"
 import { makeNodeSpawner } from "./nodeSpawner.js"
 import type { PreparedCommand } from "./prepared.js"
 import { prlimitArgv } from "./resourceLimits.js"
-import { workspaceMount } from "./sandbox.js"
+import { relativeInside, workspaceMount } from "./sandbox.js"
 
 // Secrets under the bound system dirs that uid 0 could otherwise read.
 export const secretCandidates: ReadonlyArray<string> = [
@@ -68,10 +68,6 @@ export const hostMasks = Effect.fn("Bubblewrap.hostMasks")(function* (
 
 type Issue = { readonly path: string; readonly message: string }
 
-const relativeInside = (parent: string, child: string): string | undefined => {
-  const relative = path.posix.relative(parent, child)
-  return relative === ".." || relative.startsWith("../") || path.posix.isAbsolute(relative) ? undefined : relative
-}
 
 const checkBinds = (field: string, binds: ReadonlyArray<Bind> | undefined): Array<Issue> =>
   (binds ?? []).flatMap((bind, index) =>

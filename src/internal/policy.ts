@@ -22,7 +22,7 @@ import { plainPolicy, type Policy, type PreparedRun } from "./runner.js"
 import type { RunCgroups } from "./runCgroup.js"
 import type * as NativeRunner from "../NativeRunner.js"
 import { systemDirs } from "./bwrapArgv.js"
-import { LOCK_CONFLICT, workspaceMount } from "./sandbox.js"
+import { LOCK_CONFLICT, relativeInside, workspaceMount } from "./sandbox.js"
 import { preflightHost, resolveSandboxHost, type SandboxHost } from "./sandboxHost.js"
 import { type Layout, openLayout, settledPolicy } from "./workspaceAccess.js"
 
@@ -175,11 +175,10 @@ const bwrapSetupFailure = (command: PreparedCommand, status: BwrapStatus) => (ou
   })
 }
 
-/** The cwd as the program sees it (under /workspace), from a host cwd under the workspace as given or settled. */
-const insideCwd = (cwd: string, layout: Layout): string => {
-  const relative = path.relative(layout.workspace.host, rebase(cwd, layout))
-  const outside = relative === ".." || relative.startsWith("../") || path.isAbsolute(relative)
-  return outside ? cwd : path.join(workspaceMount, relative)
+/** The cwd as the program sees it (under /workspace), from a host cwd under the settled workspace. */
+const insideCwd = (hostCwd: string, layout: Layout): string => {
+  const relative = relativeInside(layout.workspace.host, hostCwd)
+  return relative === undefined ? hostCwd : path.join(workspaceMount, relative)
 }
 
 /**
@@ -202,21 +201,21 @@ const sandboxView = (policy: Sandbox.Policy) => {
 
 /** A cwd under the workspace as given, moved under the workspace as settled (the same directory). */
 const rebase = (cwd: string, layout: Layout): string => {
-  const { given, host } = layout.workspace
-  const relative = path.relative(given, cwd)
-  const outside = relative === ".." || relative.startsWith("../") || path.isAbsolute(relative)
-  return outside ? cwd : path.join(host, relative)
+  const relative = relativeInside(layout.workspace.given, cwd)
+  return relative === undefined ? cwd : path.join(layout.workspace.host, relative)
 }
 
 const sandboxWrap = (policy: Sandbox.Policy, host: SandboxHost): Wrap => {
   // The paths bwrap binds and the lock are the settled ones; nothing of the host is changed for a run.
   const settled = settledPolicy(policy, host.layout)
+  const view = sandboxView(settled)
   return (command) =>
     Effect.gen(function*() {
       // Opened and checked now, held until the run ends: bwrap binds these very directories (--bind-fd).
       const boundFds = yield* openLayout(host.layout, host.identity, command)
       const status = makeBwrapStatus()
-      const wrapped = yield* bubblewrap.wrap(settled, { ...command, cwd: rebase(command.cwd, host.layout) }, {
+      const hostCwd = rebase(command.cwd, host.layout)
+      const wrapped = yield* bubblewrap.wrap(settled, { ...command, cwd: hostCwd }, {
         bwrapPath: host.bwrap,
         setprivPath: host.setpriv,
         flockPath: host.flock,
@@ -229,7 +228,7 @@ const sandboxWrap = (policy: Sandbox.Policy, host: SandboxHost): Wrap => {
         boundFds
       })
       const around: Around = {
-        acquire: lookUpProgram({ ...command, cwd: insideCwd(command.cwd, host.layout) }, sandboxView(settled)),
+        acquire: lookUpProgram({ ...command, cwd: insideCwd(hostCwd, host.layout) }, view),
         adapt: signalInside(status),
         setupFailure: bwrapSetupFailure(command, status)
       }

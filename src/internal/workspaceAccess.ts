@@ -397,13 +397,17 @@ export const resolveIdentity = (
   })
 
 /** The primary gid of `uid` in /etc/passwd, or `undefined` without an entry. */
-const primaryGroupOf = (uid: number): number | undefined => {
+const primaryGroupOf = (uid: number): number | undefined => passwdEntries().find((entry) => entry.uid === uid)?.gid
+
+/** The accounts of /etc/passwd (uid, primary gid, home); none where it cannot be read. */
+export const passwdEntries = (): ReadonlyArray<{ readonly uid: number; readonly gid: number; readonly home: string }> => {
   try {
-    const entry = readFileSync("/etc/passwd", "utf8").split("\n").map((line) => line.split(":"))
-      .find((fields) => fields[2] === String(uid))
-    const gid = Number(entry?.[3])
-    return entry === undefined || !Number.isInteger(gid) ? undefined : gid
+    return readFileSync("/etc/passwd", "utf8").split("\n").flatMap((line) => {
+      const [, , uid, gid, , home] = line.split(":")
+      const entry = { uid: Number(uid), gid: Number(gid), home: home ?? "" }
+      return uid === undefined || !Number.isInteger(entry.uid) || !Number.isInteger(entry.gid) ? [] : [entry]
+    })
   } catch {
-    return undefined
+    return []
   }
 }

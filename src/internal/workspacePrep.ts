@@ -17,7 +17,7 @@ import { WorkspaceError } from "./errors.js"
 import { resolveExecutable } from "./executables.js"
 import { makeNodeSpawner } from "./nodeSpawner.js"
 import { defaultSandboxUser, LOCK_CONFLICT } from "./sandbox.js"
-import { bitsFor, isInside, reachProblem } from "./workspaceAccess.js"
+import { bitsFor, isInside, passwdEntries, reachProblem } from "./workspaceAccess.js"
 
 /** Where the helpers are; each defaults to the host's PATH. */
 export interface PrepOptions {
@@ -47,16 +47,8 @@ const failed = (dir: string, message: string) => new WorkspaceError({ reason: "F
 
 
 /** Home directories of the host's accounts: giving one (or a tree holding one) to the sandbox user is refused. */
-const homes = (): ReadonlyArray<string> => {
-  try {
-    return readFileSync("/etc/passwd", "utf8").split("\n").flatMap((line) => {
-      const home = line.split(":")[5]
-      return home === undefined || home === "" || home === "/" || home === "/nonexistent" ? [] : [path.resolve(home)]
-    })
-  } catch {
-    return []
-  }
-}
+const homes = (): ReadonlyArray<string> =>
+  passwdEntries().flatMap(({ home }) => home === "" || home === "/" || home === "/nonexistent" ? [] : [path.resolve(home)])
 
 /** Mount points strictly below `dir` (a bind mount could bring any host tree into it). */
 const mountsBelow = (dir: string): ReadonlyArray<string> => {

@@ -88,7 +88,8 @@ export type SandboxOptions = typeof SandboxOptions.Type
  * Options of the live layers: the shared runner options, plus a `sandbox` or, without one, `resourceLimits`, and for
  * `layerNode` how it spawns: `spawnHelper` `"always"` (default: every child is forked by a small helper process
  * started with the layer, so spawn cost and event-loop stalls do not grow with the host's memory, and the helper kills
- * the children if the host dies, even by SIGKILL), `"auto"` (directly while the host's RSS is below 128 MiB) or
+ * the children if the host dies, even by SIGKILL; one that dies or stops answering is killed, its runs fail with
+ * `SpawnError` `HelperLost`, and the next spawn starts a new one), `"auto"` (directly while the host's RSS is below 128 MiB) or
  * `"off"` (directly; a short-lived host such as the CLI saves the helper's start). Decoded once when the layer is
  * built; a misspelt or unknown key fails with `InvalidInput` naming it.
  */

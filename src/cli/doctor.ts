@@ -5,6 +5,7 @@
  */
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import { existsSync } from "node:fs"
 import { readFile } from "node:fs/promises"
 import * as path from "node:path"
 import type { NativeRunnerError, SandboxUnavailable } from "../Errors.js"
@@ -39,8 +40,11 @@ export interface DoctorFacts {
   readonly apparmorRestrictUserns: string | undefined
   /** Who a sandboxed program runs as here (`undefined`: this process's own user), or why that cannot be settled. */
   readonly identity: Either.Either<SandboxUser | undefined, SandboxUnavailable>
-  /** The cgroup version runs get here (a cgroup per run), or `undefined` when this host can make none. */
-  readonly runCgroups: 1 | 2 | undefined
+  /**
+   * The cgroup version runs get here (a cgroup per run) and whether it has `cgroup.kill` (what kills a dead host's
+   * direct spawns), or `undefined` when this host can make none.
+   */
+  readonly runCgroups: { readonly version: 1 | 2; readonly kill: boolean } | undefined
   /** With `--workspace`: the directory and why a run there would be refused (empty: accepted). */
   readonly workspace: { readonly dir: string; readonly problems: ReadonlyArray<string> } | undefined
 }
@@ -162,9 +166,16 @@ export const doctorReport = (facts: DoctorFacts): DoctorReport => {
       ? row("teardown", "warn", "no cgroup per run here (not root, no writable hierarchy): a process that leaves its " +
         "group (setsid, a double fork) outlives its run, and this process if killed; --sandbox bwrap's PID namespace " +
         "holds it")
-      : row("teardown", "ok", `a cgroup per run (v${facts.runCgroups}${facts.runCgroups === 1 ? " freezer" : ""}): ` +
-        "setsid and double-fork escapes die with the run; with a killed host, only through the spawn helper (the " +
-        "library's default, not the CLI's direct spawns); --sandbox bwrap adds a PID namespace")
+      : row(
+        "teardown",
+        "ok",
+        `a cgroup per run (v${facts.runCgroups.version}${facts.runCgroups.version === 1 ? " freezer" : ""}): ` +
+          "setsid and double-fork escapes die with the run" + (facts.runCgroups.kill
+            ? ", and with a killed host (the spawn helper, or for direct spawns a watcher, writes cgroup.kill)"
+            : "; with a killed host, only through the spawn helper (the library's default, not the CLI's direct " +
+              "spawns: a later start sweeps those)") +
+          "; --sandbox bwrap adds a PID namespace"
+      )
   ]
   // Limits are checked per run, not when the layer is built: the sandbox works, runs using them fail (never unlimited).
   const caveats = [
@@ -272,7 +283,10 @@ export const doctorFacts = (
       maxUserNamespaces: yield* readSysctl("/proc/sys/user/max_user_namespaces"),
       apparmorRestrictUserns: yield* readSysctl("/proc/sys/kernel/apparmor_restrict_unprivileged_userns"),
       identity,
-      runCgroups: yield* Effect.scoped(Effect.map(makeRunCgroups, (made) => made?.version)),
+      runCgroups: yield* Effect.scoped(Effect.map(makeRunCgroups, (made) =>
+        made === undefined
+          ? undefined
+          : { version: made.version, kill: made.version === 2 && existsSync(path.join(made.dir, "cgroup.kill")) })),
       workspace: workspace === undefined ? undefined : {
         dir: workspace,
         problems: Either.isLeft(identity)

@@ -45,7 +45,12 @@ export interface RunningProcess {
 export interface Spawner {
   readonly spawn: (
     command: PreparedCommand,
-    stdin: Uint8Array | undefined
+    stdin: Uint8Array | undefined,
+    /**
+     * How long the whole run may take (its timeout plus the kill grace). The start is uninterruptible, so a backend
+     * that waits on another process to start the child (the spawn helper) bounds that wait by it.
+     */
+    runWithinMs?: number | undefined
   ) => Effect.Effect<RunningProcess, SpawnError, Scope.Scope>
 }
 
@@ -200,6 +205,10 @@ const outcomeOf = (
     durationMs: now - started
   }))
 
+/** The run's timeout plus its kill grace: by then it has ended, one way or the other. */
+const runWithinMs = (settings: RunSettings): number =>
+  Duration.toMillis(settings.timeout) + Duration.toMillis(settings.killGrace)
+
 /** The exit once known, shared by the run, its kill finalizer and its interruption. */
 interface ExitNote {
   exit: ProcessExit | undefined
@@ -217,17 +226,17 @@ const spawnOwned = (
   command: PreparedCommand,
   stdin: Uint8Array | undefined,
   sinks: RunCaptures["sinks"],
-  killGrace: Duration.Duration,
+  settings: RunSettings,
   note: ExitNote
 ) =>
-  Effect.uninterruptible(Effect.flatMap(spawner.spawn(command, stdin), (proc) =>
+  Effect.uninterruptible(Effect.flatMap(spawner.spawn(command, stdin, runWithinMs(settings)), (proc) =>
     Effect.zipLeft(
       Effect.map(Effect.forkScoped(Effect.interruptible(proc.output(...sinks))), (readers) => [proc, readers] as const),
       // Added after the backend's own release, so it runs first: nothing outlives the scope, whatever ends it.
       Effect.addFinalizer(() =>
         note.exit !== undefined
           ? Effect.void
-          : Effect.map(terminate(proc, killGrace), (exit) => {
+          : Effect.map(terminate(proc, settings.killGrace), (exit) => {
             note.exit = exit
           })
       )
@@ -276,7 +285,7 @@ export const runProcess = (
     const note: ExitNote = { exit: undefined }
     const run = Effect.scoped(
       Effect.gen(function*() {
-        const [proc, readers] = yield* spawnOwned(spawner, command, stdin, captures.sinks, settings.killGrace, note)
+        const [proc, readers] = yield* spawnOwned(spawner, command, stdin, captures.sinks, settings, note)
         hooks.onStarted?.(proc.pid)
         const { exit, timeoutKind } = yield* awaitEnd(proc, settings, captures.activity)
         note.exit = exit

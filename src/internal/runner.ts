@@ -68,7 +68,7 @@ export const plainPolicy: Policy = {
 }
 
 const adapted = (spawner: Spawner, adapt: PreparedRun["adapt"]): Spawner =>
-  adapt === undefined ? spawner : { spawn: (command, stdin) => Effect.map(spawner.spawn(command, stdin), adapt) }
+  adapt === undefined ? spawner : { spawn: (command, stdin, within) => Effect.map(spawner.spawn(command, stdin, within), adapt) }
 
 /** This process's cwd, or `undefined` when it has been deleted (`process.cwd()` then throws ENOENT). */
 export const hostCwd = (): string | undefined => {

@@ -8,21 +8,32 @@
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Exit from "effect/Exit"
 import * as FiberId from "effect/FiberId"
 import * as Option from "effect/Option"
-import type * as Scope from "effect/Scope"
+import * as Scope from "effect/Scope"
 import { type ChildProcess, spawn } from "node:child_process"
-import { mkdtempSync, rmSync } from "node:fs"
+import { existsSync, mkdtempSync, rmSync } from "node:fs"
 import { createServer, type Server } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+import { fileURLToPath } from "node:url"
 import { SpawnError } from "./errors.js"
 import type { Spawner } from "./engine.js"
 import { killGroup, makeNodeSpawner, spawnFailure } from "./nodeSpawner.js"
 import type { PreparedCommand } from "./prepared.js"
-import { helperSource } from "./spawnHelper/helperMain.js"
-import { type Exec, forget, makeTable, onReply, runningOf, type StartFailure, type Table } from "./spawnHelper/table.js"
+import {
+  EXIT_REPORT_WITHIN_MS,
+  type Exec,
+  forget,
+  makeTable,
+  onReply,
+  runningOf,
+  type StartFailure,
+  type Table
+} from "./spawnHelper/table.js"
 
 /**
  * `makeAdaptiveSpawner` spawns directly below this host RSS. Measured through the runner (`BENCH_ONLY=mem npm run
@@ -37,7 +48,7 @@ export const DEFAULT_RSS_THRESHOLD_BYTES = 128 * 1024 * 1024
 /** How long closing waits for the helper to exit after the disconnect, and again after a SIGKILL. */
 const HELPER_EXIT_WAIT = Duration.seconds(2)
 
-/** How long the first direct spawn after the helper died waits to learn how it ended, for the warning. */
+/** How long the replacement of a lost helper waits to learn how it ended, for the warning. */
 const HELPER_STATUS_WAIT = Duration.millis(100)
 
 /** Longest Unix socket path Linux takes is 107 bytes; the socket sits two levels below the temp dir. */
@@ -45,22 +56,37 @@ const MAX_SOCKET_PATH = 100
 
 /** The helper spawner, plus what tests watch. */
 export interface HelperSpawner extends Spawner {
-  /** Pid of the helper process. */
+  /** Pid of the current helper process (a lost helper's replacement has another). */
   readonly helperPid: number
-  /** The private (0700) directory holding the host's socket; removed when the scope closes. */
+  /** The private (0700) directory holding the current helper's host socket; removed with its helper. */
   readonly socketDir: string
-  /** False once the helper has gone: spawns then go straight through `node:child_process`. */
+  /** False from the moment the current helper is lost until the next spawn starts its replacement. */
   readonly alive: () => boolean
-  /** Output connections the host dropped (a wrong token, an id not in flight, no header in time). */
+  /** Helpers started so far (the first, and one per replacement). */
+  readonly started: () => number
+  /** Output connections the host dropped (a wrong token, an id not in flight, no header in time), every helper's. */
   readonly rejectedConnections: () => number
 }
 
 const helperStartError = (message: string) =>
   new SpawnError({ reason: "Unknown", command: process.execPath, cwd: process.cwd(), message })
 
-/** The helper reports the Node error's code and message; the mapping is the direct spawner's. */
+/**
+ * The helper reports the Node error's code and message; the mapping is the direct spawner's. A start the helper was
+ * lost before answering is `HelperLost`: nothing of it runs (the helper's children die with it), and it is not
+ * retried, since the child may have run.
+ */
 const startFailure = (command: PreparedCommand, failure: StartFailure) =>
-  spawnFailure(command, Object.assign(new Error(failure.message), { code: failure.code }))
+  failure.lost === true
+    ? Effect.fail(
+      new SpawnError({
+        reason: "HelperLost",
+        command: command.argv[0],
+        cwd: command.cwd,
+        message: `the run's start was lost: ${failure.message}`
+      })
+    )
+    : spawnFailure(command, Object.assign(new Error(failure.message), { code: failure.code }))
 
 /** Socket directories of the layers still open: removed if the host exits without closing them. */
 const openDirs = new Set<string>()
@@ -68,7 +94,7 @@ const removeOpenDirs = () => {
   for (const dir of openDirs) rmSync(dir, { recursive: true, force: true })
 }
 
-/** A private directory for the socket (mkdtemp makes it 0700). */
+/** A private directory for the socket (mkdtemp makes it 0700), one per helper. */
 const socketDirectory = Effect.acquireRelease(
   Effect.try({
     try: () => {
@@ -110,6 +136,23 @@ const listen = (socketPath: string, table: Table) =>
 const helperEnv = (): NodeJS.ProcessEnv =>
   Object.fromEntries(Object.entries(process.env).filter(([name]) => name !== "NODE_OPTIONS"))
 
+/**
+ * The helper's program, beside this module wherever it runs: src/internal (the tests), dist/internal (the library),
+ * or, in the bin's bundle, where `import.meta.url` is the bundle's own URL, dist/bin (bench/build-bin.mjs copies it).
+ * Read when a helper starts, not at import: a bundle with no `import.meta.url` (CommonJS) then only loses the helper.
+ */
+export const helperProgram = (): string | undefined => {
+  try {
+    const program = fileURLToPath(new URL("./spawnHelper/native-runner-spawn-helper.mjs", import.meta.url))
+    return existsSync(program) ? program : undefined
+  } catch {
+    return undefined
+  }
+}
+
+const PROGRAM_MISSING = "the spawn helper's program (spawnHelper/native-runner-spawn-helper.mjs and helperProgram.mjs, " +
+  "beside the module that starts it) is not there; a bundle must copy them (see the README, \"Bundling\")"
+
 interface Helper {
   readonly child: ChildProcess
   readonly exited: Deferred.Deferred<void>
@@ -117,9 +160,11 @@ interface Helper {
 
 const startHelper = (socketPath: string, table: Table) =>
   Effect.async<Helper, SpawnError>((resume) => {
+    const program = helperProgram()
+    if (program === undefined) return resume(Effect.fail(helperStartError(PROGRAM_MISSING)))
     let child: ChildProcess
     try {
-      child = spawn(process.execPath, ["-e", helperSource(socketPath)], {
+      child = spawn(process.execPath, [program, socketPath], {
         stdio: ["ignore", "inherit", "inherit", "ipc"],
         serialization: "advanced",
         // Its own process group: a terminal's Ctrl-C reaches the host, which decides; the helper leaves with the host.
@@ -168,10 +213,17 @@ const stopHelper = (table: Table) => ({ child, exited }: Helper) =>
     yield* Effect.timeoutOption(Deferred.await(exited), HELPER_EXIT_WAIT)
   })
 
-const viaHelper = (table: Table): Spawner["spawn"] => (command, stdin) =>
+/**
+ * After the engine's run bound (timeout + kill grace), a start still unanswered gets as long as a kill's exit report
+ * (`EXIT_REPORT_WITHIN_MS`): a helper that has said nothing by then is stopped or wedged.
+ */
+const viaHelper = (table: Table): Spawner["spawn"] => (command, stdin, runWithinMs) =>
   Effect.map(
     Effect.acquireRelease(
-      Effect.catchAll(table.request(command, stdin), (failure) => startFailure(command, failure)),
+      Effect.catchAll(
+        table.request(command, stdin, runWithinMs === undefined ? undefined : runWithinMs + EXIT_REPORT_WITHIN_MS),
+        (failure) => startFailure(command, failure)
+      ),
       (exec: Exec) =>
         Effect.sync(() => {
           if (!exec.exitKnown) killGroup(exec.pid, "SIGKILL")
@@ -184,53 +236,120 @@ const viaHelper = (table: Table): Spawner["spawn"] => (command, stdin) =>
 /** Options of `makeHelperSpawnerWith`. */
 export interface HelperOptions {
   /**
-   * How long the helper may take to start a child (default 30 seconds). A helper that does not answer in time is
-   * taken for stuck (stopped, or wedged): it is killed, that start fails, and later spawns go direct.
+   * How long the helper may take to start a child (default 30 seconds; an exec's own timeout + kill grace + 2 s when
+   * that is shorter). A helper that does not answer in time is taken for stuck (stopped, or wedged): it is killed,
+   * that start fails with `HelperLost`, and the next spawn starts a new helper.
    */
   readonly answerWithin?: Duration.DurationInput | undefined
 }
 
 const DEFAULT_ANSWER_WITHIN = Duration.seconds(30)
 
+/** More helpers lost than this within `LOSS_WINDOW_MS` and the layer stops replacing them: it spawns directly. */
+const MAX_LOSSES = 3
+const LOSS_WINDOW_MS = 60_000
+
+/** One helper with its socket directory, listening socket and table of execs, in a scope of its own. */
+interface Generation {
+  readonly dir: string
+  readonly table: Table
+  readonly helper: Helper
+  readonly scope: Scope.CloseableScope
+  readonly spawn: Spawner["spawn"]
+}
+
+const startGeneration = (layer: Scope.Scope, answerWithinMs: number): Effect.Effect<Generation, SpawnError> =>
+  Effect.flatMap(Scope.fork(layer, ExecutionStrategy.sequential), (scope) =>
+    Effect.gen(function*() {
+      const dir = yield* socketDirectory
+      const socketPath = join(dir, "host.sock")
+      const table = makeTable(answerWithinMs)
+      yield* listen(socketPath, table)
+      const helper = yield* Effect.acquireRelease(startHelper(socketPath, table), stopHelper(table))
+      return { dir, table, helper, scope, spawn: viaHelper(table) }
+    }).pipe(
+      Scope.extend(scope),
+      Effect.onError(() => Scope.close(scope, Exit.void))
+    ))
+
+/** How a lost helper ended, for the warning: "exit" comes just after "disconnect", so it gets a moment. */
+const statusOf = (helper: Helper) =>
+  Effect.map(Effect.timeoutOption(Deferred.await(helper.exited), HELPER_STATUS_WAIT), () => {
+    const { exitCode, signalCode } = helper.child
+    return signalCode ?? (exitCode === null ? "still running" : `exit code ${exitCode}`)
+  })
+
 /**
  * A `Spawner` that starts every child through one helper Node process, started now in the given scope. Closing the
  * scope SIGKILLs every running group, disconnects and waits (bounded) for the helper to exit. The helper dies with the
- * host, even a SIGKILLed one, taking its children and their run cgroups with it. If the helper dies first, or reports
- * no exit within 2 s of the host's own SIGKILL (stopped, wedged: it is then killed), the execs in flight are killed
- * and fail with `SpawnError` `HelperLost` (with their output so far), and later spawns go straight through
- * `node:child_process`.
+ * host, even a SIGKILLed one, taking its children and their run cgroups with it. If the helper dies first, or goes
+ * silent (no exit report within 2 s of the host's own SIGKILL, no answer to a start within the run's bound: it is then
+ * killed), the execs in flight are killed and fail with `SpawnError` `HelperLost` (with their output so far), and the
+ * next spawn starts a new helper. After more than three losses within a minute, or a replacement that cannot start,
+ * spawns go straight through `node:child_process` (one warning).
  */
 export const makeHelperSpawnerWith = (
   options: HelperOptions = {}
 ): Effect.Effect<HelperSpawner, SpawnError, Scope.Scope> =>
   Effect.gen(function*() {
-    const dir = yield* socketDirectory
-    const socketPath = join(dir, "host.sock")
-    const table = makeTable(Duration.toMillis(Duration.decode(options.answerWithin ?? DEFAULT_ANSWER_WITHIN)))
-    yield* listen(socketPath, table)
-    const helper = yield* Effect.acquireRelease(startHelper(socketPath, table), stopHelper(table))
-    const direct = makeNodeSpawner()
-    let warned = false
-    const warnOnce = Effect.suspend(() => {
-      if (warned) return Effect.void
-      warned = true
-      // "exit" comes just after "disconnect": a moment's wait lets the warning say how the helper ended.
-      return Effect.flatMap(Effect.timeoutOption(Deferred.await(helper.exited), HELPER_STATUS_WAIT), () => {
-        const { exitCode, signalCode } = helper.child
-        const status = signalCode ?? (exitCode === null ? "still running" : `exit code ${exitCode}`)
-        return Effect.logWarning(`${table.gone ?? "the spawn helper is gone"} (${status}): spawning directly from now on`)
-      })
+    const layer = yield* Effect.scope
+    const answerWithinMs = Duration.toMillis(Duration.decode(options.answerWithin ?? DEFAULT_ANSWER_WITHIN))
+    let current = yield* startGeneration(layer, answerWithinMs)
+    let started = 1
+    let retiredRejections = 0
+    let direct = false
+    const losses: Array<number> = []
+    const lock = yield* Effect.makeSemaphore(1)
+    const directSpawner = makeNodeSpawner()
+
+    /** Retires the lost helper and starts the next one, or gives up on helpers (`undefined`). */
+    const replace = Effect.gen(function*() {
+      const lost = current
+      const why = lost.table.gone ?? "the spawn helper is gone"
+      const status = yield* statusOf(lost.helper)
+      yield* Scope.close(lost.scope, Exit.void)
+      retiredRejections += lost.table.rejected()
+      const now = Date.now()
+      losses.push(now)
+      while (losses.length > 0 && now - (losses[0] ?? now) > LOSS_WINDOW_MS) losses.shift()
+      const next = losses.length > MAX_LOSSES
+        ? Either.left(`${losses.length} spawn helpers lost within a minute`)
+        : Either.mapLeft(yield* Effect.either(startGeneration(layer, answerWithinMs)), (error) => error.message)
+      if (Either.isLeft(next)) {
+        direct = true
+        yield* Effect.logWarning(`${why} (${status}); ${next.left}: spawning directly from now on`)
+        return undefined
+      }
+      current = next.right
+      started++
+      yield* Effect.logWarning(`${why} (${status}): a new spawn helper (pid ${current.helper.child.pid}) takes over`)
+      return current
     })
-    const spawnViaHelper = viaHelper(table)
+    /** The helper to use now: the current one, or its replacement once it is lost; `undefined`: spawn directly. */
+    const usable: Effect.Effect<Generation | undefined> = Effect.suspend(() =>
+      direct
+        ? Effect.succeed(undefined)
+        : current.table.gone === undefined
+        ? Effect.succeed(current)
+        : lock.withPermits(1)(Effect.suspend(() =>
+          direct ? Effect.succeed(undefined) : current.table.gone === undefined ? Effect.succeed(current) : replace
+        ))
+    )
     return {
-      helperPid: helper.child.pid ?? 0,
-      socketDir: dir,
-      alive: () => table.gone === undefined,
-      rejectedConnections: table.rejected,
-      spawn: (command, stdin) =>
-        Effect.suspend(() =>
-          table.gone === undefined ? spawnViaHelper(command, stdin) : Effect.zipRight(warnOnce, direct.spawn(command, stdin))
-        )
+      get helperPid() {
+        return current.helper.child.pid ?? 0
+      },
+      get socketDir() {
+        return current.dir
+      },
+      alive: () => !direct && current.table.gone === undefined,
+      started: () => started,
+      rejectedConnections: () => retiredRejections + current.table.rejected(),
+      spawn: (command, stdin, runWithinMs) =>
+        Effect.flatMap(usable, (generation) =>
+          generation === undefined
+            ? directSpawner.spawn(command, stdin, runWithinMs)
+            : generation.spawn(command, stdin, runWithinMs))
     }
   })
 
@@ -248,7 +367,7 @@ export const makeAdaptiveSpawner = (
 ): Spawner => {
   const threshold = options.rssThresholdBytes ?? DEFAULT_RSS_THRESHOLD_BYTES
   return {
-    spawn: (command, stdin) =>
-      Effect.suspend(() => (process.memoryUsage.rss() < threshold ? direct : helper).spawn(command, stdin))
+    spawn: (command, stdin, runWithinMs) =>
+      Effect.suspend(() => (process.memoryUsage.rss() < threshold ? direct : helper).spawn(command, stdin, runWithinMs))
   }
 }

@@ -663,7 +663,7 @@ describe("doctorReport", () => {
     maxUserNamespaces: "63000",
     apparmorRestrictUserns: undefined,
     identity: Either.right(undefined),
-    runCgroups: 2,
+    runCgroups: { version: 2, kill: true },
     workspace: undefined
   }
   const status = (report: Cli.DoctorReport, check: string) => report.rows.find((row) => row.check === check)
@@ -703,9 +703,10 @@ describe("doctorReport", () => {
   it("says what teardown holds: a cgroup per run, or a warning that escapes outlive runs without one", () => {
     expect(status(Cli.doctorReport(facts), "teardown")).toMatchObject({
       status: "ok",
-      detail: expect.stringMatching(/^a cgroup per run \(v2\): setsid and double-fork escapes die with the run/)
+      detail: expect.stringMatching(/^a cgroup per run \(v2\): setsid and double-fork escapes die with the run, and with a killed host/)
     })
-    expect(status(Cli.doctorReport({ ...facts, runCgroups: 1 }), "teardown")?.detail).toMatch(/^a cgroup per run \(v1 freezer\)/)
+    expect(status(Cli.doctorReport({ ...facts, runCgroups: { version: 1, kill: false } }), "teardown")?.detail)
+      .toMatch(/^a cgroup per run \(v1 freezer\).*with a killed host, only through the spawn helper/)
     expect(status(Cli.doctorReport({ ...facts, runCgroups: undefined }), "teardown")).toMatchObject({
       status: "warn",
       detail: expect.stringMatching(/^no cgroup per run here .* outlives its run/)

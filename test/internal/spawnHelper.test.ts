@@ -1,7 +1,7 @@
 /**
  * The helper spawner (src/internal/spawnHelper.ts): the runner's behaviour suite with every exec through the helper,
- * extra descriptors, the helper's program after the transforms the project uses, and the lifecycle: a SIGKILLed host
- * leaves nothing running, a dead helper ends its execs and hands over to direct spawning, a closed scope leaves no
+ * extra descriptors, the helper as a program of its own, and the lifecycle: a SIGKILLed host
+ * leaves nothing running, a dead or stopped helper ends its execs and is replaced, a closed scope leaves no
  * directory, socket or process behind. Real processes; leftovers are found by reading /proc.
  */
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
@@ -15,14 +15,13 @@ import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as esbuild from "esbuild"
-import { type ChildProcess, spawn } from "node:child_process"
+import { type ChildProcess, spawn, spawnSync } from "node:child_process"
 import { randomInt } from "node:crypto"
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs"
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs"
 import { connect } from "node:net"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
-import { fileURLToPath, pathToFileURL } from "node:url"
-import ts from "typescript"
+import { fileURLToPath } from "node:url"
 import { makeCapture } from "../../src/internal/capture.js"
 import type { Spawner } from "../../src/internal/engine.js"
 import { makeAdaptiveSpawner, makeHelperSpawner, makeHelperSpawnerWith } from "../../src/internal/spawnHelper.js"
@@ -32,7 +31,8 @@ import { liveCommands } from "../helpers/liveCommands.js"
 import { bareRunner } from "../helpers/runner.js"
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..")
-const helperModule = path.join(repoRoot, "src/internal/spawnHelper/helperMain.ts")
+const helperDir = path.join(repoRoot, "src/internal/spawnHelper")
+const helperFiles = ["native-runner-spawn-helper.mjs", "helperProgram.mjs"]
 
 // The env scenarios need known variables in the host env the runner inherits from, which is process.env.
 Object.assign(process.env, SUITE_HOST_ENV)
@@ -253,8 +253,11 @@ describe("helper spawner", () => {
 
   it.live("a SIGKILLed host leaves neither the helper nor its children running (host bundled by esbuild)", () =>
     Effect.scoped(Effect.gen(function*() {
-      // The host as the CLI ships (esbuild, minified) and as tsx runs it (keepNames): both rewrite helperMain.
+      // The host as the bin ships it (esbuild, CommonJS, minified; keepNames as tsx runs it), with the helper's
+      // program copied beside the bundle and import.meta.url defined as the bundle's own, as bench/build-bin.mjs does.
       const hostScript = path.join(dir, "host.cjs")
+      mkdirSync(path.join(dir, "spawnHelper"), { recursive: true })
+      for (const file of helperFiles) copyFileSync(path.join(helperDir, file), path.join(dir, "spawnHelper", file))
       yield* Effect.promise(() =>
         esbuild.build({
           stdin: {
@@ -277,6 +280,8 @@ describe("helper spawner", () => {
           target: "node20",
           minify: true,
           keepNames: true,
+          define: { "import.meta.url": "__bundleUrl" },
+          banner: { js: "\"use strict\";var __bundleUrl = require(\"node:url\").pathToFileURL(__filename).href;" },
           outfile: hostScript,
           logLevel: "error"
         })
@@ -298,7 +303,7 @@ describe("helper spawner", () => {
       expect(existsSync(socketDir)).toBe(false)
     })))
 
-  it.live("the helper dying mid-run: SpawnError HelperLost with the output so far; later execs go direct (one warning)", () =>
+  it.live("the helper dying mid-run: SpawnError HelperLost with the output so far; a new helper serves later execs", () =>
     Effect.gen(function*() {
       const [warnings, logger] = warningsLogger()
       yield* Effect.scoped(Effect.gen(function*() {
@@ -327,13 +332,16 @@ describe("helper spawner", () => {
         // Its processes were killed: nothing of it is left.
         expect(yield* waitUntil(() => pidsWithArg(arg).length === 0, 2000)).toBe(true)
         expect(helper.alive()).toBe(false)
+        const lostPid = helper.helperPid
         for (const word of ["still", "works"]) {
-          const next = yield* runner.exec({ argv: ["echo", word] })
-          expect(text(next.stdout)).toBe(`${word}\n`)
+          const next = yield* runner.exec({ argv: ["sh", "-c", "echo $0 $PPID", word] })
+          // Started by the new helper (its parent), not by this process.
+          expect(text(next.stdout)).toBe(`${word} ${helper.helperPid}\n`)
         }
+        expect([helper.alive(), helper.started(), helper.helperPid === lostPid]).toEqual([true, 2, false])
       })).pipe(Effect.provide(logger))
       expect(warnings).toHaveLength(1)
-      expect(warnings[0]).toMatch(/spawn helper went away.*SIGKILL.*spawning directly/)
+      expect(warnings[0]).toMatch(/spawn helper went away \(SIGKILL\): a new spawn helper \(pid \d+\) takes over/)
     }))
 
   it.live("a helper stopped (SIGSTOP) during a run: the run ends by timeout + grace + the exit-report bound, HelperLost", () =>
@@ -366,51 +374,88 @@ describe("helper spawner", () => {
         expect(elapsed).toBeLessThan(2_000 + 300 + 2_000 + 1_500)
         expect(yield* waitUntil(() => pidsWithArg(arg).length === 0, 2000)).toBe(true)
         expect(yield* waitUntil(() => isGone(helper.helperPid), 5000), "the stopped helper was killed").toBe(true)
-        const next = yield* runner.exec({ argv: ["echo", "next"] })
-        expect(text(next.stdout)).toBe("next\n")
+        const next = yield* runner.exec({ argv: ["sh", "-c", "echo next $PPID"] })
+        expect(text(next.stdout)).toBe(`next ${helper.helperPid}\n`)
+        expect(helper.started()).toBe(2)
       })).pipe(Effect.provide(logger))
-      expect(warnings).toEqual([expect.stringMatching(/did not report the exit.*spawning directly/)])
+      expect(warnings).toEqual([expect.stringMatching(/did not report the exit.*a new spawn helper .* takes over/)])
     }), { timeout: 30_000 })
 
-  it.live("a helper that stops answering is killed: that start fails, later spawns go direct", () =>
+  it.live("a helper that stops answering is killed: that start fails HelperLost, a new helper serves the next", () =>
     Effect.gen(function*() {
       const [warnings, logger] = warningsLogger()
       yield* Effect.scoped(Effect.gen(function*() {
         const helper = yield* makeHelperSpawnerWith({ answerWithin: "500 millis" })
-        process.kill(helper.helperPid, "SIGSTOP")
+        const stopped = helper.helperPid
+        process.kill(stopped, "SIGSTOP")
         const failure = yield* Effect.flip(Effect.scoped(helper.spawn({ argv: ["true"], cwd: dir, env }, undefined)))
-        expect(failure).toMatchObject({ reason: "Unknown", message: expect.stringMatching(/did not answer in 500 ms/) })
-        expect(yield* waitUntil(() => isGone(helper.helperPid), 5000)).toBe(true)
+        expect(failure).toMatchObject({ reason: "HelperLost", message: expect.stringMatching(/did not answer in 500 ms/) })
+        expect(yield* waitUntil(() => isGone(stopped), 5000)).toBe(true)
         const proc = yield* helper.spawn({ argv: ["true"], cwd: dir, env }, undefined)
         expect(yield* proc.exit).toEqual({ code: 0, signal: null })
+        expect([helper.started(), helper.alive(), isGone(helper.helperPid)]).toEqual([2, true, false])
       })).pipe(Effect.provide(logger))
-      expect(warnings).toEqual([expect.stringMatching(/did not answer in 500 ms.*spawning directly/)])
+      expect(warnings).toEqual([expect.stringMatching(/did not answer in 500 ms.*a new spawn helper .* takes over/)])
     }))
 
-  it.live("the helper's program runs from its text after tsc and after esbuild with keepNames and minify", () =>
+  it.live("a helper stopped before it starts the run: the exec ends by timeout + grace + 2 s (not answerWithin), HelperLost", () =>
     Effect.gen(function*() {
-      const source = readFileSync(helperModule, "utf8")
-      const outputs = {
-        tsc: ts.transpileModule(source, {
-          compilerOptions: { target: ts.ScriptTarget.ES2022, module: ts.ModuleKind.ESNext, verbatimModuleSyntax: true }
-        }).outputText,
-        esbuild: (yield* Effect.promise(() =>
-          esbuild.transform(source, { loader: "ts", format: "esm", target: "node20", keepNames: true, minify: true })
-        )).code
-      }
-      for (const [name, code] of Object.entries(outputs)) {
-        const file = path.join(dir, `helperMain.${name}.mjs`)
-        writeFileSync(file, code)
-        const module: unknown = yield* Effect.promise(() => import(pathToFileURL(file).href))
-        const helperSource = typeof module === "object" && module !== null && "helperSource" in module
-          ? module.helperSource
-          : undefined
-        if (typeof helperSource !== "function") return yield* Effect.die(`${name}: no helperSource`)
-        // No host socket: a request must come back as a failed start, which exercises the whole request path.
-        const reply = yield* askHelper(String(helperSource(path.join(dir, "no-such.sock"))))
-        expect(reply, name).toMatchObject({ k: "failed", id: 7, message: expect.stringMatching(/no connection/) })
-      }
+      const [warnings, logger] = warningsLogger()
+      yield* Effect.scoped(Effect.gen(function*() {
+        // The default answerWithin (30 s) would be the only bound before: the exec's own bound is 1 s + 300 ms + 2 s.
+        const helper = yield* makeHelperSpawner
+        const runner = yield* bareRunner(helper, { killGrace: "300 millis" })
+        const stopped = helper.helperPid
+        process.kill(stopped, "SIGSTOP")
+        const started = Date.now()
+        const error = yield* Effect.flip(runner.exec({ argv: ["echo", "never"], timeout: "1 second" })).pipe(
+          Effect.timeout(Duration.seconds(20))
+        )
+        const elapsed = Date.now() - started
+        expect(error).toMatchObject({ _tag: "SpawnError", reason: "HelperLost" })
+        expect(error.message).toMatch(/did not answer in 3300 ms/)
+        expect(elapsed).toBeGreaterThanOrEqual(3_200)
+        expect(elapsed).toBeLessThan(3_300 + 2_000)
+        expect(yield* waitUntil(() => isGone(stopped), 5000), "the stopped helper was killed").toBe(true)
+        const next = yield* runner.exec({ argv: ["echo", "next"] })
+        expect(text(next.stdout)).toBe("next\n")
+      })).pipe(Effect.provide(logger))
+      expect(warnings).toEqual([expect.stringMatching(/did not answer in 3300 ms.*a new spawn helper .* takes over/)])
+    }), { timeout: 30_000 })
+
+  it.live("helpers that keep dying are replaced three times a minute; after the fourth loss spawns go direct", () =>
+    Effect.gen(function*() {
+      const [warnings, logger] = warningsLogger()
+      yield* Effect.scoped(Effect.gen(function*() {
+        const helper = yield* makeHelperSpawner
+        for (let loss = 1; loss <= 4; loss++) {
+          const pid = helper.helperPid
+          process.kill(pid, "SIGKILL")
+          expect(yield* waitUntil(() => !helper.alive(), 5000)).toBe(true)
+          const proc = yield* Effect.scoped(Effect.flatMap(helper.spawn({ argv: ["true"], cwd: dir, env }, undefined), (p) => p.exit))
+          expect(proc).toEqual({ code: 0, signal: null })
+        }
+        expect([helper.started(), helper.alive()]).toEqual([4, false])
+      })).pipe(Effect.provide(logger))
+      expect(warnings.slice(0, 3)).toEqual(Array.from({ length: 3 }, () => expect.stringMatching(/takes over/)))
+      expect(warnings[3]).toMatch(/4 spawn helpers lost within a minute: spawning directly from now on/)
+      expect(warnings).toHaveLength(4)
     }))
+
+  it.live("the helper is a program of its own: started by path, a short command line that names it", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const helper = yield* makeHelperSpawner
+      const cmdline = cmdlineOf(String(helper.helperPid)).filter((arg) => arg !== "")
+      expect(cmdline).toEqual([process.execPath, path.join(helperDir, "native-runner-spawn-helper.mjs"), path.join(helper.socketDir, "host.sock")])
+      // The function text it replaced was about 3 KB.
+      expect(cmdline.join(" ").length).toBeLessThan(300)
+      // Started by hand with no host socket: a request comes back as a failed start (the whole request path), and
+      // the program refuses to run without its IPC channel.
+      const reply = yield* askHelper(path.join(dir, "no-such.sock"))
+      expect(reply).toMatchObject({ k: "failed", id: 7, message: expect.stringMatching(/no connection/) })
+      const alone = spawnSync(process.execPath, [path.join(helperDir, "native-runner-spawn-helper.mjs")], { encoding: "utf8" })
+      expect([alone.status, alone.stderr]).toEqual([64, expect.stringMatching(/started by effect-native-runner only/)])
+    })))
 })
 
 describe("adaptive spawner", () => {
@@ -456,10 +501,10 @@ const firstLine = (child: ChildProcess) =>
     child.once("exit", (code, signal) => resume(Effect.fail(new Error(`host exited (${code ?? signal}): ${seen}`))))
   }).pipe(Effect.timeout(Duration.seconds(20)))
 
-/** Starts a helper from `source`, sends it one request and returns the first reply; then disconnects. */
-const askHelper = (source: string) =>
+/** Starts the helper's program for `socketPath`, sends it one request and returns the first reply; then disconnects. */
+const askHelper = (socketPath: string) =>
   Effect.async<unknown, Error>((resume) => {
-    const child = spawn(process.execPath, ["-e", source], {
+    const child = spawn(process.execPath, [path.join(helperDir, "native-runner-spawn-helper.mjs"), socketPath], {
       stdio: ["ignore", "inherit", "inherit", "ipc"],
       serialization: "advanced"
     })

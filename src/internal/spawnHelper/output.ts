@@ -1,6 +1,6 @@
 /**
  * The output connections of the helper protocol: the helper opens one per stream of each exec, starting with a header
- * (./helperMain.ts); the host routes it by that header to the exec's stream and feeds it into its capture.
+ * (./helperProgram.mjs); the host routes it by that header to the exec's stream and feeds it into its capture.
  */
 import type { Socket } from "node:net"
 import type { Capture } from "../capture.js"

@@ -1,5 +1,5 @@
 /**
- * The messages the spawn helper (./helperMain.ts) and the host exchange. Per exec: one IPC request
+ * The messages the spawn helper (./helperProgram.mjs) and the host exchange. Per exec: one IPC request
  * (`HelperRequest`); the helper opens two connections to the host's Unix socket, each starting with a 21-byte header
  * (exec id as uint32 BE, then 1 for stdout or 2 for stderr, then the exec's 16-byte token), and starts the child with
  * those sockets as its stdout

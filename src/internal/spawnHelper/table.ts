@@ -14,10 +14,15 @@ import { randomBytes, timingSafeEqual } from "node:crypto"
 import { type HelperRequest, isReply, TOKEN_BYTES } from "./protocol.js"
 import { emptyStream, type OutputStream, pipeInto, route } from "./output.js"
 
-/** What the helper reported about a failed start: Node's errno code, and the error as text. */
+/**
+ * What the helper reported about a failed start: Node's errno code, and the error as text. `lost`: the helper went
+ * away (died, or was killed as stuck) before it answered, so the start's fate is unknown and whatever it started was
+ * killed with it.
+ */
 export interface StartFailure {
   readonly code: string | undefined
   readonly message: string
+  readonly lost?: boolean | undefined
 }
 
 /** One exec in flight: from the request until its spawn scope is released (or the start failed). */
@@ -45,7 +50,7 @@ export interface Channel {
   readonly send: (request: HelperRequest) => void
   /** Keeps the event loop alive (the IPC channel referenced) while execs are in flight, as a child's pipes would. */
   readonly hold: (held: boolean) => void
-  /** Ends a helper that left a request unanswered for `answerWithinMs`: everything goes direct after that. */
+  /** Ends a helper that left a request unanswered in time (or an exit unreported): the next spawn replaces it. */
   readonly stuck: () => void
 }
 
@@ -54,8 +59,15 @@ export interface Table {
   /** Why the helper can no longer be used; `undefined` while it can. */
   gone: string | undefined
   readonly attach: (channel: Channel) => void
-  /** Sends one exec to the helper; succeeds once it has started the child. */
-  readonly request: (command: PreparedCommand, stdin: Uint8Array | undefined) => Effect.Effect<Exec, StartFailure>
+  /**
+   * Sends one exec to the helper; succeeds once it has started the child. `answerWithinMs`: how long the helper may
+   * take to answer this request before it is taken for stuck (the table's bound when not given, or when smaller).
+   */
+  readonly request: (
+    command: PreparedCommand,
+    stdin: Uint8Array | undefined,
+    answerWithinMs?: number | undefined
+  ) => Effect.Effect<Exec, StartFailure>
   /** Reads the header of a new output connection and hands the connection to its exec. */
   readonly accept: (socket: Socket) => void
   /**
@@ -144,7 +156,7 @@ export const EXIT_REPORT_WITHIN_MS = 2_000
 
 /**
  * After a SIGKILL the host sent itself, waits `EXIT_REPORT_WITHIN_MS` for the helper's exit report; without it the
- * helper is taken for lost: killed, the exec (and every other in flight) settled as lost, later spawns go direct.
+ * helper is taken for lost: killed, the exec (and every other in flight) settled as lost; the next spawn replaces it.
  */
 const watchKill = (table: Table, exec: Exec) => {
   if (exec.exitKnown || exec.killWatch !== undefined) return
@@ -216,7 +228,7 @@ const sendRequest = (
   exec.watchdog = setTimeout(() => {
     table.goneAway(`the spawn helper did not answer in ${answerWithinMs} ms and was killed`, true)
     table.channel.stuck()
-  }, answerWithinMs)
+  }, Math.min(answerWithinMs, MAX_TIMER_MS))
   // Not a reason to keep the host alive: the channel is held while the request is in flight.
   exec.watchdog.unref()
   try {
@@ -273,9 +285,12 @@ const goneAway = (table: Table, why: string, lost: boolean) => {
     }
     const answer = answered(exec)
     forget(table, exec)
-    answer?.(Effect.fail({ code: undefined, message: `${why} before the start` }))
+    answer?.(Effect.fail({ code: undefined, message: `${why} before the start`, lost }))
   }
 }
+
+/** Node fires a timer of more than 2^31 - 1 ms at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1
 
 /** `answerWithinMs`: how long the helper may take to answer a request before it is taken for stuck and killed. */
 export const makeTable = (answerWithinMs: number): Table => {
@@ -289,10 +304,11 @@ export const makeTable = (answerWithinMs: number): Table => {
     attach: (channel) => {
       table.channel = channel
     },
-    request: (command, stdin) =>
+    request: (command, stdin, within) =>
       Effect.async<Exec, StartFailure>((resume) => {
         nextId = (nextId + 1) >>> 0
-        return sendRequest(table, makeExec(nextId, command, resume), stdin, answerWithinMs, resume)
+        const bound = within === undefined ? answerWithinMs : Math.min(answerWithinMs, within)
+        return sendRequest(table, makeExec(nextId, command, resume), stdin, bound, resume)
       }),
     accept: (socket) => {
       sockets.add(socket)

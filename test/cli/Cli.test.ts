@@ -658,6 +658,14 @@ describe.runIf(sandboxUsable || inCI)("native-runner run --sandbox bwrap (in-pro
 })
 
 describe.concurrent("native-runner bin (node dist/bin.js, the bundle)", () => {
+  it.live("the bundle finds the spawn helper's program beside it: doctor's library layer starts it without a warning", () =>
+    Effect.gen(function*() {
+      // doctor builds a default layerNode (spawn helper "always"); a helper it cannot start is a warning on stderr.
+      expect(existsSync(path.join(path.dirname(BIN), "bin", "spawnHelper", "native-runner-spawn-helper.mjs"))).toBe(true)
+      const result = yield* bin(["doctor"])
+      expect([result.exitCode, result.err]).toStrictEqual([0, ""])
+    }))
+
   it.live("run -- sh -c ...: the child's options are not ours; its exit code is ours", () =>
     Effect.gen(function*() {
       const result = yield* bin(["run", "--", "sh", "-c", "echo \"$@\"; exit 3", "sh", "-c", "--foo", "--json", "--help"])

@@ -16,9 +16,9 @@ import { pool, roundRobin, scaled, timed } from "./lib/harness.js"
 import { freePort, startPostgres } from "./lib/postgres.js"
 import { fmt, median } from "./lib/stats.js"
 
-const startWorker = async (bin: string, url: string) => {
+const startWorker = async (bin: string, url: string, fleetDir: string) => {
   const [listen, health] = [await freePort(), await freePort()]
-  const child = spawn(process.execPath, [bin, "worker", "--listen", `127.0.0.1:${listen}`, "--health", `127.0.0.1:${health}`], {
+  const child = spawn(process.execPath, [bin, "worker", "--listen", `127.0.0.1:${listen}`, "--fleet-dir", fleetDir, "--health", `127.0.0.1:${health}`], {
     env: { PATH: process.env["PATH"] ?? "/usr/bin:/bin", NATIVE_RUNNER_DATABASE_URL: url },
     stdio: ["ignore", "ignore", "inherit"]
   })
@@ -49,9 +49,11 @@ export const fleetScenario = async (options: { readonly repoRoot: string }) => {
   try {
     execFileSync(process.execPath, [path.join(options.repoRoot, "bench", "build-bin.mjs"), "--outdir", path.join(tmp, "dist")])
     const bin = path.join(tmp, "dist", "bin.js")
-    workers.push(await startWorker(bin, pg.url))
+    const fleetDir = path.join(tmp, "fleet")
+    execFileSync(process.execPath, [bin, "fleet", "init", fleetDir], { stdio: "ignore" })
+    workers.push(await startWorker(bin, pg.url, fleetDir))
     const local = ManagedRuntime.make(NativeRunner.layerNode())
-    const remote = ManagedRuntime.make(NativeRunnerCluster.layerClient({ databaseUrl: pg.url, tenant: "bench" }))
+    const remote = ManagedRuntime.make(NativeRunnerCluster.layerClient({ databaseUrl: pg.url, fleetDir, tenant: "bench" }))
     const exec = (runtime: typeof local | typeof remote) => () =>
       runtime.runPromise(Effect.flatMap(NativeRunner.exec({ argv: ["/bin/true"] }), (r) =>
         r.exitCode === 0 ? Effect.void : Effect.dieMessage(`exit ${r.exitCode}`)))
@@ -68,7 +70,7 @@ export const fleetScenario = async (options: { readonly repoRoot: string }) => {
     }
     const localRate = await throughput(exec(local))
     const oneWorker = await throughput(exec(remote))
-    workers.push(await startWorker(bin, pg.url))
+    workers.push(await startWorker(bin, pg.url, fleetDir))
     // Let the shards rebalance onto the second worker (assignments refresh every second).
     await new Promise((resolve) => setTimeout(resolve, 5_000))
     for (let i = 0; i < 50; i++) await exec(remote)()

@@ -116,9 +116,15 @@ export const layerMemory = <E>(
   return layerClientWith(options.client).pipe(Layer.provide(Layer.provideMerge(worker, cluster)), Layer.provide(claims))
 }
 
-/** How to reach the fleet's PostgreSQL. The URL is kept `Redacted`: it never reaches an error message or a log. */
+/**
+ * How to reach the fleet: its PostgreSQL (the URL is kept `Redacted`: it never reaches an error message or a log), and
+ * the fleet directory holding this member's certificate and key and the fleet's CA (`native-runner fleet init`):
+ * every connection between members is mutually authenticated TLS 1.3, and nothing without a certificate from the
+ * fleet's CA gets an answer from a worker.
+ */
 export interface DatabaseOptions {
   readonly databaseUrl: Postgres.DatabaseUrl
+  readonly fleetDir: string
 }
 
 /**
@@ -131,8 +137,8 @@ export interface DatabaseOptions {
 export const layerClient = (
   options: ClientOptions & DatabaseOptions
 ): Layer.Layer<NativeRunner.NativeRunner, NativeRunnerError> => {
-  const { databaseUrl, ...client } = options
-  return layerClientWith(client).pipe(Layer.provide(Postgres.clientCluster(databaseUrl)))
+  const { databaseUrl, fleetDir, ...client } = options
+  return layerClientWith(client).pipe(Layer.provide(Postgres.clientCluster(databaseUrl, fleetDir)))
 }
 
 /** Where a worker listens for other runners and clients, and (optionally) serves health and metrics. */
@@ -159,10 +165,11 @@ export const migrate = Postgres.migrate
 export const layerWorker = (
   options: WorkerOptions & DatabaseOptions & WorkerAddress
 ): Layer.Layer<never, NativeRunnerError> => {
-  const { databaseUrl, listen, health, runner, local, ...worker } = options
+  const { databaseUrl, fleetDir, listen, health, runner, local, ...worker } = options
   return Layer.unwrapEffect(Effect.map(decode(WorkerOptions, worker), (decoded) =>
     Postgres.workerLayer({
       databaseUrl,
+      fleetDir,
       listen,
       health,
       grace: decoded.grace,

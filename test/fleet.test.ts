@@ -17,6 +17,7 @@ import * as NativeRunner from "../src/NativeRunner.js"
 import * as NativeRunnerCluster from "../src/NativeRunnerCluster.js"
 import { freePort, postgresBin, startPostgres, type TestPostgres } from "../bench/lib/postgres.js"
 import { isAlive } from "./helpers/escape.js"
+import { attack, type Transport } from "./helpers/fleetAttack.js"
 
 const ROOT = path.dirname(path.dirname(fileURLToPath(import.meta.url)))
 const inCI = process.env["CI"] === "true"
@@ -29,6 +30,7 @@ const text = (bytes: Uint8Array) => decoder.decode(bytes)
 interface Worker {
   readonly process: ChildProcess
   readonly pid: number
+  readonly listen: number
   readonly health: number
   log: string
 }
@@ -37,15 +39,16 @@ let tmp = ""
 let pg: TestPostgres
 let pgStopped = false
 let BIN = ""
+let FLEET = ""
 const workers: Array<Worker> = []
 
 const startWorker = async (): Promise<Worker> => {
   const [listen, health] = [await freePort(), await freePort()]
   const child = spawn(process.execPath, [
-    BIN, "worker", "--listen", `127.0.0.1:${listen}`, "--health", `127.0.0.1:${health}`, "--grace", "5s",
+    BIN, "worker", "--listen", `127.0.0.1:${listen}`, "--fleet-dir", FLEET, "--health", `127.0.0.1:${health}`, "--grace", "5s",
     "--audit-log", path.join(tmp, `audit-${listen}.jsonl`)
   ], { env: { PATH: process.env["PATH"] ?? "/usr/bin:/bin", NATIVE_RUNNER_DATABASE_URL: pg.url }, stdio: ["ignore", "pipe", "pipe"] })
-  const worker: Worker = { process: child, pid: child.pid ?? -1, health, log: "" }
+  const worker: Worker = { process: child, pid: child.pid ?? -1, listen, health, log: "" }
   child.stdout?.on("data", (chunk: Buffer) => (worker.log += chunk.toString()))
   child.stderr?.on("data", (chunk: Buffer) => (worker.log += chunk.toString()))
   workers.push(worker)
@@ -105,13 +108,16 @@ const workerOf = (pid: number): Worker | undefined => {
 
 const lines = (file: string) => (existsSync(file) ? readFileSync(file, "utf8").split("\n").filter((l) => l !== "") : [])
 
-const client = (tenant: string, spread = 16) => NativeRunnerCluster.layerClient({ databaseUrl: pg.url, tenant, spread })
+const client = (tenant: string, spread = 16) =>
+  NativeRunnerCluster.layerClient({ databaseUrl: pg.url, fleetDir: FLEET, tenant, spread })
 
 describe.runIf(runs)("the fleet on PostgreSQL (3 workers, CLI and library clients)", () => {
   beforeAll(async () => {
     tmp = mkdtempSync(path.join(tmpdir(), "enr-fleet-"))
     execFileSync(process.execPath, [path.join(ROOT, "bench", "build-bin.mjs"), "--outdir", path.join(tmp, "dist")])
     BIN = path.join(tmp, "dist", "bin.js")
+    FLEET = path.join(tmp, "fleet")
+    execFileSync(process.execPath, [BIN, "fleet", "init", FLEET], { stdio: "ignore" })
     pg = await startPostgres()
     // Started together on an empty database: schema creation must not race.
     const started = await Promise.all([startWorker(), startWorker(), startWorker()])
@@ -131,16 +137,16 @@ describe.runIf(runs)("the fleet on PostgreSQL (3 workers, CLI and library client
   })
 
   it("run --cluster: the remote command's stdout, stderr and exit code, as a local run", async () => {
-    const ran = await cli(["run", "--cluster", pg.url, "--", "sh", "-c", "printf out; printf err >&2; exit 7"])
+    const ran = await cli(["run", "--fleet-dir", FLEET, "--cluster", pg.url, "--", "sh", "-c", "printf out; printf err >&2; exit 7"])
     expect(ran).toMatchObject({ code: 7, out: "out", err: "err" })
-    const env = await cli(["run", "--cluster", "env", "--", "sh", "-c", "echo ok"], { NATIVE_RUNNER_DATABASE_URL: pg.url })
+    const env = await cli(["run", "--fleet-dir", FLEET, "--cluster", "env", "--", "sh", "-c", "echo ok"], { NATIVE_RUNNER_DATABASE_URL: pg.url })
     expect(env).toMatchObject({ code: 0, out: "ok\n" })
   })
 
   it("run --cluster --timeout: exit 124 and the timeout notice, the remote tree killed", async () => {
     const marker = path.join(tmp, "timeout-marker")
     const ran = await cli([
-      "run", "--cluster", pg.url, "--timeout", "500ms", "--kill-grace", "200ms", "--",
+      "run", "--fleet-dir", FLEET, "--cluster", pg.url, "--timeout", "500ms", "--kill-grace", "200ms", "--",
       "sh", "-c", `echo $$ > ${marker}; sleep 30`
     ])
     expect(ran.code).toBe(124)
@@ -151,7 +157,7 @@ describe.runIf(runs)("the fleet on PostgreSQL (3 workers, CLI and library client
   })
 
   it("a password on the command line is refused before anything is sent (exit 2), and never echoed", async () => {
-    const ran = await cli(["run", "--cluster", "postgres://runner:hunter2@127.0.0.1:1/x", "--", "true"])
+    const ran = await cli(["run", "--fleet-dir", FLEET, "--cluster", "postgres://runner:hunter2@127.0.0.1:1/x", "--", "true"])
     expect(ran.code).toBe(2)
     expect(ran.err).toMatch(/password on the command line/)
     expect(ran.err).not.toMatch(/hunter2/)
@@ -185,7 +191,7 @@ describe.runIf(runs)("the fleet on PostgreSQL (3 workers, CLI and library client
     const [a, b] = await Effect.runPromise(Effect.all([once, once]).pipe(Effect.provide(client("repeat"))))
     expect(text(a!.stdout)).toBe(text(b!.stdout))
     expect(lines(marker)).toEqual(["ran"])
-    const cliRepeat = await cli(["run", "--cluster", pg.url, "--tenant", "repeat", "--request-id", "repeat-1", "--", "false"])
+    const cliRepeat = await cli(["run", "--fleet-dir", FLEET, "--cluster", pg.url, "--tenant", "repeat", "--request-id", "repeat-1", "--", "false"])
     expect(cliRepeat).toMatchObject({ code: 0, out: a ? text(a.stdout) : "" })
     expect(lines(marker)).toEqual(["ran"])
   })
@@ -198,6 +204,69 @@ describe.runIf(runs)("the fleet on PostgreSQL (3 workers, CLI and library client
     expect(all).toMatch(/^native_runner_execs_total\{outcome="ok"\} \d+$/m)
     expect(all).toMatch(/^# TYPE native_runner_exec_duration_ms histogram$/m)
   })
+
+  it("the runner-RPC attack: without a certificate from the fleet's CA, nothing on any worker port runs or answers", async () => {
+    // The attacker's own "fleet": a CA and a certificate that are not the fleet's.
+    const other = path.join(tmp, "other-fleet")
+    execFileSync(process.execPath, [BIN, "fleet", "init", other], { stdio: "ignore" })
+    const material = (dir: string) => ({
+      ca: readFileSync(path.join(dir, "ca.crt")),
+      cert: readFileSync(path.join(dir, "worker.crt")),
+      key: readFileSync(path.join(dir, "worker.key"))
+    })
+    const foreign = material(other)
+    const transports: ReadonlyArray<readonly [string, Transport]> = [
+      ["plain TCP", { _tag: "plain" }],
+      ["TLS without a certificate", { _tag: "tls" }],
+      ["TLS with a certificate from another CA", { _tag: "tls", cert: foreign.cert, key: foreign.key }],
+      ["TLS with another CA's certificate, trusting that CA", { _tag: "tls", ...foreign }]
+    ]
+    const marker = path.join(tmp, "attack-marker")
+    const live = workers.filter((w) => w.process.exitCode === null && w.process.signalCode === null)
+    expect(live.length).toBe(3)
+    for (const worker of live) {
+      for (const port of [worker.listen, worker.health]) {
+        for (const [name, transport] of transports) {
+          const outcome = await Effect.runPromise(attack(transport, "127.0.0.1", port, ["sh", "-c", `echo ${name.replace(/ /g, "_")} >> ${marker}`]))
+          expect({ name, port, ...outcome }).toMatchObject({ name, port, answered: 0, ran: 0, pinged: false })
+          // Refused by the transport, not by a worker that read the request.
+          expect(outcome.failures).toEqual(["connection"])
+        }
+      }
+    }
+    expect(lines(marker)).toEqual([])
+    // The control: the same attack code with the fleet's own certificate is a member, and its Exec runs.
+    const fleet = material(FLEET)
+    const member = await Effect.runPromise(
+      attack({ _tag: "tls", ...fleet }, "127.0.0.1", live[0]!.listen, ["sh", "-c", `echo member >> ${marker}`])
+    )
+    expect(member.pinged).toBe(true)
+    expect(member.answered).toBeGreaterThan(0)
+    expect(lines(marker).length).toBeGreaterThan(0)
+    expect(new Set(lines(marker))).toEqual(new Set(["member"]))
+  }, 120_000)
+
+  it("a worker without its certificate does not start, and run --cluster needs --fleet-dir (exit 2)", async () => {
+    const empty = mkdtempSync(path.join(tmp, "no-fleet-"))
+    const port = await freePort()
+    const worker = await new Promise<{ code: number | null; err: string }>((resolve) => {
+      const child = spawn(process.execPath, [BIN, "worker", "--listen", `127.0.0.1:${port}`, "--fleet-dir", empty], {
+        env: { PATH: process.env["PATH"] ?? "/usr/bin:/bin", NATIVE_RUNNER_DATABASE_URL: pg.url },
+        stdio: ["ignore", "ignore", "pipe"]
+      })
+      let err = ""
+      child.stderr.on("data", (chunk: Buffer) => (err += chunk.toString()))
+      child.on("close", (code) => resolve({ code, err }))
+    })
+    expect(worker.code).toBe(125)
+    expect(worker.err).toMatch(/fleet init/)
+    const noFlag = await cli(["worker", "--listen", `127.0.0.1:${port}`], { NATIVE_RUNNER_DATABASE_URL: pg.url })
+    expect(noFlag.code).toBe(2)
+    expect(noFlag.err).toMatch(/fleet-dir/)
+    const client = await cli(["run", "--cluster", pg.url, "--", "true"])
+    expect(client.code).toBe(2)
+    expect(client.err).toMatch(/--fleet-dir/)
+  }, 60_000)
 
   it("SIGTERM: the worker stops taking work and lets a run in flight finish within the grace", async () => {
     const marker = path.join(tmp, "term-marker")
@@ -246,7 +315,7 @@ describe.runIf(runs)("the fleet on PostgreSQL (3 workers, CLI and library client
     expect(isAlive(pid)).toBe(false)
     const again = await Effect.runPromiseExit(lostRun)
     expect(Exit.isFailure(again) && JSON.stringify(again.cause)).toMatch(/"reason":"WorkerLost"/)
-    const viaCli = await cli(["run", "--cluster", pg.url, "--tenant", "lost", "--request-id", "lost-1", "--", "true"])
+    const viaCli = await cli(["run", "--fleet-dir", FLEET, "--cluster", pg.url, "--tenant", "lost", "--request-id", "lost-1", "--", "true"])
     expect(viaCli.code).toBe(125)
     expect(viaCli.err.trim().split("\n")).toHaveLength(1)
     expect(viaCli.err).toMatch(/lost-1 did not finish/)

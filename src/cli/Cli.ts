@@ -24,6 +24,7 @@ import { doctorFacts, doctorReport, renderDoctor } from "./doctor.js"
 import { commandOf, errorLines, exitCodeOf, helpDocLine, UsageError, usageHint } from "./failures.js"
 import { checkAuditLog, checkSpillDir, readStdinFile, Stdio } from "./io.js"
 import { doctorConfig, examples, type RunConfig, runConfig } from "./options.js"
+import { fleetCommand } from "./fleetCommand.js"
 import { workerCommand } from "./workerCommand.js"
 import { workspaceCommand } from "./workspaceCommand.js"
 import { afterLive, droppedNotice, liveEvents, notices, toJsonlEvent, toJsonResult } from "./render.js"
@@ -177,7 +178,13 @@ const runHandler = (config: RunConfig) =>
     const print = (input: ExecInput) =>
       request.json ? printJson(input) : request.jsonl ? printJsonl(request, input) : printPlain(request, input)
     if (Option.isNone(config.cluster)) {
-      const fleetOnly = Option.isSome(config.tenant) ? "--tenant" : Option.isSome(config.requestId) ? "--request-id" : undefined
+      const fleetOnly = Option.isSome(config.tenant)
+        ? "--tenant"
+        : Option.isSome(config.requestId)
+        ? "--request-id"
+        : Option.isSome(config.fleetDir)
+        ? "--fleet-dir"
+        : undefined
       if (fleetOnly !== undefined) {
         return yield* new UsageError({ message: `${fleetOnly} only applies with --cluster`, command: "run" })
       }
@@ -249,12 +256,12 @@ export const doctorCommand = Command.make("doctor", doctorConfig, (config) =>
     ]))
   )
 
-/** The root command: `native-runner run|worker|workspace|doctor`. */
+/** The root command: `native-runner run|worker|fleet|workspace|doctor`. */
 export const rootCommand = Command.make("native-runner").pipe(
   Command.withDescription(
     "Runs host commands with hard limits. Every command has --help (also -h); --version prints the version."
   ),
-  Command.withSubcommands([runCommand, workerCommand, workspaceCommand, doctorCommand])
+  Command.withSubcommands([runCommand, workerCommand, fleetCommand, workspaceCommand, doctorCommand])
 )
 
 const cli = Command.run(rootCommand, { name: "native-runner", version: VERSION, executable: "native-runner" })

@@ -8,7 +8,7 @@ import * as Data from "effect/Data"
 import type { NativeRunnerError, WorkspaceError } from "../Errors.js"
 
 /** The command a usage hint is about. */
-export type CommandName = "run" | "worker" | "workspace" | "doctor" | "native-runner"
+export type CommandName = "run" | "worker" | "fleet" | "workspace" | "doctor" | "native-runner"
 
 /** Bad usage: nothing was spawned. Exit code 2. */
 export class UsageError extends Data.TaggedError("UsageError")<{
@@ -46,7 +46,9 @@ export const usageHint = (command: CommandName): string => {
     case "run":
       return "usage: native-runner run [options] -- <command> [args...]   (see 'native-runner run --help')"
     case "worker":
-      return "usage: native-runner worker [--database-url URL] --listen HOST:PORT [options]   (see 'native-runner worker --help')"
+      return "usage: native-runner worker [--database-url URL] --listen HOST:PORT --fleet-dir DIR [options]   (see 'native-runner worker --help')"
+    case "fleet":
+      return "usage: native-runner fleet init DIR [--host NAME]...   (see 'native-runner fleet init --help')"
     case "workspace":
       return "usage: native-runner workspace adopt DIR | native-runner workspace new PARENT [--sandbox-user UID:GID]   (see 'native-runner workspace --help')"
     case "doctor":
@@ -107,6 +109,6 @@ export const helpDocLine = (doc: HelpDoc.HelpDoc): string => {
 
 /** Which subcommand a bad command line was aimed at, for the usage hint. */
 export const commandOf = (args: ReadonlyArray<string>): CommandName =>
-  args.find((arg): arg is "run" | "worker" | "workspace" | "doctor" =>
-    arg === "run" || arg === "worker" || arg === "workspace" || arg === "doctor") ??
+  args.find((arg): arg is "run" | "worker" | "fleet" | "workspace" | "doctor" =>
+    arg === "run" || arg === "worker" || arg === "fleet" || arg === "workspace" || arg === "doctor") ??
     "native-runner"

@@ -91,8 +91,12 @@ export const clusterRunnerLayer = (config: RunConfig, url: string) =>
       return yield* new UsageError({ message: `${refused} is the worker's setting; it does not apply with --cluster`, command: "run" })
     }
     const databaseUrlValue = yield* databaseUrl(Option.some(url), "--cluster", "run")
+    if (Option.isNone(config.fleetDir)) {
+      return yield* new UsageError({ message: "--cluster needs --fleet-dir DIR (the fleet's certificates: 'native-runner fleet init')", command: "run" })
+    }
     return NativeRunnerCluster.layerClient({
       databaseUrl: databaseUrlValue,
+      fleetDir: config.fleetDir.value,
       ...Option.match(config.tenant, { onNone: () => ({}), onSome: (tenant) => ({ tenant }) })
     })
   })
@@ -118,6 +122,7 @@ const asRunConfig = (config: WorkerRunConfig): RunConfig => ({
   env: [],
   stdinFile: Option.none(),
   cluster: Option.none(),
+  fleetDir: Option.none(),
   tenant: Option.none(),
   requestId: Option.none()
 })
@@ -134,6 +139,7 @@ export const runWorker = (config: WorkerConfig & WorkerRunConfig) =>
       Option.match(value, { onNone: () => ({}), onSome: (v) => ({ [key]: v }) as Record<K, A> })
     const layer = NativeRunnerCluster.layerWorker({
       databaseUrl: url,
+      fleetDir: flags.fleetDir,
       listen: flags.listen,
       health: Option.getOrUndefined(flags.health),
       // The worker's own runner: through the spawn helper (it runs many commands), with --audit-log's sink if given.

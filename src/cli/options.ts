@@ -220,6 +220,14 @@ export const runConfig = {
     ),
     Options.optional
   ),
+  fleetDir: Options.text("fleet-dir").pipe(
+    Options.withPseudoName("DIR"),
+    Options.withDescription(
+      "[--cluster] The fleet directory ('native-runner fleet init'): its CA and the member certificate and key " +
+        "this client presents to the workers (mutually authenticated TLS). Required with --cluster."
+    ),
+    Options.optional
+  ),
   tenant: Options.text("tenant").pipe(
     Options.withDescription("[--cluster] The tenant the run is routed and capped by (default: default)."),
     Options.optional

@@ -5,23 +5,24 @@ import * as Effect from "effect/Effect"
 import { examples } from "./options.js"
 import { workerConfig, workerRunConfig } from "./workerOptions.js"
 
-/** `native-runner worker --database-url URL --listen HOST:PORT [options]` */
+/** `native-runner worker --database-url URL --listen HOST:PORT --fleet-dir DIR [options]` */
 export const workerCommand = Command.make("worker", { ...workerConfig, ...workerRunConfig }, (config) =>
   Effect.flatMap(Effect.promise(() => import("./fleet.js")), (fleet) => fleet.runWorker(config))).pipe(
     Command.withDescription(HelpDoc.blocks([
       HelpDoc.p(
-        "Joins the fleet whose PostgreSQL is at --database-url (or NATIVE_RUNNER_DATABASE_URL) and runs the " +
+        "Joins the fleet whose PostgreSQL is at --database-url (or NATIVE_RUNNER_DATABASE_URL), speaking to its " +
+          "members only over mutually authenticated TLS with the certificates in --fleet-dir, and runs the " +
           "commands routed to it with its own local runner: the sandbox and limit options here are its policy. " +
           "Runs until SIGTERM or SIGINT: then it stops taking work, lets runs in flight finish within --grace, " +
           "and kills what is left. Its commands die with it, even on SIGKILL."
       ),
       examples([
         [
-          "NATIVE_RUNNER_DATABASE_URL=postgres://runner:secret@127.0.0.1/fleet native-runner worker --listen 127.0.0.1:34431",
+          "NATIVE_RUNNER_DATABASE_URL=postgres://runner:secret@127.0.0.1/fleet native-runner worker --listen 127.0.0.1:34431 --fleet-dir /etc/native-runner/fleet",
           "a worker; the password stays off the command line"
         ],
         [
-          "native-runner worker --listen 0.0.0.0:34431 --health 127.0.0.1:9464 --sandbox bwrap --concurrency 8",
+          "native-runner worker --listen 0.0.0.0:34431 --fleet-dir /etc/native-runner/fleet --health 127.0.0.1:9464 --sandbox bwrap --concurrency 8",
           "sandboxed runs, 8 at a time; GET /health and /metrics on 9464"
         ]
       ])

@@ -24,6 +24,14 @@ export const workerConfig = {
     ),
     Options.optional
   ),
+  fleetDir: Options.text("fleet-dir").pipe(
+    Options.withPseudoName("DIR"),
+    Options.withDescription(
+      "The fleet directory ('native-runner fleet init DIR'): the fleet's CA and this worker's certificate and key. " +
+        "Every connection to --listen is TLS 1.3 with a client certificate from that CA, or it is dropped before " +
+        "anything is read; the worker does not start without it."
+    )
+  ),
   listen: hostPortOption("listen", "Where this worker listens for clients and other workers, e.g. 127.0.0.1:34431."),
   health: hostPortOption("health", "Serve GET /health and GET /metrics (Prometheus text) here.").pipe(Options.optional),
   concurrency: countOption("concurrency", "Runs in flight on this worker (default 16)."),

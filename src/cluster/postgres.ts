@@ -7,7 +7,6 @@ import type { Sharding } from "@effect/cluster/Sharding"
 import * as ShardingConfig from "@effect/cluster/ShardingConfig"
 import * as SqlMessageStorage from "@effect/cluster/SqlMessageStorage"
 import * as SqlRunnerStorage from "@effect/cluster/SqlRunnerStorage"
-import * as NodeClusterSocket from "@effect/platform-node/NodeClusterSocket"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
@@ -20,6 +19,8 @@ import { hostname } from "node:os"
 import { FleetError, type NativeRunnerError } from "../Errors.js"
 import * as Claims from "./claims.js"
 import { serveHealth } from "./health.js"
+import { type FleetTls, loadFleetTls } from "./pki.js"
+import { layerClusterTls } from "./tls.js"
 
 /**
  * Shards per group. Client and workers must agree (a mismatch drops messages silently), so it is fixed here rather
@@ -54,12 +55,16 @@ export const shardingConfig = {
 const unavailable = (error: { readonly message: string }): FleetError =>
   new FleetError({ reason: "Unavailable", message: `the fleet could not be joined: ${error.message}` })
 
-/** A client's cluster: no runner of its own; shard assignments from the database; the claims reader. */
-export const clientCluster = (databaseUrl: DatabaseUrl) =>
-  Layer.merge(
-    NodeClusterSocket.layer({ clientOnly: true, storage: "sql", shardingConfig }),
-    Claims.layerSqlReader
-  ).pipe(Layer.provide(pg(databaseUrl)), Layer.mapError(unavailable))
+/**
+ * A client's cluster: no runner of its own; shard assignments from the database; the claims reader. It dials workers
+ * over TLS with the fleet certificate read from `fleetDir`.
+ */
+export const clientCluster = (databaseUrl: DatabaseUrl, fleetDir: string) =>
+  Layer.unwrapEffect(Effect.map(loadFleetTls(fleetDir), (material) =>
+    Layer.merge(
+      layerClusterTls(material, { clientOnly: true, shardingConfig }),
+      Claims.layerSqlReader
+    ).pipe(Layer.provide(pg(databaseUrl)), Layer.mapError(unavailable))))
 
 /** Creates the cluster's tables and the claims table while holding the schema lock. */
 export const migrate: Effect.Effect<void, SqlError, SqlClient.SqlClient> = Effect.gen(function*() {
@@ -82,6 +87,8 @@ export const migrate: Effect.Effect<void, SqlError, SqlClient.SqlClient> = Effec
 export interface WorkerParts<E> {
   readonly databaseUrl: DatabaseUrl
   readonly listen: { readonly host: string; readonly port: number }
+  /** The fleet directory: the worker's certificate and key and the fleet's CA (`native-runner fleet init`). */
+  readonly fleetDir: string
   readonly health?: { readonly host: string; readonly port: number } | undefined
   readonly grace: Duration.DurationInput
   /** The entity's handlers with their local runner; they need the cluster and a claim store. */
@@ -89,12 +96,16 @@ export interface WorkerParts<E> {
 }
 
 /** A worker on PostgreSQL: schema, cluster, claims, handlers, and health and metrics that outlive the drain. */
-export const workerLayer = <E>(parts: WorkerParts<E>): Layer.Layer<never, E | NativeRunnerError> => {
+export const workerLayer = <E>(parts: WorkerParts<E>): Layer.Layer<never, E | NativeRunnerError> =>
+  // No certificate, no worker: it never listens in the clear.
+  Layer.unwrapEffect(Effect.map(loadFleetTls(parts.fleetDir), (material) => workerLayerWith(parts, material)))
+
+const workerLayerWith = <E>(parts: WorkerParts<E>, material: FleetTls): Layer.Layer<never, E | NativeRunnerError> => {
   const { listen, health } = parts
   const workerId = `${hostname()}:${listen.port}:${process.pid}`
   const draining = { value: false }
-  const cluster = NodeClusterSocket.layer({
-    storage: "sql",
+  const cluster = layerClusterTls(material, {
+    clientOnly: false,
     shardingConfig: {
       ...shardingConfig,
       runnerAddress: Option.some(RunnerAddress.make(listen.host, listen.port)),

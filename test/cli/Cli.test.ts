@@ -194,7 +194,8 @@ const badUsage: ReadonlyArray<readonly [ReadonlyArray<string>, string]> = [
     [["run", "--idle-timeout", "0ms", "--"], "native-runner: --idle-timeout: must be at least 1ms"],
     [["run", "--spill-dir", "/nonexistent/spills", "--"], "native-runner: cannot use --spill-dir: ENOENT"],
     [["run", "--spill-dir", notADirectory, "--"], `native-runner: cannot use --spill-dir: ${notADirectory} is not a directory`],
-    [["exec", "--"], "native-runner: Invalid subcommand for native-runner - use one of 'run', 'worker', 'workspace', 'doctor'"]
+    [["exec", "--"], "native-runner: Invalid subcommand for native-runner - use one of 'run', 'worker', 'fleet', 'workspace', 'doctor'"],
+    [["run", "--fleet-dir", "/etc/native-runner/fleet", "--"], "native-runner: --fleet-dir only applies with --cluster"]
 ]
 
 describe("native-runner (in-process main)", () => {
@@ -514,6 +515,29 @@ describe("native-runner (in-process main)", () => {
       expect(root.out).toMatch(/- doctor /)
       const version = yield* cli(["--version"])
       expect([version.code, version.out.trim()]).toStrictEqual([0, Cli.VERSION])
+    }))
+
+  it.live("fleet init DIR: the fleet's four files 0600 in a 0700 directory, its path printed; a second init is refused (125)", () =>
+    Effect.gen(function*() {
+      const dir = path.join(tmp, "fleet-init", "fleet")
+      const made = yield* cli(["fleet", "init", dir, "--host", "worker-1.internal", "--host", "127.0.0.1"])
+      expect(made.code).toBe(0)
+      expect(made.out).toBe(`${dir}\n`)
+      expect(made.err).toMatch(/for worker-1\.internal, 127\.0\.0\.1 in /)
+      expect(readdirSync(dir).sort()).toEqual(["ca.crt", "ca.key", "worker.crt", "worker.key"])
+      expect(statSync(dir).mode & 0o777).toBe(0o700)
+      for (const file of readdirSync(dir)) expect(statSync(path.join(dir, file)).mode & 0o777).toBe(0o600)
+      const key = readFileSync(path.join(dir, "ca.key"))
+      const again = yield* cli(["fleet", "init", dir])
+      expect(again.code).toBe(125)
+      expect(again.err).toMatch(/exists already/)
+      expect(readFileSync(path.join(dir, "ca.key")).equals(key)).toBe(true)
+      const bad = yield* cli(["fleet", "init", path.join(tmp, "fleet-init", "bad"), "--host", "a,DNS:evil"])
+      expect(bad.code).toBe(125)
+      expect(bad.err).toMatch(/not a host name or an IP address/)
+      const help = yield* cli(["fleet", "init", "--help"])
+      expect(help.code).toBe(0)
+      expect(help.out).toContain("$ native-runner fleet init")
     }))
 
   it.live("doctor: a table, exit 0 unless the requested sandbox is unusable", () =>

@@ -1,0 +1,58 @@
+/**
+ * `native-runner fleet init DIR [--host NAME]...`: the fleet's CA and a member certificate, made once with `openssl`,
+ * that every worker (and, for now, every `run --cluster` client) presents and checks: the fleet's connections are
+ * mutually authenticated TLS, and a worker answers nothing to a peer without a certificate from this CA.
+ */
+import * as Args from "@effect/cli/Args"
+import * as Command from "@effect/cli/Command"
+import * as HelpDoc from "@effect/cli/HelpDoc"
+import * as Options from "@effect/cli/Options"
+import * as Effect from "effect/Effect"
+import * as path from "node:path"
+import { FLEET_FILES, initFleet } from "../cluster/pki.js"
+import { Stdio } from "./io.js"
+import { examples } from "./options.js"
+
+const host = Options.text("host").pipe(
+  Options.withPseudoName("NAME"),
+  Options.withDescription(
+    "A name or IP address the workers are dialled by, written into the certificate (repeatable; default: this " +
+      "machine's hostname, localhost and 127.0.0.1)."
+  ),
+  Options.repeated
+)
+
+/** `native-runner fleet init DIR [--host NAME]...` */
+const initCommand = Command.make(
+  "init",
+  { host, dir: Args.text({ name: "DIR" }) },
+  (config) =>
+    Effect.gen(function*() {
+      const dir = path.resolve(config.dir)
+      const names = yield* initFleet(dir, config.host)
+      const io = yield* Stdio
+      yield* io.stdout(`${dir}\n`)
+      yield* io.stderr(
+        `native-runner: made the fleet's CA and a member certificate for ${names.join(", ")} in ${dir} ` +
+          `(${Object.values(FLEET_FILES).join(", ")}, all 0600). Give workers ${FLEET_FILES.caCert}, ` +
+          `${FLEET_FILES.cert} and ${FLEET_FILES.key}; keep ${FLEET_FILES.caKey} off them.\n`
+      )
+    })
+).pipe(Command.withDescription(HelpDoc.blocks([
+  HelpDoc.p(
+    "Makes a fleet directory: a CA of the fleet's own (ca.crt, ca.key; ten years) and a member certificate and key " +
+      "signed by it (worker.crt, worker.key; 825 days) naming the hosts given, all files 0600 in a 0700 directory. " +
+      "Workers and clients trust only this CA, present the member certificate, and check the name they dial " +
+      "against it. Nothing existing is overwritten. Needs openssl."
+  ),
+  examples([
+    ["native-runner fleet init /etc/native-runner/fleet", "for this machine (its hostname, localhost, 127.0.0.1)"],
+    ["native-runner fleet init ./fleet --host worker-1.internal --host 10.0.0.7", "for workers dialled by those names"]
+  ])
+])))
+
+/** `native-runner fleet init` */
+export const fleetCommand = Command.make("fleet").pipe(
+  Command.withDescription("Sets up a fleet's trust: the CA and certificates its members authenticate each other with."),
+  Command.withSubcommands([initCommand])
+)

@@ -51,7 +51,7 @@ import { Script } from "node:vm"
 
 const args = process.argv.slice(2)
 const beforeDashes = args.includes("--") ? args.slice(0, args.indexOf("--")) : args
-const fleet = args[0] === "worker" ||
+const fleet = args[0] === "worker" || (args[0] === "fleet" && (args[1] === "tenant" || args[1] === "revoke")) ||
   (args[0] === "run" && beforeDashes.some((arg) => arg === "--cluster" || arg.startsWith("--cluster=")))
 const file = fileURLToPath(new URL(fleet ? ${JSON.stringify(`./${FLEET_BUNDLE}`)} : ${JSON.stringify(`./${BUNDLE}`)}, import.meta.url))
 const cacheFile = \`\${file}.v8-\${process.versions.v8}.cache\`

@@ -17,15 +17,15 @@ import { freePort, startPostgres } from "./lib/postgres.js"
 import { fmt, median } from "./lib/stats.js"
 
 const startWorker = async (bin: string, url: string, fleetDir: string) => {
-  const [listen, health] = [await freePort(), await freePort()]
-  const child = spawn(process.execPath, [bin, "worker", "--listen", `127.0.0.1:${listen}`, "--fleet-dir", fleetDir, "--health", `127.0.0.1:${health}`], {
+  const [listen, client, health] = [await freePort(), await freePort(), await freePort()]
+  const child = spawn(process.execPath, [bin, "worker", "--listen", `127.0.0.1:${listen}`, "--client-listen", `127.0.0.1:${client}`, "--fleet-dir", fleetDir, "--health", `127.0.0.1:${health}`], {
     env: { PATH: process.env["PATH"] ?? "/usr/bin:/bin", NATIVE_RUNNER_DATABASE_URL: url },
     stdio: ["ignore", "ignore", "inherit"]
   })
   const end = Date.now() + 60_000
   for (;;) {
     const ok = await fetch(`http://127.0.0.1:${health}/health`).then((r) => r.status === 200, () => false)
-    if (ok) return child
+    if (ok) return { child, client }
     if (Date.now() > end) throw new Error("worker did not become healthy")
     await new Promise((resolve) => setTimeout(resolve, 100))
   }
@@ -45,15 +45,23 @@ export interface FleetRow {
 export const fleetScenario = async (options: { readonly repoRoot: string }) => {
   const tmp = mkdtempSync(path.join(tmpdir(), "enr-bench-fleet-"))
   const pg = await startPostgres()
-  const workers: Array<ChildProcess> = []
+  const workers: Array<{ readonly child: ChildProcess; readonly client: number }> = []
   try {
     execFileSync(process.execPath, [path.join(options.repoRoot, "bench", "build-bin.mjs"), "--outdir", path.join(tmp, "dist")])
     const bin = path.join(tmp, "dist", "bin.js")
     const fleetDir = path.join(tmp, "fleet")
     execFileSync(process.execPath, [bin, "fleet", "init", fleetDir], { stdio: "ignore" })
     workers.push(await startWorker(bin, pg.url, fleetDir))
+    execFileSync(process.execPath, [bin, "fleet", "tenant", "bench", "--fleet-dir", fleetDir], {
+      env: { PATH: process.env["PATH"] ?? "/usr/bin:/bin", NATIVE_RUNNER_DATABASE_URL: pg.url },
+      stdio: "ignore"
+    })
     const local = ManagedRuntime.make(NativeRunner.layerNode())
-    const remote = ManagedRuntime.make(NativeRunnerCluster.layerClient({ databaseUrl: pg.url, fleetDir, tenant: "bench" }))
+    // A tenant's client through the first worker's endpoint (HTTPS), which hands each run to the cluster.
+    const remote = ManagedRuntime.make(NativeRunnerCluster.layerClient({
+      url: `https://127.0.0.1:${workers[0]!.client}`,
+      credentials: path.join(fleetDir, "bench.credentials")
+    }))
     const exec = (runtime: typeof local | typeof remote) => () =>
       runtime.runPromise(Effect.flatMap(NativeRunner.exec({ argv: ["/bin/true"] }), (r) =>
         r.exitCode === 0 ? Effect.void : Effect.dieMessage(`exit ${r.exitCode}`)))
@@ -89,7 +97,7 @@ export const fleetScenario = async (options: { readonly repoRoot: string }) => {
     }
     console.log(`remote/local per exec: ${fmt(remoteMs / localMs)}x; 2 workers/1 worker throughput: ${fmt(twoWorkers / oneWorker)}x`)
     return {
-      title: "(g) fleet on loopback: remote exec vs local (/bin/true), throughput 16 in flight with 1 and 2 workers",
+      title: "(g) fleet on loopback: remote exec (a tenant client over HTTPS to a worker endpoint, mTLS between workers) vs local (/bin/true), throughput 16 in flight with 1 and 2 workers",
       params: { batch, sequentialRounds: scaled(10, 2), throughputExecs: scaled(400, 50) },
       rows,
       targets: [],
@@ -99,7 +107,7 @@ export const fleetScenario = async (options: { readonly repoRoot: string }) => {
       ]
     }
   } finally {
-    await Promise.all(workers.map(stop))
+    await Promise.all(workers.map((w) => stop(w.child)))
     pg.stop()
     rmSync(tmp, { recursive: true, force: true })
   }

@@ -32,7 +32,9 @@ export type SandboxUnavailable = internal.SandboxUnavailable
  *   under at-most-once delivery (the default) it is never started again, and a repeat of its request id fails the same way;
  * - `Busy`: the worker's line for this tenant is full (back-pressure); nothing ran;
  * - `Storage`: the fleet's database could not record the claim or the outcome;
- * - `Unavailable`: the fleet could not be joined (database unreachable, listen address taken); no `requestId`.
+ * - `Unavailable`: the fleet could not be joined (database unreachable, listen address taken, a worker's client
+ *   endpoint unreachable or its certificate not the fleet's); no `requestId`;
+ * - `Unauthenticated`: the worker refused the client's credential (unknown, wrong or revoked); nothing ran.
  * A local runner never fails with it.
  */
 export const FleetError: typeof internal.FleetError = internal.FleetError

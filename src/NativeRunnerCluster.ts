@@ -17,7 +17,9 @@ import type { NativeRunnerError } from "./Errors.js"
 import * as Exec from "./Exec.js"
 import * as NativeRunner from "./NativeRunner.js"
 import * as Claims from "./cluster/claims.js"
+import * as HttpClient from "./cluster/httpClient.js"
 import * as Postgres from "./cluster/postgres.js"
+import * as Tenants from "./cluster/tenants.js"
 import { currentRequestId, layerClientWith as clientLayer } from "./cluster/client.js"
 import { layerHandlers } from "./cluster/worker.js"
 
@@ -117,33 +119,77 @@ export const layerMemory = <E>(
 }
 
 /**
- * How to reach the fleet: its PostgreSQL (the URL is kept `Redacted`: it never reaches an error message or a log), and
- * the fleet directory holding this member's certificate and key and the fleet's CA (`native-runner fleet init`):
- * every connection between members is mutually authenticated TLS 1.3, and nothing without a certificate from the
- * fleet's CA gets an answer from a worker.
+ * How a worker reaches the fleet: its PostgreSQL (the URL is kept `Redacted`: it never reaches an error message or a
+ * log), and the fleet directory holding the member certificate and key and the fleet's CA (`native-runner fleet
+ * init`): every connection between workers is mutually authenticated TLS 1.3, and nothing without a certificate from
+ * the fleet's CA gets an answer from a worker.
  */
 export interface DatabaseOptions {
   readonly databaseUrl: Postgres.DatabaseUrl
   readonly fleetDir: string
 }
 
+/** A client's options: which worker endpoint, whose credentials, and how its runs are spread and delivered. */
+export const HttpClientOptions = Schema.Struct({
+  /** A worker's client endpoint, `https://HOST:PORT` (its `--client-listen`); any worker reaches every worker. */
+  url: Schema.String,
+  /**
+   * The tenant's credentials: the path of the file `native-runner fleet tenant` wrote (0600), or its contents. The
+   * tenant of every run is the credential's.
+   */
+  credentials: Schema.Union(
+    Schema.String,
+    Schema.Struct({ tenant: Schema.String, token: Schema.Redacted(Schema.String), ca: Schema.String })
+  ),
+  spread: ClientOptions.fields.spread,
+  delivery: ClientOptions.fields.delivery
+})
+export type HttpClientOptions = typeof HttpClientOptions.Encoded
+
 /**
- * A client of the fleet whose workers share `databaseUrl`: provides `NativeRunner`. It registers no runner and
- * hosts nothing; it reads shard assignments from the database and talks to workers directly.
+ * A client of the fleet: provides `NativeRunner`. It holds no database URL and no fleet certificate, only a tenant's
+ * credentials: it sends each run over HTTPS (the fleet's CA pinned, the worker's name checked) to one worker's
+ * client endpoint, which authenticates the tenant and hands the run to the cluster. A refused credential fails every
+ * exec with `FleetError` "Unauthenticated"; an unreachable endpoint with "Unavailable".
  *
  * @example
- * const FleetRunner = NativeRunnerCluster.layerClient({ databaseUrl: "postgres://runner@db/fleet", tenant: "acme" })
+ * const FleetRunner = NativeRunnerCluster.layerClient({
+ *   url: "https://worker-1.internal:34440",
+ *   credentials: "/etc/native-runner/acme.credentials"
+ * })
  */
-export const layerClient = (
-  options: ClientOptions & DatabaseOptions
-): Layer.Layer<NativeRunner.NativeRunner, NativeRunnerError> => {
-  const { databaseUrl, fleetDir, ...client } = options
-  return layerClientWith(client).pipe(Layer.provide(Postgres.clientCluster(databaseUrl, fleetDir)))
-}
+export const layerClient = (options: HttpClientOptions): Layer.Layer<NativeRunner.NativeRunner, NativeRunnerError> =>
+  Layer.unwrapScoped(Effect.gen(function*() {
+    const decoded = yield* NativeRunner.decodeOptions(HttpClientOptions, options)
+    const url = HttpClient.parseEndpointUrl(decoded.url)
+    if (typeof url === "string") {
+      return yield* new FleetError({ reason: "Unavailable", message: `url ${JSON.stringify(decoded.url)}: ${url}` })
+    }
+    const credentials = typeof decoded.credentials === "string"
+      ? yield* Tenants.readCredentials(decoded.credentials)
+      : decoded.credentials
+    return HttpClient.layer({ url, credentials, spread: decoded.spread, delivery: decoded.delivery })
+  }))
+
+/**
+ * Registers tenant `name` in the fleet's database (the workers' `SqlClient`) with its caps, and returns its
+ * credentials: a new random secret (only its SHA-256 is stored) and the fleet's CA, what `layerClient` needs. Again
+ * for the same name: a new secret (the old one stops working), revocation lifted.
+ */
+export const registerTenant = (
+  name: string,
+  options: { readonly ca: string; readonly concurrency?: number; readonly queue?: number }
+) =>
+  Effect.map(Tenants.register(name, options), (token) => ({ tenant: name, token, ca: options.ca }))
+
+/** Revokes tenant `name`: every worker refuses its credential from the next request on. */
+export const revokeTenant = Tenants.revoke
 
 /** Where a worker listens for other runners and clients, and (optionally) serves health and metrics. */
 export interface WorkerAddress {
   readonly listen: { readonly host: string; readonly port: number }
+  /** Where clients with tenant credentials reach this worker (HTTPS, the fleet certificate); absent: not here. */
+  readonly clientListen?: { readonly host: string; readonly port: number } | undefined
   readonly health?: { readonly host: string; readonly port: number } | undefined
   /** The options of the worker's local live layer (`NativeRunner.layerNode`): sandbox, limits, caps. */
   readonly runner?: NativeRunner.Options | undefined
@@ -165,12 +211,13 @@ export const migrate = Postgres.migrate
 export const layerWorker = (
   options: WorkerOptions & DatabaseOptions & WorkerAddress
 ): Layer.Layer<never, NativeRunnerError> => {
-  const { databaseUrl, fleetDir, listen, health, runner, local, ...worker } = options
+  const { databaseUrl, fleetDir, listen, clientListen, health, runner, local, ...worker } = options
   return Layer.unwrapEffect(Effect.map(decode(WorkerOptions, worker), (decoded) =>
     Postgres.workerLayer({
       databaseUrl,
       fleetDir,
       listen,
+      clientListen,
       health,
       grace: decoded.grace,
       handlers: layerWorkerWith(worker).pipe(Layer.provide(local ?? NativeRunner.layerNode(runner ?? {})))

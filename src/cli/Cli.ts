@@ -178,12 +178,10 @@ const runHandler = (config: RunConfig) =>
     const print = (input: ExecInput) =>
       request.json ? printJson(input) : request.jsonl ? printJsonl(request, input) : printPlain(request, input)
     if (Option.isNone(config.cluster)) {
-      const fleetOnly = Option.isSome(config.tenant)
-        ? "--tenant"
+      const fleetOnly = Option.isSome(config.credentials)
+        ? "--credentials"
         : Option.isSome(config.requestId)
         ? "--request-id"
-        : Option.isSome(config.fleetDir)
-        ? "--fleet-dir"
         : undefined
       if (fleetOnly !== undefined) {
         return yield* new UsageError({ message: `${fleetOnly} only applies with --cluster`, command: "run" })

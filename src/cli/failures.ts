@@ -48,7 +48,7 @@ export const usageHint = (command: CommandName): string => {
     case "worker":
       return "usage: native-runner worker [--database-url URL] --listen HOST:PORT --fleet-dir DIR [options]   (see 'native-runner worker --help')"
     case "fleet":
-      return "usage: native-runner fleet init DIR [--host NAME]...   (see 'native-runner fleet init --help')"
+      return "usage: native-runner fleet init DIR [--host NAME]... | native-runner fleet tenant NAME --fleet-dir DIR | native-runner fleet revoke NAME   (see 'native-runner fleet --help')"
     case "workspace":
       return "usage: native-runner workspace adopt DIR | native-runner workspace new PARENT [--sandbox-user UID:GID]   (see 'native-runner workspace --help')"
     case "doctor":

@@ -18,6 +18,13 @@ import { setShutdownDeadline } from "./signals.js"
 import type { RunConfig } from "./options.js"
 import type { WorkerConfig, WorkerRunConfig } from "./workerOptions.js"
 import { type RunRequest, toRunnerOptions, toRunRequest } from "./request.js"
+import { parseEndpointUrl } from "../cluster/httpClient.js"
+import { FLEET_FILES } from "../cluster/pki.js"
+import * as Postgres from "../cluster/postgres.js"
+import { writeCredentials } from "../cluster/tenants.js"
+import { FleetError } from "../Errors.js"
+import * as fs from "node:fs/promises"
+import * as path from "node:path"
 
 /** The environment variable a database URL may come from (the place for one with a password). */
 export const DATABASE_URL_ENV = "NATIVE_RUNNER_DATABASE_URL"
@@ -29,7 +36,7 @@ export const DATABASE_URL_ENV = "NATIVE_RUNNER_DATABASE_URL"
 export const databaseUrl = (
   flag: Option.Option<string>,
   flagName: string,
-  command: "run" | "worker"
+  command: "run" | "worker" | "fleet"
 ): Either.Either<Redacted.Redacted<string>, UsageError> => {
   const usage = (message: string) => Either.left(new UsageError({ message, command }))
   const fromFlag = Option.getOrUndefined(flag)
@@ -83,22 +90,19 @@ export const clusterInput = (request: RunRequest, config: RunConfig, local: Exec
   ...(Option.isSome(config.cwd) && request.cwd !== undefined ? { cwd: request.cwd } : {})
 })
 
-/** The runner layer of `run --cluster URL`: a fleet client. */
+/** The runner layer of `run --cluster URL --credentials FILE`: a fleet client with a tenant's credentials only. */
 export const clusterRunnerLayer = (config: RunConfig, url: string) =>
   Effect.gen(function*() {
     const refused = workerOnly(config)
     if (refused !== undefined) {
       return yield* new UsageError({ message: `${refused} is the worker's setting; it does not apply with --cluster`, command: "run" })
     }
-    const databaseUrlValue = yield* databaseUrl(Option.some(url), "--cluster", "run")
-    if (Option.isNone(config.fleetDir)) {
-      return yield* new UsageError({ message: "--cluster needs --fleet-dir DIR (the fleet's certificates: 'native-runner fleet init')", command: "run" })
+    const endpoint = parseEndpointUrl(url)
+    if (typeof endpoint === "string") return yield* new UsageError({ message: `--cluster: ${endpoint}`, command: "run" })
+    if (Option.isNone(config.credentials)) {
+      return yield* new UsageError({ message: "--cluster needs --credentials FILE ('native-runner fleet tenant' writes it)", command: "run" })
     }
-    return NativeRunnerCluster.layerClient({
-      databaseUrl: databaseUrlValue,
-      fleetDir: config.fleetDir.value,
-      ...Option.match(config.tenant, { onNone: () => ({}), onSome: (tenant) => ({ tenant }) })
-    })
+    return NativeRunnerCluster.layerClient({ url, credentials: config.credentials.value })
   })
 
 /** Runs `effect` under `--request-id` when given. */
@@ -122,8 +126,7 @@ const asRunConfig = (config: WorkerRunConfig): RunConfig => ({
   env: [],
   stdinFile: Option.none(),
   cluster: Option.none(),
-  fleetDir: Option.none(),
-  tenant: Option.none(),
+  credentials: Option.none(),
   requestId: Option.none()
 })
 
@@ -141,6 +144,7 @@ export const runWorker = (config: WorkerConfig & WorkerRunConfig) =>
       databaseUrl: url,
       fleetDir: flags.fleetDir,
       listen: flags.listen,
+      clientListen: Option.getOrUndefined(flags.clientListen),
       health: Option.getOrUndefined(flags.health),
       // The worker's own runner: through the spawn helper (it runs many commands), with --audit-log's sink if given.
       local: request.auditLog === undefined
@@ -157,9 +161,64 @@ export const runWorker = (config: WorkerConfig & WorkerRunConfig) =>
       Layer.effectDiscard(
         io.stderr(
           `native-runner worker: serving on ${flags.listen.host}:${flags.listen.port}` +
+            Option.match(flags.clientListen, { onNone: () => "", onSome: (c) => `; clients on https://${c.host}:${c.port}/` }) +
             Option.match(flags.health, { onNone: () => "", onSome: (h) => `; health and metrics on http://${h.host}:${h.port}/` }) +
             "\n"
         )
       ).pipe(Layer.provide(layer))
     )
+  })
+
+/** What `fleet tenant` and `fleet revoke` were given. */
+export interface TenantConfig {
+  readonly name: string
+  readonly databaseUrl: Option.Option<string>
+}
+
+/** The fleet's database, its schema made if no worker made it yet (idempotent, under the schema lock). */
+const withDatabase = <A, E, R>(config: TenantConfig, effect: Effect.Effect<A, E, R>) =>
+  Effect.gen(function*() {
+    const url = yield* databaseUrl(config.databaseUrl, "--database-url", "fleet")
+    return yield* Effect.zipRight(Postgres.migrate.pipe(Effect.mapError((e) => new FleetError({ reason: "Storage", message: `the fleet's database: ${e.message}` }))), effect).pipe(
+      Effect.provide(Postgres.pg(url).pipe(Layer.mapError((e) => new FleetError({ reason: "Unavailable", message: `the fleet's database could not be reached: ${e.message}` }))))
+    )
+  })
+
+/**
+ * `native-runner fleet tenant NAME --fleet-dir DIR --database-url URL [--concurrency N] [--queue N]`: registers the
+ * tenant (a new secret; only its hash is stored) and writes DIR/NAME.credentials (0600): its token and the fleet's CA.
+ */
+export const fleetTenant = (
+  config: TenantConfig & {
+    readonly fleetDir: string
+    readonly concurrency: Option.Option<number>
+    readonly queue: Option.Option<number>
+  }
+) =>
+  Effect.gen(function*() {
+    const io = yield* Stdio
+    const file = path.join(config.fleetDir, `${config.name}.credentials`)
+    if (yield* Effect.promise(() => fs.lstat(file).then(() => true, () => false))) {
+      return yield* new UsageError({ message: `${file} exists already; remove it first (the old secret stays valid until 'fleet tenant' runs again)`, command: "fleet" })
+    }
+    const ca = yield* Effect.tryPromise({
+      try: () => fs.readFile(path.join(config.fleetDir, FLEET_FILES.caCert), "utf8"),
+      catch: () => new UsageError({ message: `no ${FLEET_FILES.caCert} in ${config.fleetDir} ('native-runner fleet init ${config.fleetDir}' makes it)`, command: "fleet" })
+    })
+    const credentials = yield* withDatabase(config, NativeRunnerCluster.registerTenant(config.name, {
+      ca,
+      ...Option.match(config.concurrency, { onNone: () => ({}), onSome: (concurrency) => ({ concurrency }) }),
+      ...Option.match(config.queue, { onNone: () => ({}), onSome: (queue) => ({ queue }) })
+    }))
+    yield* writeCredentials(file, credentials)
+    yield* io.stdout(`${file}\n`)
+    yield* io.stderr(`native-runner: tenant ${config.name} registered; ${file} (0600) is what its clients need, with --cluster https://WORKER:PORT\n`)
+  })
+
+/** `native-runner fleet revoke NAME --database-url URL`: every worker refuses the tenant's credential from now on. */
+export const fleetRevoke = (config: TenantConfig) =>
+  Effect.gen(function*() {
+    const io = yield* Stdio
+    yield* withDatabase(config, NativeRunnerCluster.revokeTenant(config.name))
+    yield* io.stderr(`native-runner: tenant ${config.name} revoked\n`)
   })

@@ -11,7 +11,7 @@ import * as Effect from "effect/Effect"
 import * as path from "node:path"
 import { FLEET_FILES, initFleet } from "../cluster/pki.js"
 import { Stdio } from "./io.js"
-import { examples } from "./options.js"
+import { countOption, examples } from "./options.js"
 
 const host = Options.text("host").pipe(
   Options.withPseudoName("NAME"),
@@ -51,8 +51,54 @@ const initCommand = Command.make(
   ])
 ])))
 
-/** `native-runner fleet init` */
+const databaseUrlOption = Options.text("database-url").pipe(
+  Options.withPseudoName("URL"),
+  Options.withDescription(
+    "The fleet's PostgreSQL (postgres://user@host:port/db). Without it, NATIVE_RUNNER_DATABASE_URL is used; a URL " +
+      "with a password must come from there (or the password from PGPASSWORD), never the command line."
+  ),
+  Options.optional
+)
+
+const loadFleet = Effect.promise(() => import("./fleet.js"))
+
+/** `native-runner fleet tenant NAME --fleet-dir DIR --database-url URL [--concurrency N] [--queue N]` */
+const tenantCommand = Command.make(
+  "tenant",
+  {
+    fleetDir: Options.text("fleet-dir").pipe(
+      Options.withPseudoName("DIR"),
+      Options.withDescription("The fleet directory ('fleet init'): its CA goes into the credentials, written here.")
+    ),
+    databaseUrl: databaseUrlOption,
+    concurrency: countOption("concurrency", "The tenant's runs in flight on each worker (at most the worker's own cap)."),
+    queue: countOption("queue", "The tenant's runs waiting on each worker (at most the worker's own queue)."),
+    name: Args.text({ name: "NAME" })
+  },
+  (config) => Effect.flatMap(loadFleet, (fleet) => fleet.fleetTenant(config))
+).pipe(Command.withDescription(HelpDoc.blocks([
+  HelpDoc.p(
+    "Registers a tenant in the database the workers share and writes DIR/NAME.credentials (0600): the tenant's " +
+      "token and the fleet's CA, everything a client needs (no database URL, no certificate of its own). Only the " +
+      "token secret's SHA-256 is stored. Again for the same name: a new secret; the old one stops working."
+  ),
+  examples([
+    ["native-runner fleet tenant acme --fleet-dir /etc/native-runner/fleet --concurrency 4", "then: run --cluster https://worker-1:34440 --credentials /etc/native-runner/fleet/acme.credentials -- make"]
+  ])
+])))
+
+/** `native-runner fleet revoke NAME --database-url URL` */
+const revokeCommand = Command.make(
+  "revoke",
+  { databaseUrl: databaseUrlOption, name: Args.text({ name: "NAME" }) },
+  (config) => Effect.flatMap(loadFleet, (fleet) => fleet.fleetRevoke(config))
+).pipe(Command.withDescription(HelpDoc.blocks([
+  HelpDoc.p("Revokes a tenant: every worker refuses its credential from the next request on."),
+  examples([["native-runner fleet revoke acme", "with NATIVE_RUNNER_DATABASE_URL set"]])
+])))
+
+/** `native-runner fleet init|tenant|revoke` */
 export const fleetCommand = Command.make("fleet").pipe(
-  Command.withDescription("Sets up a fleet's trust: the CA and certificates its members authenticate each other with."),
-  Command.withSubcommands([initCommand])
+  Command.withDescription("Sets up a fleet's trust: its CA and member certificates, and its tenants' credentials."),
+  Command.withSubcommands([initCommand, tenantCommand, revokeCommand])
 )

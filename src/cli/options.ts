@@ -214,22 +214,18 @@ export const runConfig = {
   cluster: Options.text("cluster").pipe(
     Options.withPseudoName("URL"),
     Options.withDescription(
-      "Run on the fleet whose PostgreSQL is at URL (postgres://user@host:port/db; no password here: put it in " +
-        "PGPASSWORD, or the whole URL in NATIVE_RUNNER_DATABASE_URL and pass 'env'). Same output and exit codes; " +
-        "a run whose worker died: exit 125 and one line. Sandbox and limit options are the worker's."
+      "Run on the fleet: URL is a worker's client endpoint, https://HOST:PORT (its --client-listen). Needs " +
+        "--credentials. Same output and exit codes; a run whose worker died: exit 125 and one line. Sandbox and " +
+        "limit options are the worker's."
     ),
     Options.optional
   ),
-  fleetDir: Options.text("fleet-dir").pipe(
-    Options.withPseudoName("DIR"),
+  credentials: Options.text("credentials").pipe(
+    Options.withPseudoName("FILE"),
     Options.withDescription(
-      "[--cluster] The fleet directory ('native-runner fleet init'): its CA and the member certificate and key " +
-        "this client presents to the workers (mutually authenticated TLS). Required with --cluster."
+      "[--cluster] The tenant's credentials file ('native-runner fleet tenant' writes it; 0600): the token the " +
+        "worker derives the tenant from, and the fleet's CA the worker's certificate is checked against."
     ),
-    Options.optional
-  ),
-  tenant: Options.text("tenant").pipe(
-    Options.withDescription("[--cluster] The tenant the run is routed and capped by (default: default)."),
     Options.optional
   ),
   requestId: Options.text("request-id").pipe(

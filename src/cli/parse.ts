@@ -136,7 +136,7 @@ export const RUN_OPTION_NAMES: ReadonlyArray<string> = [
   "--timeout", "--kill-grace", "--max-stdout", "--max-stderr", "--cwd", "--env", "--inherit-env", "--stdin-file",
   "--sandbox", "--workspace", "--network", "--max-procs", "--max-memory", "--max-file-size", "--max-cpu",
   "--max-open-files", "--audit-log", "--redact-after", "--sandbox-user", "--no-seccomp", "--json", "--jsonl",
-  "--idle-timeout", "--keep", "--spill-dir", "--spill-max", "--cluster", "--fleet-dir", "--tenant", "--request-id"
+  "--idle-timeout", "--keep", "--spill-dir", "--spill-max", "--cluster", "--credentials", "--request-id"
 ]
 
 // Our flags that take no value: given twice, the second one is left over as an argument.

@@ -32,7 +32,12 @@ export const workerConfig = {
         "anything is read; the worker does not start without it."
     )
   ),
-  listen: hostPortOption("listen", "Where this worker listens for clients and other workers, e.g. 127.0.0.1:34431."),
+  listen: hostPortOption("listen", "Where this worker listens for the other workers (mutual TLS), e.g. 127.0.0.1:34431."),
+  clientListen: hostPortOption(
+    "client-listen",
+    "Serve clients with tenant credentials here (HTTPS with this worker's fleet certificate), e.g. 0.0.0.0:34440: " +
+      "they need no database URL and no fleet certificate; each request is authenticated before its body is read."
+  ).pipe(Options.optional),
   health: hostPortOption("health", "Serve GET /health and GET /metrics (Prometheus text) here.").pipe(Options.optional),
   concurrency: countOption("concurrency", "Runs in flight on this worker (default 16)."),
   tenantConcurrency: countOption("tenant-concurrency", "Runs in flight here for one tenant (default: --concurrency)."),

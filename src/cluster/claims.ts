@@ -1,5 +1,5 @@
 /**
- * The durable claim of each fleet run, keyed by request id: written before anything is spawned (at-most-once), read
+ * The durable claim of each fleet run, keyed by tenant and request id (`claimKey`): written before anything is spawned (at-most-once), read
  * to answer a repeated request id with the stored outcome (idempotency), and checked against the owner's liveness so
  * a run whose worker died is reported lost instead of being run again.
  */
@@ -13,6 +13,12 @@ import * as Ref from "effect/Ref"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import { FleetError } from "../Errors.js"
+
+/**
+ * The key a run is claimed under: its tenant and its request id together, so that request ids are the tenant's own
+ * (tenant B's "deploy-7" is not tenant A's). Stored in `request_id`.
+ */
+export const claimKey = (tenant: string, requestId: string): string => JSON.stringify([tenant, requestId])
 
 /** A finished run's stored outcome: the encoded `WireResult` or the encoded `WireError`. */
 export type Outcome = { readonly _tag: "Done"; readonly result: unknown } | { readonly _tag: "Failed"; readonly error: unknown }

@@ -14,7 +14,7 @@ import { randomUUID } from "node:crypto"
 import { FleetError } from "../Errors.js"
 import { decodeInput, type ExecInput } from "../Exec.js"
 import { NativeRunner } from "../NativeRunner.js"
-import { awaitSettled, ClaimReader } from "./claims.js"
+import { awaitSettled, ClaimReader, claimKey } from "./claims.js"
 import { eventFromWire, resultFromWire, RunnerEntity, toWire } from "./protocol.js"
 
 /** Where a client's runs go and how they are delivered. */
@@ -27,6 +27,8 @@ export interface ClientSettings {
    */
   readonly spread: number
   readonly delivery: "at-most-once" | "at-least-once"
+  /** The tenant's own caps on each worker, from its registration (set by a worker's client endpoint only). */
+  readonly caps?: { readonly concurrency?: number | undefined; readonly queue?: number | undefined } | undefined
 }
 
 /** How long an interrupted exec waits for its worker to settle the run before it returns anyway. */
@@ -48,55 +50,66 @@ const fleetError = (requestId: string) => (error: ClusterFailure): FleetError =>
   }
 }
 
-/** The client service over the cluster in context (`Sharding`). */
-export const layerClientWith = (settings: ClientSettings): Layer.Layer<NativeRunner, never, Sharding> =>
-  Layer.effect(
-    NativeRunner,
-    Effect.gen(function*() {
-      const clientFor = yield* RunnerEntity.client
-      const reader = yield* Effect.serviceOption(ClaimReader)
-      // An interrupted exec returns once its worker has settled the run (killed the tree), as a local exec does.
-      const awaitWorker = (requestId: string) =>
-        Option.match(reader, { onNone: () => Effect.void, onSome: (r) => awaitSettled(r, requestId, SETTLE_BOUND) })
-      let next = 0
-      const route = (): string => {
-        const slot = next++ % settings.spread
-        return settings.spread === 1 ? settings.tenant : `${settings.tenant}/${slot}`
-      }
-      const request = (input: ExecInput) =>
-        Effect.gen(function*() {
-          const decoded = yield* decodeInput(input)
-          const requestId = Option.getOrElse(yield* FiberRef.get(currentRequestId), () => randomUUID())
-          const payload = { requestId, tenant: settings.tenant, delivery: settings.delivery, input: toWire(decoded) }
-          return { client: clientFor(route()), payload, requestId }
-        })
-      return NativeRunner.of({
-        exec: (input) =>
-          Effect.flatMap(request(input), ({ client, payload, requestId }) =>
-            client.Exec(payload).pipe(
-              Effect.onInterrupt(() => awaitWorker(requestId)),
-              Effect.map(resultFromWire),
-              Effect.catchTags({
-                MailboxFull: (e) => Effect.fail(fleetError(requestId)(e)),
-                AlreadyProcessingMessage: (e) => Effect.fail(fleetError(requestId)(e)),
-                PersistenceError: (e) => Effect.fail(fleetError(requestId)(e))
+/**
+ * Makes fleet runners over the cluster in context (`Sharding`): one `NativeRunner` per settings, all sharing the
+ * entity client. A worker's client endpoint makes one per authenticated tenant; `layerClientWith` makes one.
+ */
+export const makeFleetRunners: Effect.Effect<(settings: ClientSettings) => NativeRunner["Type"], never, Sharding> = Effect.gen(function*() {
+  const clientFor = yield* RunnerEntity.client
+  const reader = yield* Effect.serviceOption(ClaimReader)
+  // An interrupted exec returns once its worker has settled the run (killed the tree), as a local exec does.
+  const awaitWorker = (requestId: string) =>
+    Option.match(reader, { onNone: () => Effect.void, onSome: (r) => awaitSettled(r, requestId, SETTLE_BOUND) })
+  return (settings) => {
+    let next = 0
+    const route = (): string => {
+      const slot = next++ % settings.spread
+      return settings.spread === 1 ? settings.tenant : `${settings.tenant}/${slot}`
+    }
+    const request = (input: ExecInput) =>
+      Effect.gen(function*() {
+        const decoded = yield* decodeInput(input)
+        const requestId = Option.getOrElse(yield* FiberRef.get(currentRequestId), () => randomUUID())
+        const payload = {
+          requestId,
+          tenant: settings.tenant,
+          delivery: settings.delivery,
+          input: toWire(decoded),
+          ...(settings.caps === undefined ? {} : { caps: settings.caps })
+        }
+        return { client: clientFor(route()), payload, requestId }
+      })
+    return NativeRunner.of({
+      exec: (input) =>
+        Effect.flatMap(request(input), ({ client, payload, requestId }) =>
+          client.Exec(payload).pipe(
+            Effect.onInterrupt(() => awaitWorker(claimKey(settings.tenant, requestId))),
+            Effect.map(resultFromWire),
+            Effect.catchTags({
+              MailboxFull: (e) => Effect.fail(fleetError(requestId)(e)),
+              AlreadyProcessingMessage: (e) => Effect.fail(fleetError(requestId)(e)),
+              PersistenceError: (e) => Effect.fail(fleetError(requestId)(e))
+            })
+          )
+        ).pipe(Effect.withSpan("NativeRunnerCluster.exec", { attributes: { tenant: settings.tenant } })),
+      execStream: (input) =>
+        Stream.unwrap(
+          Effect.map(request(input), ({ client, payload, requestId }) =>
+            client.ExecStream(payload).pipe(
+              Stream.ensuring(awaitWorker(claimKey(settings.tenant, requestId))),
+              Stream.map(eventFromWire),
+              Stream.catchTags({
+                MailboxFull: (e) => Stream.fail(fleetError(requestId)(e)),
+                AlreadyProcessingMessage: (e) => Stream.fail(fleetError(requestId)(e)),
+                PersistenceError: (e) => Stream.fail(fleetError(requestId)(e))
               })
             )
-          ).pipe(Effect.withSpan("NativeRunnerCluster.exec", { attributes: { tenant: settings.tenant } })),
-        execStream: (input) =>
-          Stream.unwrap(
-            Effect.map(request(input), ({ client, payload, requestId }) =>
-              client.ExecStream(payload).pipe(
-                Stream.ensuring(awaitWorker(requestId)),
-                Stream.map(eventFromWire),
-                Stream.catchTags({
-                  MailboxFull: (e) => Stream.fail(fleetError(requestId)(e)),
-                  AlreadyProcessingMessage: (e) => Stream.fail(fleetError(requestId)(e)),
-                  PersistenceError: (e) => Stream.fail(fleetError(requestId)(e))
-                })
-              )
-            )
           )
-      })
+        )
     })
-  )
+  }
+})
+
+/** The client service over the cluster in context (`Sharding`). */
+export const layerClientWith = (settings: ClientSettings): Layer.Layer<NativeRunner, never, Sharding> =>
+  Layer.effect(NativeRunner, Effect.map(makeFleetRunners, (make) => make(settings)))

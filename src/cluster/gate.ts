@@ -15,7 +15,17 @@ export interface Admission {
 
 export interface TenantGate {
   /** Takes a place in the tenant's line on this worker (until the scope closes), or fails with "Busy". */
-  readonly admit: (tenant: string, requestId: string) => Effect.Effect<Admission, FleetError, Scope.Scope>
+  readonly admit: (
+    tenant: string,
+    requestId: string,
+    caps?: TenantCaps | undefined
+  ) => Effect.Effect<Admission, FleetError, Scope.Scope>
+}
+
+/** A tenant's registered caps: they lower the worker's, never raise them. */
+export interface TenantCaps {
+  readonly concurrency?: number | undefined
+  readonly queue?: number | undefined
 }
 
 export interface GateSettings {
@@ -28,6 +38,9 @@ export interface GateSettings {
 interface Line {
   readonly tenant: string
   readonly permits: Effect.Semaphore
+  /** The caps in force for the line (the worker's, lowered by the tenant's when the line was opened). */
+  readonly runningCap: number
+  readonly queueCap: number
   /** Admitted runs of the tenant: running plus waiting. */
   admitted: number
   running: number
@@ -54,7 +67,7 @@ const slotIn = (worker: Effect.Semaphore, line: Line): Effect.Effect<void, never
       )
   ).pipe(Effect.asVoid)
 
-const busy = (line: Line, settings: GateSettings, requestId: string) =>
+const busy = (line: Line, requestId: string) =>
   Effect.zipRight(
     FleetMetrics.countRequest("busy"),
     Effect.fail(
@@ -62,8 +75,8 @@ const busy = (line: Line, settings: GateSettings, requestId: string) =>
         reason: "Busy",
         requestId,
         message: `tenant ${JSON.stringify(line.tenant)} has ${line.admitted} runs on this worker (cap ${
-          settings.tenantConcurrency
-        } running + ${settings.queue} waiting); nothing ran`
+          line.runningCap
+        } running + ${line.queueCap} waiting); nothing ran`
       })
     )
   )
@@ -71,10 +84,14 @@ const busy = (line: Line, settings: GateSettings, requestId: string) =>
 export const makeTenantGate = (settings: GateSettings): Effect.Effect<TenantGate> =>
   Effect.map(Effect.makeSemaphore(settings.concurrency), (worker) => {
     const lines = new Map<string, Line>()
-    const lineOf = (tenant: string): Line => {
+    const lineOf = (tenant: string, caps: TenantCaps | undefined): Line => {
       const existing = lines.get(tenant)
       if (existing !== undefined) return existing
-      const line = { tenant, permits: Effect.unsafeMakeSemaphore(settings.tenantConcurrency), admitted: 0, running: 0 }
+      const lower = (worker: number, own: number | undefined) =>
+        own === undefined || !Number.isInteger(own) || own < 0 ? worker : Math.min(worker, own)
+      const runningCap = Math.max(1, lower(settings.tenantConcurrency, caps?.concurrency))
+      const queueCap = lower(settings.queue, caps?.queue)
+      const line = { tenant, permits: Effect.unsafeMakeSemaphore(runningCap), runningCap, queueCap, admitted: 0, running: 0 }
       lines.set(tenant, line)
       return line
     }
@@ -93,11 +110,11 @@ export const makeTenantGate = (settings: GateSettings): Effect.Effect<TenantGate
           })
       )
     return {
-      admit: (tenant, requestId) =>
+      admit: (tenant, requestId, caps) =>
         Effect.suspend(() => {
-          const line = lineOf(tenant)
-          return line.admitted >= settings.tenantConcurrency + settings.queue
-            ? busy(line, settings, requestId)
+          const line = lineOf(tenant, caps)
+          return line.admitted >= line.runningCap + line.queueCap
+            ? busy(line, requestId)
             : Effect.as(enter(line), { slot: slotIn(worker, line) })
         })
     }

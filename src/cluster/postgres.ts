@@ -18,9 +18,11 @@ import * as Redacted from "effect/Redacted"
 import { hostname } from "node:os"
 import { FleetError, type NativeRunnerError } from "../Errors.js"
 import * as Claims from "./claims.js"
+import * as Tenants from "./tenants.js"
 import { serveHealth } from "./health.js"
 import { type FleetTls, loadFleetTls } from "./pki.js"
 import { layerClusterTls } from "./tls.js"
+import { serveClients } from "./endpoint.js"
 
 /**
  * Shards per group. Client and workers must agree (a mismatch drops messages silently), so it is fixed here rather
@@ -30,7 +32,8 @@ export const SHARDS_PER_GROUP = 300
 
 export type DatabaseUrl = string | Redacted.Redacted<string>
 
-const pg = (databaseUrl: DatabaseUrl) =>
+/** A connection pool to the fleet's database. */
+export const pg = (databaseUrl: DatabaseUrl) =>
   PgClient.layer({
     url: Redacted.isRedacted(databaseUrl) ? databaseUrl : Redacted.make(databaseUrl),
     // Fleet clients and workers hold few connections each: the cluster's lock connection, ours, and a small pool.
@@ -55,17 +58,6 @@ export const shardingConfig = {
 const unavailable = (error: { readonly message: string }): FleetError =>
   new FleetError({ reason: "Unavailable", message: `the fleet could not be joined: ${error.message}` })
 
-/**
- * A client's cluster: no runner of its own; shard assignments from the database; the claims reader. It dials workers
- * over TLS with the fleet certificate read from `fleetDir`.
- */
-export const clientCluster = (databaseUrl: DatabaseUrl, fleetDir: string) =>
-  Layer.unwrapEffect(Effect.map(loadFleetTls(fleetDir), (material) =>
-    Layer.merge(
-      layerClusterTls(material, { clientOnly: true, shardingConfig }),
-      Claims.layerSqlReader
-    ).pipe(Layer.provide(pg(databaseUrl)), Layer.mapError(unavailable))))
-
 /** Creates the cluster's tables and the claims table while holding the schema lock. */
 export const migrate: Effect.Effect<void, SqlError, SqlClient.SqlClient> = Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
@@ -80,6 +72,7 @@ export const migrate: Effect.Effect<void, SqlError, SqlClient.SqlClient> = Effec
       Layer.provide(ShardingConfig.layer(shardingConfig))
     )))
     yield* Claims.migrate
+    yield* Tenants.migrate(sql)
   }))
 })
 
@@ -90,6 +83,8 @@ export interface WorkerParts<E> {
   /** The fleet directory: the worker's certificate and key and the fleet's CA (`native-runner fleet init`). */
   readonly fleetDir: string
   readonly health?: { readonly host: string; readonly port: number } | undefined
+  /** Where clients with a tenant credential reach this worker (HTTPS); absent: no client endpoint here. */
+  readonly clientListen?: { readonly host: string; readonly port: number } | undefined
   readonly grace: Duration.DurationInput
   /** The entity's handlers with their local runner; they need the cluster and a claim store. */
   readonly handlers: Layer.Layer<never, E, Sharding | Claims.ClaimStore>
@@ -114,14 +109,19 @@ const workerLayerWith = <E>(parts: WorkerParts<E>, material: FleetTls): Layer.La
     }
   }).pipe(Layer.provide(Layer.effectDiscard(migrate)))
   // The claims store after the cluster layer, whose start created its table.
-  const shared = Claims.layerSql(workerId).pipe(
+  const shared = Layer.merge(Claims.layerSql(workerId), Claims.layerSqlReader).pipe(
     Layer.provideMerge(cluster),
     Layer.provideMerge(pg(parts.databaseUrl)),
     Layer.mapError(unavailable)
   )
   // Released first on shutdown (built last): /health says "draining" while the runs in flight finish.
   const drainMark = Layer.scopedDiscard(Effect.addFinalizer(() => Effect.sync(() => (draining.value = true))))
-  const work = Layer.mergeAll(parts.handlers, drainMark).pipe(Layer.provide(shared))
+  // The client endpoint hands runs to the cluster; on shutdown it takes no new ones and lets those in flight finish
+  // within the grace.
+  const endpoint = parts.clientListen === undefined
+    ? Layer.empty
+    : Layer.scopedDiscard(serveClients(parts.clientListen, material, parts.grace))
+  const work = Layer.mergeAll(parts.handlers, drainMark, endpoint).pipe(Layer.provide(shared))
   if (health === undefined) return work
   // Built first, released last: health and metrics stay up for the whole drain.
   const server = Layer.scopedDiscard(serveHealth(health, { workerId, draining: () => draining.value })).pipe(

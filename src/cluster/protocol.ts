@@ -85,7 +85,12 @@ const payload = {
   requestId: Schema.String,
   tenant: Schema.String,
   delivery: Schema.Literal("at-most-once", "at-least-once"),
-  input: WireInput
+  input: WireInput,
+  /** The tenant's registered caps (from the endpoint that authenticated it), below the worker's own. */
+  caps: Schema.optionalWith(
+    Schema.Struct({ concurrency: Schema.optional(Schema.Number), queue: Schema.optional(Schema.Number) }),
+    { exact: true }
+  )
 }
 
 export const ExecRpc = Rpc.make("Exec", { payload, success: WireResult, error: WireError })

@@ -14,7 +14,7 @@ import * as Stream from "effect/Stream"
 import { FleetError, type NativeRunnerError } from "../Errors.js"
 import type { ExecEvent, ExecResult } from "../Exec.js"
 import { NativeRunner } from "../NativeRunner.js"
-import { ClaimStore, type ClaimStoreService, type Outcome } from "./claims.js"
+import { claimKey, ClaimStore, type ClaimStoreService, type Outcome } from "./claims.js"
 import { makeTenantGate, type TenantGate } from "./gate.js"
 import * as FleetMetrics from "./metrics.js"
 import { ExecRpc, fromWire, RunnerEntity, WireError, type WireEvent, WireResult } from "./protocol.js"
@@ -73,7 +73,7 @@ interface HandlerContext {
   readonly runner: NativeRunner["Type"]
   readonly claims: ClaimStoreService
   readonly gate: TenantGate
-  /** Runs in flight here by request id, so a repeat delivered to this worker waits for the same outcome. */
+  /** Runs in flight here by claim key, so a repeat delivered to this worker waits for the same outcome. */
   readonly local: Map<string, Deferred.Deferred<Outcome>>
 }
 
@@ -83,8 +83,10 @@ type Decision = { readonly _tag: "Run" } | { readonly _tag: "Answer"; readonly o
 const decide = (ctx: HandlerContext, payload: Payload): Effect.Effect<Decision, FleetError> =>
   Effect.gen(function*() {
     const { requestId, tenant } = payload
+    // Claims are the tenant's: another tenant's request id of the same name is another claim.
+    const key = claimKey(tenant, requestId)
     for (;;) {
-      const state = yield* ctx.claims.claim(requestId, tenant)
+      const state = yield* ctx.claims.claim(key, tenant)
       switch (state._tag) {
         case "Claimed":
           return { _tag: "Run" } as const
@@ -92,7 +94,7 @@ const decide = (ctx: HandlerContext, payload: Payload): Effect.Effect<Decision, 
           yield* FleetMetrics.countRequest("repeat")
           return { _tag: "Answer", outcome: state.outcome } as const
         case "Running": {
-          const here = ctx.local.get(requestId)
+          const here = ctx.local.get(key)
           if (here !== undefined) return { _tag: "Answer", outcome: yield* Deferred.await(here) } as const
           if (state.ownerAlive) {
             // Another live worker runs it (a repeat sent while it runs): wait for its stored outcome.
@@ -106,13 +108,13 @@ const decide = (ctx: HandlerContext, payload: Payload): Effect.Effect<Decision, 
       }
       // The claim will not finish where it was: its worker died, or the run was interrupted.
       if (payload.delivery === "at-least-once") {
-        if (yield* ctx.claims.reclaim(requestId, state.workerId)) {
+        if (yield* ctx.claims.reclaim(key, state.workerId)) {
           yield* FleetMetrics.countRequest("rerun")
           return { _tag: "Run" } as const
         }
         continue // another worker took it over first: look again
       }
-      if (state._tag === "Running") yield* ctx.claims.markLost(requestId, state.workerId)
+      if (state._tag === "Running") yield* ctx.claims.markLost(key, state.workerId)
       yield* FleetMetrics.countRequest("lost")
       return yield* lost(requestId, state.workerId)
     }
@@ -129,21 +131,21 @@ const answer = (outcome: Outcome): Effect.Effect<WireResult, WireErrorType> =>
     : Effect.flatMap(Effect.orDie(decodeError(outcome.error)), Effect.fail)
 
 /** Records the run's outcome durably, then for repeats waiting on this worker; None when the run was interrupted. */
-const record = (ctx: HandlerContext, requestId: string, exit: Exit.Exit<ExecResult, NativeRunnerError>) =>
+const record = (ctx: HandlerContext, key: string, exit: Exit.Exit<ExecResult, NativeRunnerError>) =>
   Effect.gen(function*() {
     const outcome = outcomeOf(ctx.claims.workerId, exit)
     // Interrupted (the worker stops past its grace): the claim stays "running"; once this worker's lock is gone a
     // repeat finds it lost.
     if (Option.isNone(outcome)) return outcome
-    yield* ctx.claims.finish(requestId, outcome.value)
-    const waiting = ctx.local.get(requestId)
+    yield* ctx.claims.finish(key, outcome.value)
+    const waiting = ctx.local.get(key)
     if (waiting !== undefined) yield* Deferred.succeed(waiting, outcome.value)
     return outcome
-  }).pipe(Effect.ensuring(Effect.sync(() => ctx.local.delete(requestId))))
+  }).pipe(Effect.ensuring(Effect.sync(() => ctx.local.delete(key))))
 
 /** Records the outcome and returns it as the reply. */
-const settle = (ctx: HandlerContext, requestId: string, exit: Exit.Exit<ExecResult, NativeRunnerError>) =>
-  Effect.flatMap(record(ctx, requestId, exit), (outcome) => Option.isSome(outcome) ? answer(outcome.value) : exit)
+const settle = (ctx: HandlerContext, key: string, exit: Exit.Exit<ExecResult, NativeRunnerError>) =>
+  Effect.flatMap(record(ctx, key, exit), (outcome) => Option.isSome(outcome) ? answer(outcome.value) : exit)
 
 /**
  * Marks the request as running here until the scope closes. If the scope closes before `record` (the caller or the
@@ -153,14 +155,15 @@ const settle = (ctx: HandlerContext, requestId: string, exit: Exit.Exit<ExecResu
 const begin = (ctx: HandlerContext, payload: Payload) =>
   Effect.gen(function*() {
     const done = yield* Deferred.make<Outcome>()
-    ctx.local.set(payload.requestId, done)
+    const key = claimKey(payload.tenant, payload.requestId)
+    ctx.local.set(key, done)
     yield* Effect.addFinalizer(() =>
       Effect.gen(function*() {
         if (yield* Deferred.isDone(done)) return
         const outcome: Outcome = { _tag: "Failed", error: encodeError(lost(payload.requestId, ctx.claims.workerId)) }
-        yield* Effect.ignore(ctx.claims.markLost(payload.requestId, ctx.claims.workerId))
+        yield* Effect.ignore(ctx.claims.markLost(key, ctx.claims.workerId))
         yield* Deferred.succeed(done, outcome)
-        ctx.local.delete(payload.requestId)
+        ctx.local.delete(key)
       })
     )
   })
@@ -168,14 +171,14 @@ const begin = (ctx: HandlerContext, payload: Payload) =>
 const handleExec = (ctx: HandlerContext, payload: Payload): Effect.Effect<WireResult, WireErrorType> =>
   Effect.scoped(
     Effect.gen(function*() {
-      const admission = yield* ctx.gate.admit(payload.tenant, payload.requestId)
+      const admission = yield* ctx.gate.admit(payload.tenant, payload.requestId, payload.caps)
       const decision = yield* decide(ctx, payload)
       if (decision._tag === "Answer") return yield* answer(decision.outcome)
       yield* begin(ctx, payload)
       yield* admission.slot
       yield* FleetMetrics.countRequest("ran")
       const exit = yield* Effect.exit(ctx.runner.exec(fromWire(payload.input)))
-      return yield* settle(ctx, payload.requestId, exit)
+      return yield* settle(ctx, claimKey(payload.tenant, payload.requestId), exit)
     })
   ).pipe(Effect.withSpan("NativeRunnerCluster.worker.exec", { attributes: { tenant: payload.tenant } }))
 
@@ -201,16 +204,18 @@ const replay = (result: WireResult): Stream.Stream<WireEvent> =>
 const handleStream = (ctx: HandlerContext, payload: Payload): Stream.Stream<WireEvent, WireErrorType> =>
   Stream.unwrapScoped(
     Effect.gen(function*() {
-      const admission = yield* ctx.gate.admit(payload.tenant, payload.requestId)
+      const admission = yield* ctx.gate.admit(payload.tenant, payload.requestId, payload.caps)
       const decision = yield* decide(ctx, payload)
       if (decision._tag === "Answer") return replay(yield* answer(decision.outcome))
       yield* begin(ctx, payload)
       yield* admission.slot
       yield* FleetMetrics.countRequest("ran")
       return ctx.runner.execStream(fromWire(payload.input)).pipe(
-        Stream.tapError((error) => record(ctx, payload.requestId, Exit.fail(error))),
+        Stream.tapError((error) => record(ctx, claimKey(payload.tenant, payload.requestId), Exit.fail(error))),
         Stream.tap((event) =>
-          event._tag === "Exit" ? Effect.asVoid(record(ctx, payload.requestId, Exit.succeed(event.result))) : Effect.void
+          event._tag === "Exit"
+            ? Effect.asVoid(record(ctx, claimKey(payload.tenant, payload.requestId), Exit.succeed(event.result)))
+            : Effect.void
         ),
         Stream.map(toWireEvent(ctx.claims.workerId))
       )

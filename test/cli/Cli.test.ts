@@ -195,7 +195,7 @@ const badUsage: ReadonlyArray<readonly [ReadonlyArray<string>, string]> = [
     [["run", "--spill-dir", "/nonexistent/spills", "--"], "native-runner: cannot use --spill-dir: ENOENT"],
     [["run", "--spill-dir", notADirectory, "--"], `native-runner: cannot use --spill-dir: ${notADirectory} is not a directory`],
     [["exec", "--"], "native-runner: Invalid subcommand for native-runner - use one of 'run', 'worker', 'fleet', 'workspace', 'doctor'"],
-    [["run", "--fleet-dir", "/etc/native-runner/fleet", "--"], "native-runner: --fleet-dir only applies with --cluster"]
+    [["run", "--credentials", "/etc/native-runner/acme.credentials", "--"], "native-runner: --credentials only applies with --cluster"]
 ]
 
 describe("native-runner (in-process main)", () => {

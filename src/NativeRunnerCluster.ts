@@ -21,7 +21,7 @@ import * as HttpClient from "./cluster/httpClient.js"
 import * as Postgres from "./cluster/postgres.js"
 import * as Tenants from "./cluster/tenants.js"
 import { currentRequestId, layerClientWith as clientLayer } from "./cluster/client.js"
-import { layerHandlers } from "./cluster/worker.js"
+import { type Ceiling, layerHandlers } from "./cluster/worker.js"
 
 
 import { FleetError } from "./Errors.js"
@@ -91,12 +91,30 @@ export const layerClaimsMemory = (workerId: string) => Claims.layerMemory(worker
  * The worker's handlers over the cluster in context (`Sharding`), with the local runner (`NativeRunner`) and a claim
  * store (`layerClaimsSql` or `layerClaimsMemory`): what `layerWorker` wires to PostgreSQL, and `layerMemory` to memory.
  */
-export const layerWorkerWith = (options: WorkerOptions = {}) =>
+export const layerWorkerWith = (options: WorkerOptions = {}, ceiling?: Ceiling) =>
   Layer.unwrapEffect(
     Effect.map(decode(WorkerOptions, options), (o) =>
-      layerHandlers({ concurrency: o.concurrency, tenantConcurrency: o.tenantConcurrency ?? o.concurrency, queue: o.queue })
+      layerHandlers({
+        concurrency: o.concurrency,
+        tenantConcurrency: o.tenantConcurrency ?? o.concurrency,
+        queue: o.queue,
+        ceiling
+      })
     )
   )
+
+/**
+ * The ceiling a worker's runner options put on requests: their output caps, timeout and kill grace (defaults
+ * included), and their spill directory if any. `layerWorker` applies it to every request.
+ */
+export const ceilingOf = (runner: NativeRunner.Options = {}): Effect.Effect<Ceiling, NativeRunnerError> =>
+  Effect.map(NativeRunner.decodeOptions(NativeRunner.Options, runner), (o) => ({
+    maxStdoutBytes: o.maxStdoutBytes,
+    maxStderrBytes: o.maxStderrBytes,
+    timeoutMs: Duration.toMillis(Duration.decode(o.timeout)),
+    killGraceMs: Duration.toMillis(Duration.decode(o.killGrace)),
+    ...(o.spill === undefined ? {} : { spill: o.spill })
+  }))
 
 /**
  * A whole fleet in this process, over memory: one worker using `local` as its runner, and a client. For tests and
@@ -191,9 +209,15 @@ export interface WorkerAddress {
   /** Where clients with tenant credentials reach this worker (HTTPS, the fleet certificate); absent: not here. */
   readonly clientListen?: { readonly host: string; readonly port: number } | undefined
   readonly health?: { readonly host: string; readonly port: number } | undefined
-  /** The options of the worker's local live layer (`NativeRunner.layerNode`): sandbox, limits, caps. */
+  /**
+   * The options of the worker's local live layer (`NativeRunner.layerNode`): sandbox, limits, caps. Its output caps,
+   * timeout, kill grace and spill directory are also the ceiling of what a request may ask for.
+   */
   readonly runner?: NativeRunner.Options | undefined
-  /** The worker's local runner, instead of `NativeRunner.layerNode(runner)` (e.g. with an `Audit` sink provided). */
+  /**
+   * The worker's local runner, instead of `NativeRunner.layerNode(runner)` (e.g. with an `Audit` sink provided);
+   * give `runner` too, for the ceiling.
+   */
   readonly local?: Layer.Layer<NativeRunner.NativeRunner, NativeRunnerError> | undefined
 }
 
@@ -212,7 +236,7 @@ export const layerWorker = (
   options: WorkerOptions & DatabaseOptions & WorkerAddress
 ): Layer.Layer<never, NativeRunnerError> => {
   const { databaseUrl, fleetDir, listen, clientListen, health, runner, local, ...worker } = options
-  return Layer.unwrapEffect(Effect.map(decode(WorkerOptions, worker), (decoded) =>
+  return Layer.unwrapEffect(Effect.map(Effect.zip(decode(WorkerOptions, worker), ceilingOf(runner)), ([decoded, ceiling]) =>
     Postgres.workerLayer({
       databaseUrl,
       fleetDir,
@@ -220,6 +244,7 @@ export const layerWorker = (
       clientListen,
       health,
       grace: decoded.grace,
-      handlers: layerWorkerWith(worker).pipe(Layer.provide(local ?? NativeRunner.layerNode(runner ?? {})))
+      // A request asks within the worker's policy: its caps, timeouts and spill directory are ceilings.
+      handlers: layerWorkerWith(worker, ceiling).pipe(Layer.provide(local ?? NativeRunner.layerNode(runner ?? {})))
     })))
 }

@@ -408,6 +408,21 @@ describe.runIf(runs)("the fleet on PostgreSQL (3 workers, CLI and library client
     expect(runs.filter((r) => r._tag === "Right")).toHaveLength(2)
   }, 30_000)
 
+  it("the worker's policy is a ceiling: a larger cap is lowered to the worker's, a client's spill is refused", async () => {
+    const big = await Effect.runPromise(NativeRunner.exec({
+      argv: ["head", "-c", String(3 * 1024 * 1024), "/dev/zero"],
+      limits: { maxStdoutBytes: 64 * 1024 * 1024 }
+    }).pipe(Effect.provide(client("default"))))
+    // The workers run with the default 1 MiB cap.
+    expect([big.stdout.length, big.truncatedStdout, big.stdoutBytes]).toEqual([1024 * 1024, true, 3 * 1024 * 1024])
+    const spillDir = mkdtempSync(path.join(tmp, "client-spill-"))
+    const spilled = await Effect.runPromiseExit(NativeRunner.exec({ argv: ["echo", "hi"], spill: { dir: spillDir } }).pipe(
+      Effect.provide(client("default"))
+    ))
+    expect(Exit.isFailure(spilled) && JSON.stringify(spilled.cause)).toMatch(/spill is the worker.s setting.*"_tag":"InvalidInput"/)
+    expect(readdirSync(spillDir)).toEqual([])
+  }, 30_000)
+
   it("a worker without its certificate does not start; without --fleet-dir it is bad usage (exit 2)", async () => {
     const empty = mkdtempSync(path.join(tmp, "no-fleet-"))
     const port = await freePort()

@@ -146,6 +146,8 @@ export const runWorker = (config: WorkerConfig & WorkerRunConfig) =>
       listen: flags.listen,
       clientListen: Option.getOrUndefined(flags.clientListen),
       health: Option.getOrUndefined(flags.health),
+      // Its policy, also the ceiling of what a request may ask for.
+      runner: toRunnerOptions(request),
       // The worker's own runner: through the spawn helper (it runs many commands), with --audit-log's sink if given.
       local: request.auditLog === undefined
         ? NativeRunner.layerNode(toRunnerOptions(request))

@@ -11,13 +11,13 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
-import { FleetError, type NativeRunnerError } from "../Errors.js"
+import { FleetError, InvalidInput, type NativeRunnerError } from "../Errors.js"
 import type { ExecEvent, ExecResult } from "../Exec.js"
 import { NativeRunner } from "../NativeRunner.js"
 import { claimKey, ClaimStore, type ClaimStoreService, type Outcome } from "./claims.js"
 import { makeTenantGate, type TenantGate } from "./gate.js"
 import * as FleetMetrics from "./metrics.js"
-import { ExecRpc, fromWire, RunnerEntity, WireError, type WireEvent, WireResult } from "./protocol.js"
+import { ExecRpc, fromWire, RunnerEntity, WireError, type WireEvent, type WireInput, WireResult } from "./protocol.js"
 
 /** How a worker takes work. */
 export interface WorkerSettings {
@@ -27,6 +27,56 @@ export interface WorkerSettings {
   readonly tenantConcurrency: number
   /** Runs of one tenant waiting for a slot on this worker; one more fails with `FleetError` "Busy". */
   readonly queue: number
+  /**
+   * The worker's policy as a ceiling on what a request asks for (absent: requests are taken as they are, as in a
+   * cluster inside one process). `layerWorker` derives it from the worker's runner options.
+   */
+  readonly ceiling?: Ceiling | undefined
+}
+
+/** What a request may ask for at most: the worker's own caps and timeouts, and its spill directory if it has one. */
+export interface Ceiling {
+  readonly maxStdoutBytes: number
+  readonly maxStderrBytes: number
+  readonly timeoutMs: number
+  readonly killGraceMs: number
+  readonly spill?: { readonly dir: string; readonly maxBytes?: number | undefined } | undefined
+}
+
+/**
+ * The request clamped to the worker's ceiling: caps and timeouts lowered to the worker's, never raised; a spill
+ * request goes to the worker's own spill directory (within its size), and is refused when the worker has none (a
+ * client must not choose where the worker writes files).
+ */
+export const clampToCeiling = (ceiling: Ceiling | undefined, input: WireInput): WireInput | InvalidInput => {
+  if (ceiling === undefined) return input
+  const atMost = (value: number | undefined, cap: number) => value === undefined ? undefined : Math.min(value, cap)
+  const { limits, spill, timeoutMs, killGraceMs, ...rest } = input
+  if (spill !== undefined && ceiling.spill === undefined) {
+    return new InvalidInput({
+      message: "invalid exec input: spill is the worker's setting; this worker has no spill directory",
+      issues: [{ path: "spill", message: "refused: the worker names no spill directory" }]
+    })
+  }
+  const clampedLimits = limits === undefined ? undefined : {
+    ...(limits.maxStdoutBytes === undefined ? {} : { maxStdoutBytes: Math.min(limits.maxStdoutBytes, ceiling.maxStdoutBytes) }),
+    ...(limits.maxStderrBytes === undefined ? {} : { maxStderrBytes: Math.min(limits.maxStderrBytes, ceiling.maxStderrBytes) }),
+    ...(limits.timeoutMs === undefined ? {} : { timeoutMs: Math.min(limits.timeoutMs, ceiling.timeoutMs) })
+  }
+  const timeout = atMost(timeoutMs, ceiling.timeoutMs)
+  const grace = atMost(killGraceMs, ceiling.killGraceMs)
+  const spillMax = spill?.maxBytes === undefined
+    ? ceiling.spill?.maxBytes
+    : ceiling.spill?.maxBytes === undefined ? spill.maxBytes : Math.min(spill.maxBytes, ceiling.spill.maxBytes)
+  return {
+    ...rest,
+    ...(clampedLimits === undefined ? {} : { limits: clampedLimits }),
+    ...(timeout === undefined ? {} : { timeoutMs: timeout }),
+    ...(grace === undefined ? {} : { killGraceMs: grace }),
+    ...(spill === undefined || ceiling.spill === undefined
+      ? {}
+      : { spill: { dir: ceiling.spill.dir, ...(spillMax === undefined ? {} : { maxBytes: spillMax }) } })
+  }
 }
 
 type Payload = typeof ExecRpc.payloadSchema.Type
@@ -57,7 +107,13 @@ export const layerHandlers = (settings: WorkerSettings) =>
       const local = new Map<string, Deferred.Deferred<Outcome>>()
       return RunnerEntity.toLayer(
         Effect.gen(function*() {
-          const ctx: HandlerContext = { runner: yield* NativeRunner, claims: yield* ClaimStore, gate, local }
+          const ctx: HandlerContext = {
+            runner: yield* NativeRunner,
+            claims: yield* ClaimStore,
+            gate,
+            local,
+            ceiling: settings.ceiling
+          }
           return RunnerEntity.of({
             Exec: (envelope) => handleExec(ctx, envelope.payload),
             ExecStream: (envelope) => handleStream(ctx, envelope.payload)
@@ -70,6 +126,7 @@ export const layerHandlers = (settings: WorkerSettings) =>
   )
 
 interface HandlerContext {
+  readonly ceiling: Ceiling | undefined
   readonly runner: NativeRunner["Type"]
   readonly claims: ClaimStoreService
   readonly gate: TenantGate
@@ -168,9 +225,16 @@ const begin = (ctx: HandlerContext, payload: Payload) =>
     )
   })
 
-const handleExec = (ctx: HandlerContext, payload: Payload): Effect.Effect<WireResult, WireErrorType> =>
+/** The payload with its input clamped to the worker's ceiling, or the refusal (before anything is claimed). */
+const withinCeiling = (ctx: HandlerContext, payload: Payload): Effect.Effect<Payload, InvalidInput> => {
+  const input = clampToCeiling(ctx.ceiling, payload.input)
+  return input instanceof InvalidInput ? Effect.fail(input) : Effect.succeed({ ...payload, input })
+}
+
+const handleExec = (ctx: HandlerContext, given: Payload): Effect.Effect<WireResult, WireErrorType> =>
   Effect.scoped(
     Effect.gen(function*() {
+      const payload = yield* withinCeiling(ctx, given)
       const admission = yield* ctx.gate.admit(payload.tenant, payload.requestId, payload.caps)
       const decision = yield* decide(ctx, payload)
       if (decision._tag === "Answer") return yield* answer(decision.outcome)
@@ -180,7 +244,7 @@ const handleExec = (ctx: HandlerContext, payload: Payload): Effect.Effect<WireRe
       const exit = yield* Effect.exit(ctx.runner.exec(fromWire(payload.input)))
       return yield* settle(ctx, claimKey(payload.tenant, payload.requestId), exit)
     })
-  ).pipe(Effect.withSpan("NativeRunnerCluster.worker.exec", { attributes: { tenant: payload.tenant } }))
+  ).pipe(Effect.withSpan("NativeRunnerCluster.worker.exec", { attributes: { tenant: given.tenant } }))
 
 const toWireEvent = (workerId: string) => (event: ExecEvent): WireEvent =>
   event._tag === "Exit" ? { ...event, result: { ...event.result, worker: workerId } } : event
@@ -201,9 +265,10 @@ const replay = (result: WireResult): Stream.Stream<WireEvent> =>
     { _tag: "Exit", result, dropped: { chunks: 0, bytes: 0 } }
   ])
 
-const handleStream = (ctx: HandlerContext, payload: Payload): Stream.Stream<WireEvent, WireErrorType> =>
+const handleStream = (ctx: HandlerContext, given: Payload): Stream.Stream<WireEvent, WireErrorType> =>
   Stream.unwrapScoped(
     Effect.gen(function*() {
+      const payload = yield* withinCeiling(ctx, given)
       const admission = yield* ctx.gate.admit(payload.tenant, payload.requestId, payload.caps)
       const decision = yield* decide(ctx, payload)
       if (decision._tag === "Answer") return replay(yield* answer(decision.outcome))

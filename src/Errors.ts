@@ -34,7 +34,9 @@ export type SandboxUnavailable = internal.SandboxUnavailable
  * - `Storage`: the fleet's database could not record the claim or the outcome;
  * - `Unavailable`: the fleet could not be joined (database unreachable, listen address taken, a worker's client
  *   endpoint unreachable or its certificate not the fleet's); no `requestId`;
- * - `Unauthenticated`: the worker refused the client's credential (unknown, wrong or revoked); nothing ran.
+ * - `Unauthenticated`: the worker refused the client's credential (unknown, wrong or revoked); nothing ran;
+ * - `IdempotencyConflict`: the request id was used before by this tenant for another request (other argv, cwd, env,
+ *   stdin, limits or delivery); nothing ran, and the stored outcome is not returned.
  * A local runner never fails with it.
  */
 export const FleetError: typeof internal.FleetError = internal.FleetError

@@ -133,7 +133,7 @@ const ownerOf = async (tenant: string) => {
   return { owner, other }
 }
 
-const TENANTS = ["default", "spread", "repeat", "term", "lost", "db", "other", "gone"]
+const TENANTS = ["default", "spread", "repeat", "term", "lost", "db", "other", "gone", "conflict"]
 
 describe.runIf(runs)("the fleet on PostgreSQL (3 workers, CLI and library clients)", () => {
   beforeAll(async () => {
@@ -256,7 +256,8 @@ describe.runIf(runs)("the fleet on PostgreSQL (3 workers, CLI and library client
     const [a, b] = await Effect.runPromise(Effect.all([once, once]).pipe(Effect.provide(client("repeat"))))
     expect(text(a!.stdout)).toBe(text(b!.stdout))
     expect(lines(marker)).toEqual(["ran"])
-    const cliRepeat = await runRemote(["--request-id", "repeat-1", "--", "false"], "repeat")
+    // The same request from the CLI: the stored result (another argv would be IdempotencyConflict).
+    const cliRepeat = await runRemote(["--request-id", "repeat-1", "--", "sh", "-c", `echo ran >> ${marker}; echo $$`], "repeat")
     expect(cliRepeat).toMatchObject({ code: 0, out: a ? text(a.stdout) : "" })
     expect(lines(marker)).toEqual(["ran"])
   })
@@ -376,8 +377,8 @@ describe.runIf(runs)("the fleet on PostgreSQL (3 workers, CLI and library client
     expect([alice.exitCode, text(alice.stdout)]).toEqual([3, "real\n"])
     expect(lines(marker)).toEqual(["alice"])
     // Each tenant's repeat returns its own stored outcome; neither ran again.
-    expect(text((await exec("other", "deploy-7", "echo again")).stdout)).toBe("ALL 412 TESTS PASSED\n")
-    expect(text((await exec("default", "deploy-7", `echo again >> ${marker}`)).stdout)).toBe("real\n")
+    expect(text((await exec("other", "deploy-7", "echo 'ALL 412 TESTS PASSED'")).stdout)).toBe("ALL 412 TESTS PASSED\n")
+    expect(text((await exec("default", "deploy-7", `echo alice >> ${marker}; echo real; exit 3`)).stdout)).toBe("real\n")
     expect(lines(marker)).toEqual(["alice"])
     // A "tenant" field in the body is not the tenant: the run is the credential's (its id, its stored outcome).
     const token = (JSON.parse(readFileSync(credentials("default"), "utf8")) as { token: string }).token
@@ -391,11 +392,50 @@ describe.runIf(runs)("the fleet on PostgreSQL (3 workers, CLI and library client
         res.on("end", () => resolve(body))
       })
       req.on("error", reject)
-      req.end(JSON.stringify({ tenant: "other", requestId: "deploy-7", input: { argv: ["sh", "-c", `echo body >> ${marker}`] } }))
+      req.end(JSON.stringify({
+        tenant: "other",
+        requestId: "deploy-7",
+        input: { argv: ["sh", "-c", `echo alice >> ${marker}; echo real; exit 3`] }
+      }))
     })
-    // default's deploy-7 is already stored: the answer is default's, and nothing ran.
+    // default's deploy-7 is already stored: the answer is default's (as "other" it would conflict), and nothing ran.
     expect(Buffer.from((JSON.parse(answer) as { result: { stdout: string } }).result.stdout, "base64").toString()).toBe("real\n")
     expect(lines(marker)).toEqual(["alice"])
+  }, 60_000)
+
+  it("the same request id with another request is IdempotencyConflict (CLI exit 125): nothing runs, the stored outcome stays hidden", async () => {
+    const marker = path.join(tmp, "conflict-marker")
+    const exec = (argv: ReadonlyArray<string>, options: { env?: Record<string, string>; delivery?: "at-least-once" } = {}) =>
+      Effect.runPromiseExit(NativeRunnerCluster.withRequestId("build-9", NativeRunner.exec({
+        argv: [...argv],
+        ...(options.env === undefined ? {} : { env: options.env })
+      })).pipe(Effect.provide(NativeRunnerCluster.layerClient({
+        url: endpoint(alive()[0]!),
+        credentials: credentials("conflict"),
+        ...(options.delivery === undefined ? {} : { delivery: options.delivery })
+      }))))
+    const first = ["sh", "-c", `echo first >> ${marker}; echo secret-output; exit 7`]
+    const ran = await exec(first)
+    expect(Exit.isSuccess(ran) && [ran.value.exitCode, text(ran.value.stdout)]).toEqual([7, "secret-output\n"])
+    const conflicts = [
+      await exec(["sh", "-c", `echo second >> ${marker}; exit 0`]),
+      await exec(first, { env: { EXTRA: "1" } }),
+      await exec(first, { delivery: "at-least-once" })
+    ]
+    for (const exit of conflicts) {
+      // Without the fingerprint each of these answered with the first run's stdout and exit 7.
+      expect(Exit.isSuccess(exit) ? `answered exit ${exit.value.exitCode}` : JSON.stringify(exit.cause))
+        .toMatch(/"reason":"IdempotencyConflict"/)
+      expect(JSON.stringify(exit)).not.toContain("secret-output")
+    }
+    const viaCli = await runRemote(["--request-id", "build-9", "--", "sh", "-c", `echo cli >> ${marker}`], "conflict")
+    expect(viaCli.code).toBe(125)
+    expect(viaCli.err).toMatch(/build-9 was used before for another request/)
+    expect(viaCli.out).toBe("")
+    // The same request again: its stored outcome; it ran once in all.
+    const repeat = await exec(first)
+    expect(Exit.isSuccess(repeat) && [repeat.value.exitCode, text(repeat.value.stdout)]).toEqual([7, "secret-output\n"])
+    expect(lines(marker)).toEqual(["first"])
   }, 60_000)
 
   it("a tenant's registered caps bound it on the worker: concurrency 1 and queue 1, a third run at once is Busy", async () => {
@@ -492,7 +532,8 @@ describe.runIf(runs)("the fleet on PostgreSQL (3 workers, CLI and library client
     expect(isAlive(pid)).toBe(false)
     const again = await Effect.runPromiseExit(lostRun)
     expect(Exit.isFailure(again) && JSON.stringify(again.cause)).toMatch(/"reason":"WorkerLost"/)
-    const viaCli = await runRemote(["--request-id", "lost-1", "--", "true"], "lost", via)
+    // The same request from the CLI (another argv with this id would be IdempotencyConflict).
+    const viaCli = await runRemote(["--request-id", "lost-1", "--", "sh", "-c", `echo $$ >> ${marker}; sleep 60`], "lost", via)
     expect(viaCli.code).toBe(125)
     expect(viaCli.err.trim().split("\n")).toHaveLength(1)
     expect(viaCli.err).toMatch(/lost-1 did not finish/)

@@ -26,15 +26,18 @@ export type Outcome = { readonly _tag: "Done"; readonly result: unknown } | { re
 /** What a claim attempt found. */
 export type ClaimState =
   | { readonly _tag: "Claimed"; readonly attempt: number }
-  | { readonly _tag: "Running"; readonly workerId: string; readonly ownerAlive: boolean }
-  | { readonly _tag: "Finished"; readonly outcome: Outcome }
-  | { readonly _tag: "Lost"; readonly workerId: string }
+  | { readonly _tag: "Running"; readonly workerId: string; readonly ownerAlive: boolean; readonly fingerprint: string | null }
+  | { readonly _tag: "Finished"; readonly outcome: Outcome; readonly fingerprint: string | null }
+  | { readonly _tag: "Lost"; readonly workerId: string; readonly fingerprint: string | null }
 
 export interface ClaimStoreService {
   /** This worker's id, as claims name it. */
   readonly workerId: string
-  /** Claims `requestId` for this worker if nobody has; otherwise says what the existing claim is. */
-  readonly claim: (requestId: string, tenant: string) => Effect.Effect<ClaimState, FleetError>
+  /**
+   * Claims `requestId` for this worker if nobody has, recording the request's fingerprint; otherwise says what the
+   * existing claim is (with the fingerprint it was made with).
+   */
+  readonly claim: (requestId: string, tenant: string, fingerprint: string) => Effect.Effect<ClaimState, FleetError>
   /**
    * Takes over a claim that did not finish (lost, or running with a dead owner) for at-least-once delivery; false
    * when another worker took it first.
@@ -77,8 +80,8 @@ const storageError = (requestId: string) => (error: SqlError): FleetError =>
   new FleetError({ reason: "Storage", requestId, message: `the fleet database failed: ${error.message}` })
 
 type MemoryClaim =
-  | { readonly state: "running" | "lost"; readonly workerId: string }
-  | { readonly state: "done"; readonly workerId: string; readonly outcome: Outcome }
+  | { readonly state: "running" | "lost"; readonly workerId: string; readonly fingerprint: string }
+  | { readonly state: "done"; readonly workerId: string; readonly outcome: Outcome; readonly fingerprint: string }
 
 /**
  * Claims in memory, for a cluster inside one process (tests, `layerMemory`): every owner is this process, so it is
@@ -95,30 +98,36 @@ export const layerMemory = (workerId: string): Layer.Layer<ClaimStore | ClaimRea
         })
       const store = ClaimStore.of({
         workerId,
-        claim: (requestId) =>
+        claim: (requestId, _tenant, fingerprint) =>
           Ref.modify(claims, (map): [ClaimState, Map<string, MemoryClaim>] => {
             const existing = map.get(requestId)
             if (existing === undefined) {
-              return [{ _tag: "Claimed", attempt: 1 }, new Map(map).set(requestId, { workerId, state: "running" })]
+              return [{ _tag: "Claimed", attempt: 1 }, new Map(map).set(requestId, { workerId, state: "running", fingerprint })]
             }
+            const stored = existing.fingerprint
             switch (existing.state) {
               case "running":
-                return [{ _tag: "Running", workerId: existing.workerId, ownerAlive: true }, map]
+                return [{ _tag: "Running", workerId: existing.workerId, ownerAlive: true, fingerprint: stored }, map]
               case "lost":
-                return [{ _tag: "Lost", workerId: existing.workerId }, map]
+                return [{ _tag: "Lost", workerId: existing.workerId, fingerprint: stored }, map]
               case "done":
-                return [{ _tag: "Finished", outcome: existing.outcome }, map]
+                return [{ _tag: "Finished", outcome: existing.outcome, fingerprint: stored }, map]
             }
           }),
         reclaim: (requestId) =>
-          Ref.modify(claims, (map): [boolean, Map<string, MemoryClaim>] =>
-            map.get(requestId)?.state === "lost"
-              ? [true, new Map(map).set(requestId, { workerId, state: "running" })]
+          Ref.modify(claims, (map): [boolean, Map<string, MemoryClaim>] => {
+            const existing = map.get(requestId)
+            return existing?.state === "lost"
+              ? [true, new Map(map).set(requestId, { workerId, state: "running", fingerprint: existing.fingerprint })]
               : [false, map]
-          ),
-        finish: (requestId, outcome) => update(requestId, (c) => c && { workerId: c.workerId, state: "done", outcome }),
+          }),
+        // Only a running claim finishes: a claim marked lost stays lost.
+        finish: (requestId, outcome) =>
+          update(requestId, (c) =>
+            c?.state === "running" ? { workerId: c.workerId, state: "done", outcome, fingerprint: c.fingerprint } : c),
         markLost: (requestId, owner) =>
-          update(requestId, (c) => c?.state === "running" && c.workerId === owner ? { workerId: owner, state: "lost" } : c),
+          update(requestId, (c) =>
+            c?.state === "running" && c.workerId === owner ? { workerId: owner, state: "lost", fingerprint: c.fingerprint } : c),
         settled: (requestId) => Effect.map(Ref.get(claims), (map) => map.get(requestId)?.state !== "running")
       })
       return Context.make(ClaimStore, store).pipe(Context.add(ClaimReader, { settled: store.settled }))
@@ -138,6 +147,7 @@ const schema = (sql: SqlClient.SqlClient) =>
     worker_lock integer NOT NULL,
     state text NOT NULL,
     attempt integer NOT NULL,
+    fingerprint text,
     outcome jsonb,
     claimed_at timestamptz NOT NULL DEFAULT now(),
     finished_at timestamptz
@@ -145,7 +155,11 @@ const schema = (sql: SqlClient.SqlClient) =>
 
 /** Creates the claims table (idempotent). Run it holding the schema lock, as the worker's start does. */
 export const migrate: Effect.Effect<void, SqlError, SqlClient.SqlClient> = Effect.flatMap(SqlClient.SqlClient, (sql) =>
-  Effect.asVoid(schema(sql)))
+  Effect.asVoid(Effect.zipRight(
+    schema(sql),
+    // A table made before claims had fingerprints: its old claims have none (and never conflict).
+    sql`ALTER TABLE native_runner_claims ADD COLUMN IF NOT EXISTS fingerprint text`
+  )))
 
 interface ClaimRow {
   readonly worker_id: string
@@ -153,6 +167,7 @@ interface ClaimRow {
   readonly state: string
   readonly attempt: number
   readonly outcome: Outcome | null
+  readonly fingerprint: string | null
   readonly owner_alive: boolean
 }
 
@@ -169,14 +184,14 @@ const makeSql = (workerId: string): Effect.Effect<ClaimStoreService, SqlError, S
     const sql = yield* SqlClient.SqlClient
     const lockId = yield* holdOwnerLock(sql)
     const read = readClaim(sql)
-    const claim = (requestId: string, tenant: string): Effect.Effect<ClaimState, FleetError> =>
+    const claim = (requestId: string, tenant: string, fingerprint: string): Effect.Effect<ClaimState, FleetError> =>
       Effect.gen(function*() {
-        const inserted = yield* sql`INSERT INTO native_runner_claims (request_id, tenant, worker_id, worker_lock, state, attempt)
-          VALUES (${requestId}, ${tenant}, ${workerId}, ${lockId}, 'running', 1)
+        const inserted = yield* sql`INSERT INTO native_runner_claims (request_id, tenant, worker_id, worker_lock, state, attempt, fingerprint)
+          VALUES (${requestId}, ${tenant}, ${workerId}, ${lockId}, 'running', 1, ${fingerprint})
           ON CONFLICT (request_id) DO NOTHING RETURNING request_id`
         if (inserted.length === 1) return { _tag: "Claimed", attempt: 1 } as const
         const [row] = yield* read(requestId)
-        if (row === undefined) return yield* claim(requestId, tenant)
+        if (row === undefined) return yield* claim(requestId, tenant, fingerprint)
         return stateOf(row)
       }).pipe(Effect.catchTag("SqlError", (e) => Effect.fail(storageError(requestId)(e))))
     return ClaimStore.of({
@@ -191,8 +206,9 @@ const makeSql = (workerId: string): Effect.Effect<ClaimStoreService, SqlError, S
           Effect.mapError(storageError(requestId))
         ),
       finish: (requestId, outcome) =>
+        // Only from running: a claim already marked lost (its owner was taken for dead) is never turned "done".
         sql`UPDATE native_runner_claims SET state = 'done', outcome = ${JSON.stringify(outcome)}::jsonb, finished_at = now()
-            WHERE request_id = ${requestId} AND worker_id = ${workerId}`.pipe(
+            WHERE request_id = ${requestId} AND worker_id = ${workerId} AND state = 'running'`.pipe(
           Effect.asVoid,
           Effect.mapError(storageError(requestId))
         ),
@@ -211,7 +227,7 @@ const makeSql = (workerId: string): Effect.Effect<ClaimStoreService, SqlError, S
   })
 
 const readClaim = (sql: SqlClient.SqlClient) => (requestId: string) =>
-  sql<ClaimRow>`SELECT worker_id, worker_lock, state, attempt, outcome,
+  sql<ClaimRow>`SELECT worker_id, worker_lock, state, attempt, outcome, fingerprint,
       EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
         AND classid = ${LOCK_CLASS}::oid AND objid = c.worker_lock::oid AND objsubid = 2) AS owner_alive
     FROM native_runner_claims c WHERE request_id = ${requestId}`
@@ -231,11 +247,11 @@ export const layerSqlReader: Layer.Layer<ClaimReader, never, SqlClient.SqlClient
 const stateOf = (row: ClaimRow): ClaimState => {
   switch (row.state) {
     case "done":
-      return { _tag: "Finished", outcome: row.outcome ?? { _tag: "Failed", error: null } }
+      return { _tag: "Finished", outcome: row.outcome ?? { _tag: "Failed", error: null }, fingerprint: row.fingerprint }
     case "lost":
-      return { _tag: "Lost", workerId: row.worker_id }
+      return { _tag: "Lost", workerId: row.worker_id, fingerprint: row.fingerprint }
     default:
-      return { _tag: "Running", workerId: row.worker_id, ownerAlive: row.owner_alive }
+      return { _tag: "Running", workerId: row.worker_id, ownerAlive: row.owner_alive, fingerprint: row.fingerprint }
   }
 }
 

@@ -13,7 +13,8 @@ import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import { FleetError, InvalidInput, type NativeRunnerError } from "../Errors.js"
 import type { ExecEvent, ExecResult } from "../Exec.js"
-import { NativeRunner } from "../NativeRunner.js"
+import { DEFAULTS, NativeRunner } from "../NativeRunner.js"
+import { createHash } from "node:crypto"
 import { claimKey, ClaimStore, type ClaimStoreService, type Outcome } from "./claims.js"
 import { makeTenantGate, type TenantGate } from "./gate.js"
 import * as FleetMetrics from "./metrics.js"
@@ -134,6 +135,34 @@ interface HandlerContext {
   readonly local: Map<string, Deferred.Deferred<Outcome>>
 }
 
+/** Past a run's own timeout and grace, how much longer a repeat waits for the worker that runs it. */
+const WAIT_MARGIN_MS = 30_000
+
+/** How long the run of `payload` may take on this worker: its (clamped) timeout and kill grace. */
+const runBoundMs = (ctx: HandlerContext, payload: Payload): number => {
+  const input = payload.input
+  const timeout = input.timeoutMs ?? input.limits?.timeoutMs ?? ctx.ceiling?.timeoutMs ?? Duration.toMillis(DEFAULTS.timeout)
+  const grace = input.killGraceMs ?? ctx.ceiling?.killGraceMs ?? Duration.toMillis(DEFAULTS.killGrace)
+  return timeout + grace
+}
+
+/**
+ * The request's fingerprint: SHA-256 of everything that decides what runs (argv, cwd, env, stdin, limits, timeouts,
+ * keep, spill) and its delivery, as the client sent it. The same request id with another fingerprint is a conflict.
+ */
+export const fingerprintOf = (payload: Payload): string => {
+  const input = payload.input
+  const canonical = (value: unknown): unknown =>
+    value instanceof Uint8Array
+      ? { bytes: Buffer.from(value).toString("base64") }
+      : Array.isArray(value)
+      ? value.map(canonical)
+      : typeof value === "object" && value !== null
+      ? Object.fromEntries(Object.keys(value).sort().map((k) => [k, canonical((value as Record<string, unknown>)[k])]))
+      : value
+  return createHash("sha256").update(JSON.stringify(canonical({ input, delivery: payload.delivery }))).digest("hex")
+}
+
 /** What to do with a request: run it here, or answer with a stored (or awaited) outcome. */
 type Decision = { readonly _tag: "Run" } | { readonly _tag: "Answer"; readonly outcome: Outcome }
 
@@ -142,8 +171,19 @@ const decide = (ctx: HandlerContext, payload: Payload): Effect.Effect<Decision, 
     const { requestId, tenant } = payload
     // Claims are the tenant's: another tenant's request id of the same name is another claim.
     const key = claimKey(tenant, requestId)
+    const fingerprint = fingerprintOf(payload)
+    // A repeat waits for a live owner at most as long as the run itself may take, plus a margin.
+    const waitUntil = Date.now() + runBoundMs(ctx, payload) + WAIT_MARGIN_MS
     for (;;) {
-      const state = yield* ctx.claims.claim(key, tenant)
+      const state = yield* ctx.claims.claim(key, tenant, fingerprint)
+      if (state._tag !== "Claimed" && state.fingerprint !== null && state.fingerprint !== fingerprint) {
+        return yield* new FleetError({
+          reason: "IdempotencyConflict",
+          requestId,
+          message: `request id ${requestId} was used before for another request (argv, cwd, env, stdin, limits or ` +
+            `delivery differ); nothing ran`
+        })
+      }
       switch (state._tag) {
         case "Claimed":
           return { _tag: "Run" } as const
@@ -154,7 +194,15 @@ const decide = (ctx: HandlerContext, payload: Payload): Effect.Effect<Decision, 
           const here = ctx.local.get(key)
           if (here !== undefined) return { _tag: "Answer", outcome: yield* Deferred.await(here) } as const
           if (state.ownerAlive) {
-            // Another live worker runs it (a repeat sent while it runs): wait for its stored outcome.
+            // Another live worker runs it (a repeat sent while it runs): wait for its stored outcome, not for ever.
+            if (Date.now() > waitUntil) {
+              return yield* new FleetError({
+                reason: "Busy",
+                requestId,
+                message: `request ${requestId} is still running on worker ${state.workerId} past its own deadline; ` +
+                  `not waiting longer (repeat it later for its outcome)`
+              })
+            }
             yield* Effect.sleep(Duration.millis(100))
             continue
           }

@@ -41,7 +41,7 @@ export class SandboxUnavailable extends Schema.TaggedError<SandboxUnavailable>(
 }) {}
 
 export class FleetError extends Schema.TaggedError<FleetError>("effect-native-runner/FleetError")("FleetError", {
-  reason: Schema.Literal("WorkerLost", "Busy", "Storage", "Unavailable", "Unauthenticated"),
+  reason: Schema.Literal("WorkerLost", "Busy", "Storage", "Unavailable", "Unauthenticated", "IdempotencyConflict"),
   requestId: Schema.optionalWith(Schema.String, { exact: true }),
   message: Schema.String
 }) {}

@@ -18,7 +18,7 @@ import { fmt, median } from "./lib/stats.js"
 
 const startWorker = async (bin: string, url: string, fleetDir: string) => {
   const [listen, client, health] = [await freePort(), await freePort(), await freePort()]
-  const child = spawn(process.execPath, [bin, "worker", "--listen", `127.0.0.1:${listen}`, "--client-listen", `127.0.0.1:${client}`, "--fleet-dir", fleetDir, "--health", `127.0.0.1:${health}`], {
+  const child = spawn(process.execPath, [bin, "worker", "--listen", `127.0.0.1:${listen}`, "--client-listen", `127.0.0.1:${client}`, "--fleet-dir", fleetDir, "--health", `127.0.0.1:${health}`, "--sandbox", "none", "--allow-unsandboxed"], {
     env: { PATH: process.env["PATH"] ?? "/usr/bin:/bin", NATIVE_RUNNER_DATABASE_URL: url },
     stdio: ["ignore", "ignore", "inherit"]
   })

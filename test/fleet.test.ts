@@ -50,6 +50,9 @@ const startWorker = async (): Promise<Worker> => {
   const child = spawn(process.execPath, [
     BIN, "worker", "--listen", `127.0.0.1:${listen}`, "--client-listen", `127.0.0.1:${clientPort}`, "--fleet-dir", FLEET,
     "--health", `127.0.0.1:${health}`, "--grace", "5s",
+    // These tests watch the commands' processes and files from the host: unsandboxed, by name
+    // (test/fleetWorkerPolicy.test.ts runs sandboxed workers and the attacks that need them).
+    "--sandbox", "none", "--allow-unsandboxed",
     "--audit-log", path.join(tmp, `audit-${listen}.jsonl`)
   ], { env: { PATH: process.env["PATH"] ?? "/usr/bin:/bin", NATIVE_RUNNER_DATABASE_URL: pg.url }, stdio: ["ignore", "pipe", "pipe"] })
   const worker: Worker = { process: child, pid: child.pid ?? -1, listen, client: clientPort, health, log: "" }
@@ -467,7 +470,7 @@ describe.runIf(runs)("the fleet on PostgreSQL (3 workers, CLI and library client
     const empty = mkdtempSync(path.join(tmp, "no-fleet-"))
     const port = await freePort()
     const worker = await new Promise<{ code: number | null; err: string }>((resolve) => {
-      const child = spawn(process.execPath, [BIN, "worker", "--listen", `127.0.0.1:${port}`, "--fleet-dir", empty], {
+      const child = spawn(process.execPath, [BIN, "worker", "--listen", `127.0.0.1:${port}`, "--fleet-dir", empty, "--sandbox", "none", "--allow-unsandboxed"], {
         env: { PATH: process.env["PATH"] ?? "/usr/bin:/bin", NATIVE_RUNNER_DATABASE_URL: pg.url },
         stdio: ["ignore", "ignore", "pipe"]
       })

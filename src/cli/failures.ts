@@ -46,7 +46,7 @@ export const usageHint = (command: CommandName): string => {
     case "run":
       return "usage: native-runner run [options] -- <command> [args...]   (see 'native-runner run --help')"
     case "worker":
-      return "usage: native-runner worker [--database-url URL] --listen HOST:PORT --fleet-dir DIR [options]   (see 'native-runner worker --help')"
+      return "usage: native-runner worker [--database-url URL | --database-url-file FILE] --listen HOST:PORT --fleet-dir DIR --workspace DIR [options]   (see 'native-runner worker --help')"
     case "fleet":
       return "usage: native-runner fleet init DIR [--host NAME]... | native-runner fleet tenant NAME --fleet-dir DIR | native-runner fleet revoke NAME   (see 'native-runner fleet --help')"
     case "workspace":

@@ -23,6 +23,7 @@ import { FLEET_FILES } from "../cluster/pki.js"
 import * as Postgres from "../cluster/postgres.js"
 import { writeCredentials } from "../cluster/tenants.js"
 import { FleetError } from "../Errors.js"
+import { constants as fsConstants } from "node:fs"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
 
@@ -30,34 +31,81 @@ import * as path from "node:path"
 export const DATABASE_URL_ENV = "NATIVE_RUNNER_DATABASE_URL"
 
 /**
- * The database URL from a flag or the environment. A password on the command line would be visible to every user of
- * the host (`ps`, /proc/PID/cmdline), so a flag's URL must not carry one.
+ * Reads a `--database-url-file`: a regular file of ours that nobody else can read or write (mode 0600 or 0400), holding
+ * one URL (a password allowed: the file is the place for one). Opened without following a symlink.
+ */
+const readUrlFile = (file: string, command: "worker" | "fleet"): Effect.Effect<string, UsageError> =>
+  Effect.tryPromise({
+    try: async () => {
+      const handle = await fs.open(file, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW)
+      try {
+        const stat = await handle.stat()
+        if (!stat.isFile()) return { problem: "is not a regular file" }
+        const uid = process.geteuid?.() ?? stat.uid
+        if (stat.uid !== uid) return { problem: `is owned by uid ${stat.uid}, not by us (uid ${uid})` }
+        if ((stat.mode & 0o077) !== 0) {
+          return { problem: `is open to others (mode ${(stat.mode & 0o777).toString(8).padStart(4, "0")}); chmod 600 it` }
+        }
+        return { text: (await handle.readFile("utf8")).trim() }
+      } finally {
+        await handle.close()
+      }
+    },
+    catch: (error) => error
+  }).pipe(
+    Effect.catchAll((error) =>
+      Effect.succeed({
+        problem: (error as NodeJS.ErrnoException).code === "ELOOP" ? "is a symlink" : "cannot be read"
+      })
+    ),
+    Effect.flatMap((read) =>
+      "text" in read && read.text !== undefined
+        ? Effect.succeed(read.text)
+        : Effect.fail(new UsageError({ message: `--database-url-file ${file} ${"problem" in read ? read.problem : ""}`, command }))
+    )
+  )
+
+/**
+ * The database URL from `--database-url-file` (a 0600 file; the place for a password), a flag or the environment. A
+ * password on the command line would be visible to every user of the host (`ps`, /proc/PID/cmdline), so a flag's URL
+ * must not carry one. Once read, the environment variable is removed from this process's environment, so nothing we
+ * start inherits it (the copy in /proc/PID/environ stays: that is why a worker sandboxes its commands).
  */
 export const databaseUrl = (
   flag: Option.Option<string>,
+  file: Option.Option<string>,
   flagName: string,
   command: "run" | "worker" | "fleet"
-): Either.Either<Redacted.Redacted<string>, UsageError> => {
-  const usage = (message: string) => Either.left(new UsageError({ message, command }))
-  const fromFlag = Option.getOrUndefined(flag)
-  const text = fromFlag === undefined || fromFlag === "env" ? process.env[DATABASE_URL_ENV] : fromFlag
-  if (text === undefined || text === "") {
-    return usage(`${flagName} URL (or ${DATABASE_URL_ENV} in the environment) is required`)
-  }
-  let url: URL
-  try {
-    url = new URL(text)
-  } catch {
-    return usage(`${flagName}: not a URL (postgres://user@host:port/database)`)
-  }
-  if (url.protocol !== "postgres:" && url.protocol !== "postgresql:") {
-    return usage(`${flagName}: expected a postgres:// URL, got ${url.protocol}`)
-  }
-  if (fromFlag !== undefined && fromFlag !== "env" && url.password !== "") {
-    return usage(`${flagName}: a password on the command line is visible to every user of this host; put the URL in ${DATABASE_URL_ENV} or the password in PGPASSWORD`)
-  }
-  return Either.right(Redacted.make(text))
-}
+): Effect.Effect<Redacted.Redacted<string>, UsageError> =>
+  Effect.gen(function*() {
+    const usage = (message: string) => new UsageError({ message, command })
+    const fromFlag = Option.getOrUndefined(flag)
+    if (Option.isSome(file) && fromFlag !== undefined) {
+      return yield* usage(`${flagName} and --database-url-file: give one of them`)
+    }
+    const text = Option.isSome(file)
+      ? yield* readUrlFile(file.value, command === "worker" ? "worker" : "fleet")
+      : fromFlag === undefined || fromFlag === "env"
+      ? process.env[DATABASE_URL_ENV]
+      : fromFlag
+    delete process.env[DATABASE_URL_ENV]
+    if (text === undefined || text === "") {
+      return yield* usage(`${flagName} URL, --database-url-file FILE or ${DATABASE_URL_ENV} in the environment is required`)
+    }
+    let url: URL
+    try {
+      url = new URL(text)
+    } catch {
+      return yield* usage(`${Option.isSome(file) ? "--database-url-file" : flagName}: not a URL (postgres://user@host:port/database)`)
+    }
+    if (url.protocol !== "postgres:" && url.protocol !== "postgresql:") {
+      return yield* usage(`${flagName}: expected a postgres:// URL, got ${url.protocol}`)
+    }
+    if (fromFlag !== undefined && fromFlag !== "env" && url.password !== "") {
+      return yield* usage(`${flagName}: a password on the command line is visible to every user of this host; put the URL in a 0600 file (--database-url-file), in ${DATABASE_URL_ENV}, or the password in PGPASSWORD`)
+    }
+    return Redacted.make(text)
+  })
 
 /** Run options that belong to the worker (its policy), refused with `--cluster` rather than silently ignored. */
 const workerOnly = (config: RunConfig): string | undefined => {
@@ -130,12 +178,58 @@ const asRunConfig = (config: WorkerRunConfig): RunConfig => ({
   requestId: Option.none()
 })
 
+/** Whether `inner` is `outer` or lies below it (both absolute and normalized). */
+const within = (outer: string, inner: string): boolean => {
+  const relative = path.relative(outer, inner)
+  return relative === "" || (!relative.startsWith("..") && !path.isAbsolute(relative))
+}
+
+/** A path with its symlinks resolved as far as it exists (what it will name when a run binds it). */
+const realOrResolved = (p: string): Effect.Effect<string> =>
+  Effect.promise(() => fs.realpath(p).catch(() => path.resolve(p)))
+
+/**
+ * A worker runs commands nobody here wrote, for every tenant: by default in the sandbox (`--sandbox bwrap`, another
+ * uid, its own PID namespace), where they cannot read the worker's environment, its fleet key or its database URL
+ * file. Unsandboxed only when asked for by name (`--sandbox none --allow-unsandboxed`). The workspace is given
+ * explicitly, and is neither `/` nor holds or lies in the fleet directory or the database URL file.
+ */
+const checkWorkerSandbox = (config: WorkerConfig & WorkerRunConfig): Effect.Effect<void, UsageError> =>
+  Effect.gen(function*() {
+    const usage = (message: string) => new UsageError({ message, command: "worker" })
+    if (config.sandbox === "none") {
+      if (!config.allowUnsandboxed) {
+        return yield* usage(
+          "--sandbox none runs every tenant's commands as this worker's user, which can read its environment, its " +
+            "fleet key and the database; use --sandbox bwrap --workspace DIR, or say --allow-unsandboxed"
+        )
+      }
+      return
+    }
+    if (config.allowUnsandboxed) return yield* usage("--allow-unsandboxed goes with --sandbox none only")
+    if (Option.isNone(config.workspace)) {
+      return yield* usage("--sandbox bwrap needs --workspace DIR: the directory tenants' commands may write (at /workspace)")
+    }
+    const workspace = yield* realOrResolved(config.workspace.value)
+    if (workspace === "/") return yield* usage("--workspace /: the whole host is not a workspace")
+    const guarded: Array<readonly [string, string]> = [["the fleet directory", yield* realOrResolved(config.fleetDir)]]
+    if (Option.isSome(config.databaseUrlFile)) {
+      guarded.push(["the database URL file", yield* realOrResolved(config.databaseUrlFile.value)])
+    }
+    for (const [what, guardedPath] of guarded) {
+      if (within(workspace, guardedPath) || within(guardedPath, workspace)) {
+        return yield* usage(`--workspace ${config.workspace.value} holds or lies in ${what} (${guardedPath}); tenants' commands could read it`)
+      }
+    }
+  })
+
 /** `native-runner worker`: joins the fleet and serves runs until interrupted (SIGTERM/SIGINT). */
 export const runWorker = (config: WorkerConfig & WorkerRunConfig) =>
   Effect.gen(function*() {
     const io = yield* Stdio
     const flags = config
-    const url = yield* databaseUrl(flags.databaseUrl, "--database-url", "worker")
+    const url = yield* databaseUrl(flags.databaseUrl, flags.databaseUrlFile, "--database-url", "worker")
+    yield* checkWorkerSandbox(config)
     const request = yield* toRunRequest(asRunConfig(config), ["--", "worker"], process.cwd())
     yield* checkAuditLog(request.auditLog)
     const optional = <K extends string, A>(key: K, value: Option.Option<A>) =>
@@ -175,12 +269,13 @@ export const runWorker = (config: WorkerConfig & WorkerRunConfig) =>
 export interface TenantConfig {
   readonly name: string
   readonly databaseUrl: Option.Option<string>
+  readonly databaseUrlFile: Option.Option<string>
 }
 
 /** The fleet's database, its schema made if no worker made it yet (idempotent, under the schema lock). */
 const withDatabase = <A, E, R>(config: TenantConfig, effect: Effect.Effect<A, E, R>) =>
   Effect.gen(function*() {
-    const url = yield* databaseUrl(config.databaseUrl, "--database-url", "fleet")
+    const url = yield* databaseUrl(config.databaseUrl, config.databaseUrlFile, "--database-url", "fleet")
     return yield* Effect.zipRight(Postgres.migrate.pipe(Effect.mapError((e) => new FleetError({ reason: "Storage", message: `the fleet's database: ${e.message}` }))), effect).pipe(
       Effect.provide(Postgres.pg(url).pipe(Layer.mapError((e) => new FleetError({ reason: "Unavailable", message: `the fleet's database could not be reached: ${e.message}` }))))
     )

@@ -60,6 +60,12 @@ const databaseUrlOption = Options.text("database-url").pipe(
   Options.optional
 )
 
+const databaseUrlFileOption = Options.text("database-url-file").pipe(
+  Options.withPseudoName("FILE"),
+  Options.withDescription("Reads the database URL (a password allowed) from FILE, ours and readable by us only (chmod 600)."),
+  Options.optional
+)
+
 const loadFleet = Effect.promise(() => import("./fleet.js"))
 
 /** `native-runner fleet tenant NAME --fleet-dir DIR --database-url URL [--concurrency N] [--queue N]` */
@@ -71,6 +77,7 @@ const tenantCommand = Command.make(
       Options.withDescription("The fleet directory ('fleet init'): its CA goes into the credentials, written here.")
     ),
     databaseUrl: databaseUrlOption,
+    databaseUrlFile: databaseUrlFileOption,
     concurrency: countOption("concurrency", "The tenant's runs in flight on each worker (at most the worker's own cap)."),
     queue: countOption("queue", "The tenant's runs waiting on each worker (at most the worker's own queue)."),
     name: Args.text({ name: "NAME" })
@@ -90,7 +97,7 @@ const tenantCommand = Command.make(
 /** `native-runner fleet revoke NAME --database-url URL` */
 const revokeCommand = Command.make(
   "revoke",
-  { databaseUrl: databaseUrlOption, name: Args.text({ name: "NAME" }) },
+  { databaseUrl: databaseUrlOption, databaseUrlFile: databaseUrlFileOption, name: Args.text({ name: "NAME" }) },
   (config) => Effect.flatMap(loadFleet, (fleet) => fleet.fleetRevoke(config))
 ).pipe(Command.withDescription(HelpDoc.blocks([
   HelpDoc.p("Revokes a tenant: every worker refuses its credential from the next request on."),

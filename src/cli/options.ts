@@ -55,7 +55,7 @@ export const countOption = (name: string, description: string) =>
   )
 
 // `Options.choice` reports "Expected one of ..." without naming the option; this names it.
-const choiceOption = <const C extends ReadonlyArray<string>>(name: string, choices: C, description: string) =>
+export const choiceOption = <const C extends ReadonlyArray<string>>(name: string, choices: C, description: string) =>
   Options.text(name).pipe(
     Options.withPseudoName(choices.join("|")),
     Options.mapEffect(checked(`--${name}`, (s): Either.Either<C[number], string> => {

@@ -10,20 +10,21 @@ export const workerCommand = Command.make("worker", { ...workerConfig, ...worker
   Effect.flatMap(Effect.promise(() => import("./fleet.js")), (fleet) => fleet.runWorker(config))).pipe(
     Command.withDescription(HelpDoc.blocks([
       HelpDoc.p(
-        "Joins the fleet whose PostgreSQL is at --database-url (or NATIVE_RUNNER_DATABASE_URL), speaking to its " +
+        "Joins the fleet whose PostgreSQL is at --database-url-file, --database-url or NATIVE_RUNNER_DATABASE_URL, speaking to its " +
           "members only over mutually authenticated TLS with the certificates in --fleet-dir, and runs the " +
-          "commands routed to it with its own local runner: the sandbox and limit options here are its policy. " +
+          "commands routed to it with its own local runner: the sandbox and limit options here are its policy, and its " +
+          "commands are sandboxed unless --sandbox none --allow-unsandboxed says otherwise. " +
           "Runs until SIGTERM or SIGINT: then it stops taking work, lets runs in flight finish within --grace, " +
           "and kills what is left. Its commands die with it, even on SIGKILL."
       ),
       examples([
         [
-          "NATIVE_RUNNER_DATABASE_URL=postgres://runner:secret@127.0.0.1/fleet native-runner worker --listen 127.0.0.1:34431 --fleet-dir /etc/native-runner/fleet",
-          "a worker; the password stays off the command line"
+          "native-runner worker --database-url-file /etc/native-runner/db.url --listen 127.0.0.1:34431 --fleet-dir /etc/native-runner/fleet --workspace /srv/jobs/w1",
+          "a worker, its commands sandboxed in /srv/jobs/w1 ('workspace new'); the password in a 0600 file"
         ],
         [
-          "native-runner worker --listen 0.0.0.0:34431 --fleet-dir /etc/native-runner/fleet --health 127.0.0.1:9464 --sandbox bwrap --concurrency 8",
-          "sandboxed runs, 8 at a time; GET /health and /metrics on 9464"
+          "native-runner worker --listen 0.0.0.0:34431 --fleet-dir /etc/native-runner/fleet --workspace /srv/jobs/w1 --health 127.0.0.1:9464 --concurrency 8",
+          "8 runs at a time; GET /health and /metrics on 9464"
         ]
       ])
     ]))

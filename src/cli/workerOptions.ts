@@ -4,7 +4,7 @@
  */
 import type * as Command from "@effect/cli/Command"
 import * as Options from "@effect/cli/Options"
-import { checked, countOption, durationOption, runConfig } from "./options.js"
+import { checked, choiceOption, countOption, durationOption, runConfig } from "./options.js"
 import { parseHostPort } from "./parse.js"
 
 const hostPortOption = (name: string, description: string) =>
@@ -23,6 +23,20 @@ export const workerConfig = {
         "a URL with a password must come from there (or the password from PGPASSWORD), never the command line."
     ),
     Options.optional
+  ),
+  databaseUrlFile: Options.text("database-url-file").pipe(
+    Options.withPseudoName("FILE"),
+    Options.withDescription(
+      "Reads the database URL (a password allowed) from FILE, which must be ours and readable by us only " +
+        "(chmod 600). Instead of --database-url and NATIVE_RUNNER_DATABASE_URL."
+    ),
+    Options.optional
+  ),
+  allowUnsandboxed: Options.boolean("allow-unsandboxed").pipe(
+    Options.withDescription(
+      "With --sandbox none: run tenants' commands as this worker's own user, which can read its environment, " +
+        "fleet key and database URL. Without it a worker needs --sandbox bwrap (its default) and --workspace."
+    )
   ),
   fleetDir: Options.text("fleet-dir").pipe(
     Options.withPseudoName("DIR"),
@@ -55,7 +69,12 @@ export const workerRunConfig = {
   maxStdout: runConfig.maxStdout,
   maxStderr: runConfig.maxStderr,
   inheritEnv: runConfig.inheritEnv,
-  sandbox: runConfig.sandbox,
+  sandbox: choiceOption(
+    "sandbox",
+    ["none", "bwrap"],
+    "Run tenants' commands inside bubblewrap (default: bwrap, with --workspace DIR at /workspace, as another " +
+      "uid when the worker is root), or not (none, only with --allow-unsandboxed)."
+  ).pipe(Options.withDefault("bwrap")),
   workspace: runConfig.workspace,
   network: runConfig.network,
   sandboxUser: runConfig.sandboxUser,

@@ -52,6 +52,8 @@ export const prometheusText = (pairs: ReadonlyArray<MetricPair.MetricPair.Untype
 export interface HealthState {
   readonly workerId: string
   readonly draining: () => boolean
+  /** False until the worker's runner and endpoints are up (503 "starting"). */
+  readonly ready: () => boolean
 }
 
 /** Serves health and metrics on `host:port` until the scope closes; returns the bound port. */
@@ -66,9 +68,9 @@ export const serveHealth = (
           const text = prometheusText(Metric.unsafeSnapshot())
           response.writeHead(200, { "content-type": "text/plain; version=0.0.4" }).end(text)
         } else if (request.method === "GET" && request.url === "/health") {
-          const draining = state.draining()
-          response.writeHead(draining ? 503 : 200, { "content-type": "application/json" })
-            .end(JSON.stringify({ workerId: state.workerId, status: draining ? "draining" : "ok" }) + "\n")
+          const status = state.draining() ? "draining" : state.ready() ? "ok" : "starting"
+          response.writeHead(status === "ok" ? 200 : 503, { "content-type": "application/json" })
+            .end(JSON.stringify({ workerId: state.workerId, status }) + "\n")
         } else {
           response.writeHead(404).end()
         }

@@ -99,6 +99,7 @@ const workerLayerWith = <E>(parts: WorkerParts<E>, material: FleetTls): Layer.La
   const { listen, health } = parts
   const workerId = `${hostname()}:${listen.port}:${process.pid}`
   const draining = { value: false }
+  const ready = { value: false }
   const cluster = layerClusterTls(material, {
     clientOnly: false,
     shardingConfig: {
@@ -121,10 +122,13 @@ const workerLayerWith = <E>(parts: WorkerParts<E>, material: FleetTls): Layer.La
   const endpoint = parts.clientListen === undefined
     ? Layer.empty
     : Layer.scopedDiscard(serveClients(parts.clientListen, material, parts.grace))
-  const work = Layer.mergeAll(parts.handlers, drainMark, endpoint).pipe(Layer.provide(shared))
+  // Ready once everything else is built (the local runner's sandbox checked, the endpoints listening).
+  const work = Layer.effectDiscard(Effect.sync(() => (ready.value = true))).pipe(
+    Layer.provide(Layer.mergeAll(parts.handlers, drainMark, endpoint).pipe(Layer.provide(shared)))
+  )
   if (health === undefined) return work
   // Built first, released last: health and metrics stay up for the whole drain.
-  const server = Layer.scopedDiscard(serveHealth(health, { workerId, draining: () => draining.value })).pipe(
+  const server = Layer.scopedDiscard(serveHealth(health, { workerId, draining: () => draining.value, ready: () => ready.value })).pipe(
     Layer.mapError(unavailable)
   )
   return work.pipe(Layer.provide(server))

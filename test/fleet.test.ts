@@ -18,6 +18,7 @@ import { fileURLToPath } from "node:url"
 import * as NativeRunner from "../src/NativeRunner.js"
 import * as NativeRunnerCluster from "../src/NativeRunnerCluster.js"
 import { freePort, postgresBin, startPostgres, type TestPostgres } from "../bench/lib/postgres.js"
+import { claimKey, LOCK_CLASS } from "../src/cluster/claims.js"
 import { isAlive } from "./helpers/escape.js"
 import { attack, type Transport } from "./helpers/fleetAttack.js"
 
@@ -136,7 +137,13 @@ const ownerOf = async (tenant: string) => {
   return { owner, other }
 }
 
-const TENANTS = ["default", "spread", "repeat", "term", "lost", "db", "other", "gone", "conflict"]
+const TENANTS = ["default", "spread", "repeat", "term", "lost", "db", "other", "gone", "conflict", "lock"]
+
+/** One SQL statement on the test's database (psql, unaligned, tuples only). */
+const psql = (query: string): string =>
+  execFileSync(path.join(postgresBin()!, "psql"), ["-h", "127.0.0.1", "-p", String(pg.port), "-U", "runner", "-d", "postgres", "-At", "-c", query], {
+    encoding: "utf8"
+  }).trim()
 
 describe.runIf(runs)("the fleet on PostgreSQL (3 workers, CLI and library clients)", () => {
   beforeAll(async () => {
@@ -510,6 +517,42 @@ describe.runIf(runs)("the fleet on PostgreSQL (3 workers, CLI and library client
     expect(text(result.stdout)).toBe("finished\n")
     await until("the worker to exit", () => owner!.process.exitCode !== null || owner!.process.signalCode !== null, 30_000)
   })
+
+  it("the owner's lock connection dropped mid-run (pg_terminate_backend): it takes the lock again, and repeats through every worker wait for the run, which ran once", async () => {
+    const marker = path.join(tmp, "lock-marker")
+    const { other } = await ownerOf("lock")
+    const request = NativeRunnerCluster.withRequestId("lock-1", NativeRunner.exec({ argv: ["sh", "-c", `echo run >> ${marker}; sleep 4; echo done`] }))
+    const layer = (spread: number) =>
+      NativeRunnerCluster.layerClient({ url: endpoint(other), credentials: credentials("lock"), spread, delivery: "at-least-once" })
+    const first = Effect.runPromiseExit(request.pipe(Effect.provide(layer(1))))
+    await until("the run to start", () => lines(marker).length === 1, 20_000)
+    // The backend holding the owner's liveness lock, ended by the server: the lock goes with it.
+    const key = claimKey("lock", "lock-1").replaceAll("'", "''")
+    expect(psql(`SELECT count(pg_terminate_backend(l.pid)) FROM pg_locks l JOIN native_runner_claims c
+      ON l.objid = c.worker_lock::oid WHERE l.locktype = 'advisory' AND l.classid = ${LOCK_CLASS}::oid AND l.objsubid = 2
+      AND c.request_id = '${key}'`)).toBe("1")
+    // Sixteen repeats at once, round robin over the tenant's 16 entities, so on other workers too. Without the re-take
+    // and the owner's confirmation, a worker took the owner for dead and ran the command again (at-least-once).
+    // If the repeats are still waiting after 30 s, say what the claim, the locks and the workers look like.
+    const diagnose = setTimeout(() => {
+      console.error("lock test, claims:", psql(`SELECT request_id, worker_id, worker_lock, state, attempt FROM native_runner_claims WHERE tenant = 'lock'`))
+      console.error("lock test, advisory locks:", psql(`SELECT pid, objid, granted FROM pg_locks WHERE locktype = 'advisory'`))
+      for (const w of workers) console.error("lock test, worker", w.pid, w.process.exitCode, w.log.slice(-3000))
+    }, 30_000)
+    const repeats = await Effect.runPromise(Effect.all(Array.from({ length: 16 }, () => Effect.exit(request)), { concurrency: "unbounded" }).pipe(
+      Effect.provide(layer(16))
+    ))
+    clearTimeout(diagnose)
+    const ran = await first
+    for (const exit of [ran, ...repeats]) {
+      expect(Exit.isSuccess(exit) ? [exit.value.exitCode, text(exit.value.stdout)] : [String(exit.cause)]).toEqual([0, "done\n"])
+    }
+    expect(lines(marker)).toEqual(["run"])
+    expect(psql(`SELECT state FROM native_runner_claims WHERE request_id = '${key}'`)).toBe("done")
+    // The owner holds its lock again.
+    expect(Number(psql(`SELECT count(*) FROM pg_locks l JOIN native_runner_claims c ON l.objid = c.worker_lock::oid
+      WHERE l.locktype = 'advisory' AND l.granted AND l.classid = ${LOCK_CLASS}::oid AND l.objsubid = 2 AND c.request_id = '${key}'`))).toBe(1)
+  }, 90_000)
 
   it("a worker SIGKILLed mid-run: the run fails with WorkerLost, ran once, its process is gone; a repeat fails the same", async () => {
     const marker = path.join(tmp, "kill-marker")

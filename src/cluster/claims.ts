@@ -4,14 +4,15 @@
  * a run whose worker died is reported lost instead of being run again.
  */
 import * as SqlClient from "@effect/sql/SqlClient"
-import type { SqlError } from "@effect/sql/SqlError"
+import { SqlError } from "@effect/sql/SqlError"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Ref from "effect/Ref"
 import * as Schedule from "effect/Schedule"
-import type * as Scope from "effect/Scope"
+import * as Exit from "effect/Exit"
+import * as Scope from "effect/Scope"
 import { FleetError } from "../Errors.js"
 
 /**
@@ -182,10 +183,22 @@ export const layerSql = (workerId: string): Layer.Layer<ClaimStore, SqlError, Sq
 const makeSql = (workerId: string): Effect.Effect<ClaimStoreService, SqlError, SqlClient.SqlClient | Scope.Scope> =>
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
-    const lockId = yield* holdOwnerLock(sql)
+    const lock = yield* holdOwnerLock(sql)
+    const lockId = lock.lockId
     const read = readClaim(sql)
+    const notHeld = (requestId: string) =>
+      new FleetError({
+        reason: "Unavailable",
+        requestId,
+        message: "this worker is taking its liveness lock again (its database connection dropped); nothing ran, retry"
+      })
     const claim = (requestId: string, tenant: string, fingerprint: string): Effect.Effect<ClaimState, FleetError> =>
       Effect.gen(function*() {
+        if (!lock.held()) {
+          // An existing claim is answered as usual (a repeat needs no lock); a new one waits for the lock.
+          const [existing] = yield* read(requestId)
+          return existing === undefined ? yield* notHeld(requestId) : stateOf(existing)
+        }
         const inserted = yield* sql`INSERT INTO native_runner_claims (request_id, tenant, worker_id, worker_lock, state, attempt, fingerprint)
           VALUES (${requestId}, ${tenant}, ${workerId}, ${lockId}, 'running', 1, ${fingerprint})
           ON CONFLICT (request_id) DO NOTHING RETURNING request_id`
@@ -198,7 +211,7 @@ const makeSql = (workerId: string): Effect.Effect<ClaimStoreService, SqlError, S
       workerId,
       claim,
       reclaim: (requestId, previous) =>
-        sql`UPDATE native_runner_claims SET worker_id = ${workerId}, worker_lock = ${lockId}, attempt = attempt + 1,
+        !lock.held() ? Effect.fail(notHeld(requestId)) : sql`UPDATE native_runner_claims SET worker_id = ${workerId}, worker_lock = ${lockId}, attempt = attempt + 1,
             state = 'running', finished_at = NULL
             WHERE request_id = ${requestId} AND worker_id = ${previous} AND state IN ('running', 'lost')
             RETURNING request_id`.pipe(
@@ -255,13 +268,62 @@ const stateOf = (row: ClaimRow): ClaimState => {
   }
 }
 
-/** Takes a free lock id in LOCK_CLASS on a reserved connection and holds it until the scope closes. */
-const holdOwnerLock = (sql: SqlClient.SqlClient) =>
+/** How often the worker checks the connection that holds its liveness lock. */
+export const LOCK_WATCH_INTERVAL_MS = 500
+
+/**
+ * How long a worker that finds a claim's owner without its lock waits, and looks again, before it takes the owner
+ * for dead: longer than the owner needs to notice a dropped lock connection and take the lock again.
+ */
+export const OWNER_CONFIRM_MS = 3_000
+
+/** The worker's liveness lock: its id, and whether this worker holds it right now. */
+export interface OwnerLock {
+  readonly lockId: number
+  readonly held: () => boolean
+}
+
+/**
+ * Takes a free lock id in LOCK_CLASS on a reserved connection and holds it until the scope closes. A watchdog checks
+ * that connection every LOCK_WATCH_INTERVAL_MS; when it is gone (the server ended the backend, the network dropped
+ * it) the same lock id is taken again on a new connection. While it is not held the worker takes no new claims.
+ */
+const holdOwnerLock = (sql: SqlClient.SqlClient): Effect.Effect<OwnerLock, SqlError, Scope.Scope> =>
   Effect.gen(function*() {
-    const connection = yield* sql.reserve
-    for (;;) {
-      const lockId = 1 + Math.floor(Math.random() * 0x7ffffffe)
-      const [row] = yield* connection.execute("SELECT pg_try_advisory_lock($1, $2) AS taken", [LOCK_CLASS, lockId], undefined)
-      if (row?.taken === true) return lockId
-    }
+    const take = (wanted: number | undefined) =>
+      Effect.gen(function*() {
+        const scope = yield* Scope.make()
+        return yield* Effect.gen(function*() {
+          const connection = yield* Scope.extend(sql.reserve, scope)
+          for (;;) {
+            const lockId = wanted ?? 1 + Math.floor(Math.random() * 0x7ffffffe)
+            const [row] = yield* connection.execute("SELECT pg_try_advisory_lock($1, $2) AS taken", [LOCK_CLASS, lockId], undefined)
+            if (row?.taken === true) return { lockId, connection, scope }
+            // Our own id held by someone else cannot happen (ids are random and ours); do not spin on it.
+            if (wanted !== undefined) return yield* new SqlError({ message: `lock ${wanted} is held by another session` })
+          }
+        }).pipe(Effect.onError(() => Scope.close(scope, Exit.void)))
+      })
+    const first = yield* take(undefined)
+    let current = first
+    const held = { value: true }
+    yield* Effect.addFinalizer(() => Scope.close(current.scope, Exit.void))
+    const check = Effect.gen(function*() {
+      const ok = yield* current.connection.execute("SELECT 1", [], undefined).pipe(
+        Effect.timeout(Duration.seconds(2)),
+        Effect.as(true),
+        Effect.orElseSucceed(() => false)
+      )
+      if (ok && held.value) return
+      held.value = false
+      yield* Scope.close(current.scope, Exit.void)
+      const next = yield* Effect.either(take(first.lockId))
+      if (next._tag === "Right") {
+        current = next.right
+        held.value = true
+        yield* Effect.logWarning(`native-runner worker: the liveness lock's connection was lost; lock ${first.lockId} taken again`)
+      }
+    })
+    yield* Effect.forkScoped(Effect.repeat(check, Schedule.spaced(Duration.millis(LOCK_WATCH_INTERVAL_MS))).pipe(Effect.interruptible))
+    return { lockId: first.lockId, held: () => held.value }
   })

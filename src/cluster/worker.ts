@@ -10,12 +10,13 @@ import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
+import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import { FleetError, InvalidInput, type NativeRunnerError } from "../Errors.js"
 import type { ExecEvent, ExecResult } from "../Exec.js"
 import { DEFAULTS, NativeRunner } from "../NativeRunner.js"
 import { createHash } from "node:crypto"
-import { claimKey, ClaimStore, type ClaimStoreService, type Outcome } from "./claims.js"
+import { claimKey, ClaimStore, type ClaimStoreService, type Outcome, OWNER_CONFIRM_MS } from "./claims.js"
 import { makeTenantGate, type TenantGate } from "./gate.js"
 import * as FleetMetrics from "./metrics.js"
 import { ExecRpc, fromWire, RunnerEntity, WireError, type WireEvent, type WireInput, WireResult } from "./protocol.js"
@@ -166,7 +167,7 @@ export const fingerprintOf = (payload: Payload): string => {
 /** What to do with a request: run it here, or answer with a stored (or awaited) outcome. */
 type Decision = { readonly _tag: "Run" } | { readonly _tag: "Answer"; readonly outcome: Outcome }
 
-const decide = (ctx: HandlerContext, payload: Payload): Effect.Effect<Decision, FleetError> =>
+const decide = (ctx: HandlerContext, payload: Payload, mine: Mine): Effect.Effect<Decision, FleetError> =>
   Effect.gen(function*() {
     const { requestId, tenant } = payload
     // Claims are the tenant's: another tenant's request id of the same name is another claim.
@@ -174,8 +175,13 @@ const decide = (ctx: HandlerContext, payload: Payload): Effect.Effect<Decision, 
     const fingerprint = fingerprintOf(payload)
     // A repeat waits for a live owner at most as long as the run itself may take, plus a margin.
     const waitUntil = Date.now() + runBoundMs(ctx, payload) + WAIT_MARGIN_MS
+    // The owner last seen without its lock, once: seen so twice OWNER_CONFIRM_MS apart, it is taken for dead.
+    let suspect: string | undefined
     for (;;) {
-      const state = yield* ctx.claims.claim(key, tenant, fingerprint)
+      // Uninterruptible from the INSERT to `mine.claimed`: a claim made is always one this run will settle (marked
+      // lost by `begin`'s finalizer if the run is interrupted before it records an outcome).
+      const state = yield* Effect.uninterruptible(Effect.tap(ctx.claims.claim(key, tenant, fingerprint), (found) =>
+        found._tag === "Claimed" ? mine.claim() : Effect.void))
       if (state._tag !== "Claimed" && state.fingerprint !== null && state.fingerprint !== fingerprint) {
         return yield* new FleetError({
           reason: "IdempotencyConflict",
@@ -193,7 +199,15 @@ const decide = (ctx: HandlerContext, payload: Payload): Effect.Effect<Decision, 
         case "Running": {
           const here = ctx.local.get(key)
           if (here !== undefined) return { _tag: "Answer", outcome: yield* Deferred.await(here) } as const
+          if (!state.ownerAlive && suspect !== state.workerId) {
+            // Its owner holds no lock right now: it may be taking it again after a dropped connection. Look again
+            // after longer than that takes before taking the owner for dead.
+            suspect = state.workerId
+            yield* Effect.sleep(Duration.millis(OWNER_CONFIRM_MS))
+            continue
+          }
           if (state.ownerAlive) {
+            suspect = undefined
             // Another live worker runs it (a repeat sent while it runs): wait for its stored outcome, not for ever.
             if (Date.now() > waitUntil) {
               return yield* new FleetError({
@@ -213,7 +227,7 @@ const decide = (ctx: HandlerContext, payload: Payload): Effect.Effect<Decision, 
       }
       // The claim will not finish where it was: its worker died, or the run was interrupted.
       if (payload.delivery === "at-least-once") {
-        if (yield* ctx.claims.reclaim(key, state.workerId)) {
+        if (yield* Effect.uninterruptible(Effect.tap(ctx.claims.reclaim(key, state.workerId), (taken) => taken ? mine.claim() : Effect.void))) {
           yield* FleetMetrics.countRequest("rerun")
           return { _tag: "Run" } as const
         }
@@ -252,25 +266,38 @@ const record = (ctx: HandlerContext, key: string, exit: Exit.Exit<ExecResult, Na
 const settle = (ctx: HandlerContext, key: string, exit: Exit.Exit<ExecResult, NativeRunnerError>) =>
   Effect.flatMap(record(ctx, key, exit), (outcome) => Option.isSome(outcome) ? answer(outcome.value) : exit)
 
+/** A run's hold on its claim: `claim` is called the moment the claim is this run's (inside the claim's own step). */
+interface Mine {
+  readonly claim: () => Effect.Effect<void>
+}
+
 /**
- * Marks the request as running here until the scope closes. If the scope closes before `record` (the caller or the
- * worker's shutdown interrupted the run), its claim is marked lost: a repeat fails with "WorkerLost" under
- * at-most-once and runs it again under at-least-once; repeats waiting here get "WorkerLost".
+ * Registers, before anything is claimed, what settles the claim if this run's scope closes before `record` (the caller
+ * or the worker's shutdown interrupted the run): once `mine.claim()` has run, the claim is marked lost, so a repeat
+ * fails with "WorkerLost" under at-most-once and runs it again under at-least-once, and repeats waiting here get
+ * "WorkerLost". `mine.claim()` also makes this run the one repeats on this worker wait for.
  */
-const begin = (ctx: HandlerContext, payload: Payload) =>
+const begin = (ctx: HandlerContext, payload: Payload): Effect.Effect<Mine, never, Scope.Scope> =>
   Effect.gen(function*() {
     const done = yield* Deferred.make<Outcome>()
     const key = claimKey(payload.tenant, payload.requestId)
-    ctx.local.set(key, done)
+    let claimed = false
     yield* Effect.addFinalizer(() =>
       Effect.gen(function*() {
-        if (yield* Deferred.isDone(done)) return
+        if (!claimed || (yield* Deferred.isDone(done))) return
         const outcome: Outcome = { _tag: "Failed", error: encodeError(lost(payload.requestId, ctx.claims.workerId)) }
         yield* Effect.ignore(ctx.claims.markLost(key, ctx.claims.workerId))
         yield* Deferred.succeed(done, outcome)
-        ctx.local.delete(key)
+        if (ctx.local.get(key) === done) ctx.local.delete(key)
       })
     )
+    return {
+      claim: () =>
+        Effect.sync(() => {
+          claimed = true
+          ctx.local.set(key, done)
+        })
+    }
   })
 
 /** The payload with its input clamped to the worker's ceiling, or the refusal (before anything is claimed). */
@@ -284,9 +311,9 @@ const handleExec = (ctx: HandlerContext, given: Payload): Effect.Effect<WireResu
     Effect.gen(function*() {
       const payload = yield* withinCeiling(ctx, given)
       const admission = yield* ctx.gate.admit(payload.tenant, payload.requestId, payload.caps)
-      const decision = yield* decide(ctx, payload)
+      const mine = yield* begin(ctx, payload)
+      const decision = yield* decide(ctx, payload, mine)
       if (decision._tag === "Answer") return yield* answer(decision.outcome)
-      yield* begin(ctx, payload)
       yield* admission.slot
       yield* FleetMetrics.countRequest("ran")
       const exit = yield* Effect.exit(ctx.runner.exec(fromWire(payload.input)))
@@ -318,9 +345,9 @@ const handleStream = (ctx: HandlerContext, given: Payload): Stream.Stream<WireEv
     Effect.gen(function*() {
       const payload = yield* withinCeiling(ctx, given)
       const admission = yield* ctx.gate.admit(payload.tenant, payload.requestId, payload.caps)
-      const decision = yield* decide(ctx, payload)
+      const mine = yield* begin(ctx, payload)
+      const decision = yield* decide(ctx, payload, mine)
       if (decision._tag === "Answer") return replay(yield* answer(decision.outcome))
-      yield* begin(ctx, payload)
       yield* admission.slot
       yield* FleetMetrics.countRequest("ran")
       return ctx.runner.execStream(fromWire(payload.input)).pipe(

@@ -1,0 +1,62 @@
+/**
+ * The claim step cannot be cut in half. A claim is written in the database and its reply comes back a round trip
+ * later; an interrupt that arrives in between (the caller gave up, the worker is stopping) used to leave the claim
+ * "running", owned by a live worker, with nothing running and nobody to settle it: its repeats waited for ever (3 of
+ * 33 claims in a fleet run). Here the round trip is made long on purpose (a claim store whose reply takes 300 ms after
+ * the claim is stored), so the interrupt lands in it every time.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import * as ShardingConfig from "@effect/cluster/ShardingConfig"
+import * as TestRunner from "@effect/cluster/TestRunner"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Layer from "effect/Layer"
+import * as NativeRunner from "../src/NativeRunner.js"
+import * as NativeRunnerCluster from "../src/NativeRunnerCluster.js"
+import { ClaimStore } from "../src/cluster/claims.js"
+
+/** The in-memory claims, each claim's reply arriving `delayMs` after it is stored (as a slow database's would). */
+const slowClaims = (delayMs: number) => {
+  const memory = NativeRunnerCluster.layerClaimsMemory("slow-claims")
+  const slow = Layer.effect(
+    ClaimStore,
+    Effect.map(ClaimStore, (store) =>
+      ClaimStore.of({
+        ...store,
+        claim: (key, tenant, fingerprint) => Effect.zipLeft(store.claim(key, tenant, fingerprint), Effect.sleep(Duration.millis(delayMs)))
+      }))
+  ).pipe(Layer.provide(memory))
+  return { memory, slow }
+}
+
+const fleet = (delayMs: number) => {
+  const { memory, slow } = slowClaims(delayMs)
+  const worker = NativeRunnerCluster.layerWorkerWith().pipe(Layer.provide(slow), Layer.provide(NativeRunner.layerNode()))
+  const cluster = TestRunner.layer.pipe(
+    Layer.provide(ShardingConfig.layer({
+      shardsPerGroup: NativeRunnerCluster.SHARDS_PER_GROUP,
+      entityMessagePollInterval: Duration.millis(50)
+    }))
+  )
+  // The store goes to the worker and the client, not to the cluster: an entity's handlers are built in the
+  // context Sharding was built in, whose services win over the worker layer's own (@effect/cluster 0.60).
+  return NativeRunnerCluster.layerClientWith().pipe(Layer.provide(memory), Layer.provide(Layer.provideMerge(worker, cluster)))
+}
+
+describe("an interrupt during the claim's round trip", () => {
+  it.live("settles the claim: the repeat fails at once with WorkerLost instead of waiting on a claim nobody runs", () =>
+    Effect.gen(function*() {
+      const run = NativeRunnerCluster.withRequestId("slow-1", NativeRunner.exec({ argv: ["true"] }))
+      const fiber = yield* Effect.fork(run)
+      // Inside the claim's 300 ms reply: the claim is stored, its run not yet set up.
+      yield* Effect.sleep(Duration.millis(150))
+      yield* Fiber.interrupt(fiber)
+      const started = Date.now()
+      const repeat = yield* Effect.exit(Effect.timeout(run, Duration.seconds(10)))
+      const reason = Exit.isFailure(repeat) ? JSON.stringify(repeat.cause) : "success"
+      expect(reason).toMatch(/"reason":"WorkerLost"/)
+      expect(Date.now() - started).toBeLessThan(5_000)
+    }).pipe(Effect.provide(fleet(300))), 30_000)
+})

@@ -16,34 +16,48 @@ const labels = (pair: MetricPair.MetricPair.Untyped, extra: ReadonlyArray<readon
   return all.length === 0 ? "" : `{${all.map(([k, v]) => `${k}="${escapeLabel(v)}"`).join(",")}}`
 }
 
-/** Effect's metric snapshot as Prometheus text exposition. */
+/**
+ * Effect's metric snapshot as Prometheus text exposition (0.0.4): the pairs grouped by metric name (a snapshot lists
+ * one family's series apart), each family's HELP and TYPE once before all its samples, a histogram's buckets
+ * cumulative with one `le="+Inf"` (Effect's boundaries already end in Infinity) equal to `_count`.
+ */
 export const prometheusText = (pairs: ReadonlyArray<MetricPair.MetricPair.Untyped>): string => {
-  const lines: Array<string> = []
-  const typed = new Set<string>()
-  const head = (name: string, type: string, help: string | undefined) => {
-    if (typed.has(name)) return
-    typed.add(name)
-    if (help !== undefined) lines.push(`# HELP ${name} ${help.replace(/\n/g, " ")}`)
-    lines.push(`# TYPE ${name} ${type}`)
-  }
+  const families = new Map<string, Array<MetricPair.MetricPair.Untyped>>()
   for (const pair of pairs) {
-    const name = pair.metricKey.name
-    const help = pair.metricKey.description._tag === "Some" ? pair.metricKey.description.value : undefined
-    const state = pair.metricState
-    if (MetricState.isCounterState(state)) {
-      head(name, "counter", help)
-      lines.push(`${name}${labels(pair)} ${String(state.count)}`)
-    } else if (MetricState.isGaugeState(state)) {
-      head(name, "gauge", help)
-      lines.push(`${name}${labels(pair)} ${String(state.value)}`)
-    } else if (MetricState.isHistogramState(state)) {
-      head(name, "histogram", help)
-      for (const [bound, count] of state.buckets) {
-        lines.push(`${name}_bucket${labels(pair, [["le", Number.isFinite(bound) ? String(bound) : "+Inf"]])} ${count}`)
+    const family = families.get(pair.metricKey.name)
+    if (family === undefined) families.set(pair.metricKey.name, [pair])
+    else family.push(pair)
+  }
+  const lines: Array<string> = []
+  for (const [name, members] of families) {
+    const first = members[0]!
+    const help = first.metricKey.description._tag === "Some" ? first.metricKey.description.value : undefined
+    const state = first.metricState
+    const type = MetricState.isCounterState(state)
+      ? "counter"
+      : MetricState.isGaugeState(state)
+      ? "gauge"
+      : MetricState.isHistogramState(state)
+      ? "histogram"
+      : undefined
+    // Frequencies and summaries have no exposition here (none of ours is one).
+    if (type === undefined) continue
+    if (help !== undefined) lines.push(`# HELP ${name} ${help.replace(/\\/g, "\\\\").replace(/\n/g, "\\n")}`)
+    lines.push(`# TYPE ${name} ${type}`)
+    for (const pair of members) {
+      const member = pair.metricState
+      if (MetricState.isCounterState(member) && type === "counter") {
+        lines.push(`${name}${labels(pair)} ${String(member.count)}`)
+      } else if (MetricState.isGaugeState(member) && type === "gauge") {
+        lines.push(`${name}${labels(pair)} ${String(member.value)}`)
+      } else if (MetricState.isHistogramState(member) && type === "histogram") {
+        for (const [bound, count] of member.buckets) {
+          if (Number.isFinite(bound)) lines.push(`${name}_bucket${labels(pair, [["le", String(bound)]])} ${count}`)
+        }
+        lines.push(`${name}_bucket${labels(pair, [["le", "+Inf"]])} ${member.count}`)
+        lines.push(`${name}_sum${labels(pair)} ${member.sum}`)
+        lines.push(`${name}_count${labels(pair)} ${member.count}`)
       }
-      lines.push(`${name}_bucket${labels(pair, [["le", "+Inf"]])} ${state.count}`)
-      lines.push(`${name}_sum${labels(pair)} ${state.sum}`)
-      lines.push(`${name}_count${labels(pair)} ${state.count}`)
     }
   }
   return lines.join("\n") + "\n"

@@ -47,9 +47,12 @@ export const ClientOptions = Schema.Struct({
 export type ClientOptions = typeof ClientOptions.Encoded
 
 /** The worker's defaults. */
-export const WORKER_DEFAULTS = { concurrency: 16, queue: 64, grace: Duration.seconds(10) } as const
+export const WORKER_DEFAULTS = { concurrency: 16, queue: 64, grace: Duration.seconds(10), retention: Duration.hours(24) } as const
 
-/** How a worker takes work. Defaults: concurrency 16, tenantConcurrency = concurrency, queue 64, grace 10 s. */
+/**
+ * How a worker takes work. Defaults: concurrency 16, tenantConcurrency = concurrency, queue 64, grace 10 s, retention
+ * 24 h.
+ */
 export const WorkerOptions = Schema.Struct({
   /** Runs in flight on this worker, all tenants together. */
   concurrency: Schema.optionalWith(Positive, { default: () => WORKER_DEFAULTS.concurrency }),
@@ -58,7 +61,12 @@ export const WorkerOptions = Schema.Struct({
   /** Runs of one tenant waiting here for a slot; one more fails at once with `FleetError` "Busy". */
   queue: Schema.optionalWith(Schema.Int.pipe(Schema.nonNegative()), { default: () => WORKER_DEFAULTS.queue }),
   /** On shutdown, how long runs in flight may finish before their trees are killed. */
-  grace: Schema.optionalWith(Exec.DurationInput, { default: () => WORKER_DEFAULTS.grace })
+  grace: Schema.optionalWith(Exec.DurationInput, { default: () => WORKER_DEFAULTS.grace }),
+  /**
+   * How long a finished or lost claim (its stored outcome: the kept stdout and stderr, within the caps) stays in
+   * PostgreSQL, and so how long a repeat of its request id is answered from it; after that the id is new again.
+   */
+  retention: Schema.optionalWith(Exec.DurationInput, { default: () => WORKER_DEFAULTS.retention })
 })
 export type WorkerOptions = typeof WorkerOptions.Encoded
 
@@ -244,6 +252,7 @@ export const layerWorker = (
       clientListen,
       health,
       grace: decoded.grace,
+      retention: decoded.retention,
       // A request asks within the worker's policy: its caps, timeouts and spill directory are ceilings.
       handlers: layerWorkerWith(worker, ceiling).pipe(Layer.provide(local ?? NativeRunner.layerNode(runner ?? {})))
     })))

@@ -168,6 +168,31 @@ describe.runIf(runs)("the worker's policy (PostgreSQL, bubblewrap, worker proces
   }, 120_000)
 })
 
+  it("--retention: a finished run's stored outcome is deleted after it; the id is then new again", async () => {
+    const url = database("retention")
+    const worker = await startWorker(url, ["--sandbox", "none", "--allow-unsandboxed", "--retention", "1s"], { NATIVE_RUNNER_DATABASE_URL: url })
+    const credentials = tenant("keeper", url)
+    const marker = path.join(tmp, "retention-marker")
+    const run = NativeRunnerCluster.withRequestId("kept-1", NativeRunner.exec({ argv: ["sh", "-c", `echo ran >> ${marker}; echo out`] })).pipe(
+      Effect.provide(NativeRunnerCluster.layerClient({ url: worker.endpoint, credentials }))
+    )
+    const rows = () =>
+      execFileSync(path.join(postgresBin()!, "psql"), ["-h", "127.0.0.1", "-p", String(pg.port), "-U", "runner", "-d", "retention", "-At", "-c",
+        "SELECT count(*) FROM native_runner_claims WHERE tenant = 'keeper'"], { encoding: "utf8" }).trim()
+    await Effect.runPromise(run)
+    await Effect.runPromise(run)
+    expect(readFileSync(marker, "utf8")).toBe("ran\n") // a repeat within the retention: answered, not run
+    expect(rows()).toBe("1")
+    const end = Date.now() + 15_000
+    while (rows() !== "0") {
+      if (Date.now() > end) throw new Error("the claim was not swept within 15 s")
+      await new Promise((resolve) => setTimeout(resolve, 200))
+    }
+    await Effect.runPromise(run)
+    expect(readFileSync(marker, "utf8")).toBe("ran\nran\n")
+    worker.process.kill("SIGTERM")
+  }, 120_000)
+
   describe("a worker does not start the unsafe way by accident (exit 2, nothing reached)", () => {
   const refused = async (args: ReadonlyArray<string>, env: Record<string, string> = {}) => {
     const port = await freePort()

@@ -249,7 +249,8 @@ export const runWorker = (config: WorkerConfig & WorkerRunConfig) =>
       ...optional("concurrency", flags.concurrency),
       ...optional("tenantConcurrency", flags.tenantConcurrency),
       ...optional("queue", flags.queue),
-      ...optional("grace", Option.map(flags.grace, Duration.millis))
+      ...optional("grace", Option.map(flags.grace, Duration.millis)),
+      ...optional("retention", Option.map(flags.retention, Duration.millis))
     })
     // The drain takes up to the grace; past it plus 15 s, the worker exits anyway (its commands die with it).
     yield* setShutdownDeadline(Option.getOrElse(flags.grace, () => Duration.toMillis(NativeRunnerCluster.WORKER_DEFAULTS.grace)) + 15_000)

@@ -56,7 +56,13 @@ export const workerConfig = {
   concurrency: countOption("concurrency", "Runs in flight on this worker (default 16)."),
   tenantConcurrency: countOption("tenant-concurrency", "Runs in flight here for one tenant (default: --concurrency)."),
   queue: countOption("queue", "Runs of one tenant waiting here for a slot; one more fails with Busy (default 64)."),
-  grace: durationOption("grace", 0, "On SIGTERM/SIGINT, how long runs in flight may finish before they are killed (default 10s).")
+  grace: durationOption("grace", 0, "On SIGTERM/SIGINT, how long runs in flight may finish before they are killed (default 10s)."),
+  retention: durationOption(
+    "retention",
+    0,
+    "How long finished runs' stored outcomes (kept stdout and stderr, within the caps) stay in the database, and so " +
+      "how long a repeated --request-id is answered from them (default 24h); older ones are deleted."
+  )
 } as const
 
 /** What `@effect/cli` parsed for `worker`. */

@@ -177,13 +177,33 @@ interface ClaimRow {
  * for its whole life; PostgreSQL drops it the moment that connection goes (a SIGKILLed worker included), so "is the
  * owner alive" is one look at `pg_locks`, with no heartbeat to tune.
  */
-export const layerSql = (workerId: string): Layer.Layer<ClaimStore, SqlError, SqlClient.SqlClient> =>
-  Layer.scoped(ClaimStore, makeSql(workerId))
+export const layerSql = (
+  workerId: string,
+  retention?: Duration.DurationInput
+): Layer.Layer<ClaimStore, SqlError, SqlClient.SqlClient> => Layer.scoped(ClaimStore, makeSql(workerId, retention))
 
-const makeSql = (workerId: string): Effect.Effect<ClaimStoreService, SqlError, SqlClient.SqlClient | Scope.Scope> =>
+/**
+ * Deletes finished and lost claims older than `retention` every half of it (at least every minute, at most every
+ * 250 ms), so stored outcomes do not pile up for ever. Every worker sweeps; the statement is idempotent.
+ */
+const sweep = (sql: SqlClient.SqlClient, retention: Duration.DurationInput) => {
+  const retentionMs = Math.max(0, Math.floor(Duration.toMillis(Duration.decode(retention))))
+  const every = Math.min(60_000, Math.max(250, Math.floor(retentionMs / 2)))
+  const once = sql`DELETE FROM native_runner_claims WHERE state IN ('done', 'lost')
+      AND finished_at < now() - make_interval(secs => ${retentionMs / 1000})`.pipe(
+    Effect.catchAll((error) => Effect.logWarning(`native-runner worker: the claims sweep failed: ${error.message}`))
+  )
+  return Effect.forkScoped(Effect.repeat(once, Schedule.spaced(Duration.millis(every))).pipe(Effect.interruptible))
+}
+
+const makeSql = (
+  workerId: string,
+  retention: Duration.DurationInput = Duration.hours(24)
+): Effect.Effect<ClaimStoreService, SqlError, SqlClient.SqlClient | Scope.Scope> =>
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
     const lock = yield* holdOwnerLock(sql)
+    yield* sweep(sql, retention)
     const lockId = lock.lockId
     const read = readClaim(sql)
     const notHeld = (requestId: string) =>

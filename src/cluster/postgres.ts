@@ -86,6 +86,8 @@ export interface WorkerParts<E> {
   /** Where clients with a tenant credential reach this worker (HTTPS); absent: no client endpoint here. */
   readonly clientListen?: { readonly host: string; readonly port: number } | undefined
   readonly grace: Duration.DurationInput
+  /** How long finished and lost claims are kept (`Claims.layerSql`). */
+  readonly retention?: Duration.DurationInput | undefined
   /** The entity's handlers with their local runner; they need the cluster and a claim store. */
   readonly handlers: Layer.Layer<never, E, Sharding | Claims.ClaimStore>
 }
@@ -110,7 +112,7 @@ const workerLayerWith = <E>(parts: WorkerParts<E>, material: FleetTls): Layer.La
     }
   }).pipe(Layer.provide(Layer.effectDiscard(migrate)))
   // The claims store after the cluster layer, whose start created its table.
-  const shared = Layer.merge(Claims.layerSql(workerId), Claims.layerSqlReader).pipe(
+  const shared = Layer.merge(Claims.layerSql(workerId, parts.retention), Claims.layerSqlReader).pipe(
     Layer.provideMerge(cluster),
     Layer.provideMerge(pg(parts.databaseUrl)),
     Layer.mapError(unavailable)

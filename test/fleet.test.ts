@@ -20,6 +20,7 @@ import * as NativeRunnerCluster from "../src/NativeRunnerCluster.js"
 import { freePort, postgresBin, startPostgres, type TestPostgres } from "../bench/lib/postgres.js"
 import { claimKey, LOCK_CLASS } from "../src/cluster/claims.js"
 import { isAlive } from "./helpers/escape.js"
+import { problems } from "./helpers/prometheus.js"
 import { attack, type Transport } from "./helpers/fleetAttack.js"
 
 const ROOT = path.dirname(path.dirname(fileURLToPath(import.meta.url)))
@@ -272,8 +273,24 @@ describe.runIf(runs)("the fleet on PostgreSQL (3 workers, CLI and library client
     expect(lines(marker)).toEqual(["ran"])
   })
 
-  it("each worker serves its metrics in Prometheus format", async () => {
-    const bodies = await Promise.all(workers.map(async (w) => (await fetch(`http://127.0.0.1:${w.health}/metrics`)).text()))
+  it("each worker serves its metrics in Prometheus format, to the holder of the fleet's metrics token only", async () => {
+    const token = readFileSync(path.join(FLEET, "metrics.token"), "utf8").trim()
+    for (const w of alive()) {
+      const url = `http://127.0.0.1:${w.health}/metrics`
+      for (const authorization of [undefined, "Bearer wrong", `Basic ${token}`, `Bearer ${token}x`]) {
+        const refused = await fetch(url, authorization === undefined ? {} : { headers: { authorization } })
+        expect(refused.status).toBe(401)
+        expect(await refused.text()).not.toMatch(/native_runner|tenant/)
+      }
+      // /health stays open (no tenant in it).
+      expect((await fetch(`http://127.0.0.1:${w.health}/health`)).status).toBe(200)
+    }
+    const bodies = await Promise.all(alive().map(async (w) => {
+      const response = await fetch(`http://127.0.0.1:${w.health}/metrics`, { headers: { authorization: `Bearer ${token}` } })
+      expect(response.status).toBe(200)
+      return response.text()
+    }))
+    for (const body of bodies) expect(problems(body)).toEqual([])
     const all = bodies.join("\n")
     expect(all).toMatch(/^native_runner_fleet_requests_total\{outcome="ran"\} \d+$/m)
     expect(all).toMatch(/^native_runner_fleet_requests_total\{outcome="repeat"\} \d+$/m)

@@ -41,7 +41,8 @@ const initCommand = Command.make(
 ).pipe(Command.withDescription(HelpDoc.blocks([
   HelpDoc.p(
     "Makes a fleet directory: a CA of the fleet's own (ca.crt, ca.key; ten years) and a member certificate and key " +
-      "signed by it (worker.crt, worker.key; 825 days) naming the hosts given, all files 0600 in a 0700 directory. " +
+      "signed by it (worker.crt, worker.key; 825 days) naming the hosts given, and metrics.token (the bearer token " +
+      "of the workers' GET /metrics), all files 0600 in a 0700 directory. " +
       "Workers and clients trust only this CA, present the member certificate, and check the name they dial " +
       "against it. Nothing existing is overwritten. Needs openssl."
   ),

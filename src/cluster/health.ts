@@ -1,12 +1,14 @@
 /**
- * A worker's health and metrics over HTTP: `GET /health` (JSON: worker id, runs in flight, draining) and
- * `GET /metrics` (every Effect metric of the process in Prometheus text format, the fleet's and the runner's).
+ * A worker's health and metrics over HTTP: `GET /health` (JSON: worker id and status; open) and `GET /metrics` (every
+ * Effect metric of the process in Prometheus text format, the fleet's and the runner's; only with the fleet's metrics
+ * token as a bearer token, since the metrics name tenants).
  */
 import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
 import type * as MetricPair from "effect/MetricPair"
 import * as MetricState from "effect/MetricState"
 import type * as Scope from "effect/Scope"
+import { createHash, timingSafeEqual } from "node:crypto"
 import { createServer, type Server } from "node:http"
 
 const escapeLabel = (value: string): string => value.replace(/\\/g, "\\\\").replace(/"/g, "\\\"").replace(/\n/g, "\\n")
@@ -68,6 +70,19 @@ export interface HealthState {
   readonly draining: () => boolean
   /** False until the worker's runner and endpoints are up (503 "starting"). */
   readonly ready: () => boolean
+  /**
+   * SHA-256 of the bearer token `GET /metrics` asks for (the fleet directory's `metrics.token`): the metrics name
+   * tenants and their load. Undefined: every `/metrics` request is refused.
+   */
+  readonly metricsTokenHash: Buffer | undefined
+}
+
+/** Whether `authorization` is `Bearer <token>` with the token whose SHA-256 is `expected` (constant-time compare). */
+const bearerMatches = (authorization: string | undefined, expected: Buffer | undefined): boolean => {
+  if (expected === undefined || authorization === undefined) return false
+  const match = /^Bearer (\S+)$/.exec(authorization)
+  if (match === null) return false
+  return timingSafeEqual(createHash("sha256").update(match[1]!).digest(), expected)
 }
 
 /** Serves health and metrics on `host:port` until the scope closes; returns the bound port. */
@@ -79,6 +94,14 @@ export const serveHealth = (
     Effect.async<Server & { boundPort: number }, Error>((resume) => {
       const server = createServer((request, response) => {
         if (request.method === "GET" && request.url === "/metrics") {
+          if (!bearerMatches(request.headers.authorization, state.metricsTokenHash)) {
+            response.writeHead(401, { "content-type": "text/plain", "www-authenticate": "Bearer" }).end(
+              state.metricsTokenHash === undefined
+                ? "no metrics.token in this worker's fleet directory: /metrics is closed\n"
+                : "/metrics needs Authorization: Bearer <the fleet directory's metrics.token>\n"
+            )
+            return
+          }
           const text = prometheusText(Metric.unsafeSnapshot())
           response.writeHead(200, { "content-type": "text/plain; version=0.0.4" }).end(text)
         } else if (request.method === "GET" && request.url === "/health") {

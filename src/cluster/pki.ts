@@ -6,7 +6,7 @@
  */
 import * as Effect from "effect/Effect"
 import { execFile } from "node:child_process"
-import { randomBytes } from "node:crypto"
+import { createHash, randomBytes } from "node:crypto"
 import * as fs from "node:fs/promises"
 import { hostname } from "node:os"
 import * as path from "node:path"
@@ -17,7 +17,9 @@ export const FLEET_FILES = {
   caCert: "ca.crt",
   caKey: "ca.key",
   cert: "worker.crt",
-  key: "worker.key"
+  key: "worker.key",
+  /** The bearer token `GET /metrics` asks for (a scraper's `credentials_file`); not needed by clients. */
+  metricsToken: "metrics.token"
 } as const
 
 /** What a fleet member needs for TLS: the fleet's CA (the only one trusted), its certificate and its key (PEM). */
@@ -25,6 +27,8 @@ export interface FleetTls {
   readonly ca: Buffer
   readonly cert: Buffer
   readonly key: Buffer
+  /** SHA-256 of the fleet's metrics token; undefined for a fleet directory made before it existed. */
+  readonly metricsTokenHash?: Buffer | undefined
 }
 
 const setupError = (message: string) => new FleetError({ reason: "Unavailable", message })
@@ -97,6 +101,9 @@ export const initFleet = (dir: string, hosts: ReadonlyArray<string>): Effect.Eff
               `extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=${alt.join(",")}\n`
           )
         )
+        yield* Effect.promise(() =>
+          fs.writeFile(path.join(work, FLEET_FILES.metricsToken), `${randomBytes(32).toString("base64url")}\n`, { mode: 0o600 })
+        )
         const serial = `0x${randomBytes(16).toString("hex")}`
         yield* openssl([
           "req", "-x509", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
@@ -140,7 +147,14 @@ export const loadFleetTls = (dir: string): Effect.Effect<FleetTls, FleetError> =
         fs.readFile(path.join(dir, FLEET_FILES.cert)),
         fs.readFile(keyFile)
       ])
-      return { ca, cert, key }
+      const tokenFile = path.join(dir, FLEET_FILES.metricsToken)
+      const token = await fs.stat(tokenFile).then(async (tokenStats) => {
+        if ((tokenStats.mode & 0o077) !== 0) {
+          throw new Error(`${tokenFile} is readable by other users (mode ${(tokenStats.mode & 0o777).toString(8)}); chmod 600 it`)
+        }
+        return (await fs.readFile(tokenFile, "utf8")).trim()
+      }, () => undefined)
+      return { ca, cert, key, metricsTokenHash: token === undefined ? undefined : createHash("sha256").update(token).digest() }
     },
     catch: (error) =>
       setupError(

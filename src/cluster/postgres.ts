@@ -130,7 +130,12 @@ const workerLayerWith = <E>(parts: WorkerParts<E>, material: FleetTls): Layer.La
   )
   if (health === undefined) return work
   // Built first, released last: health and metrics stay up for the whole drain.
-  const server = Layer.scopedDiscard(serveHealth(health, { workerId, draining: () => draining.value, ready: () => ready.value })).pipe(
+  const server = Layer.scopedDiscard(serveHealth(health, {
+    workerId,
+    draining: () => draining.value,
+    ready: () => ready.value,
+    metricsTokenHash: material.metricsTokenHash
+  })).pipe(
     Layer.mapError(unavailable)
   )
   return work.pipe(Layer.provide(server))

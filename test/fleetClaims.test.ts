@@ -59,4 +59,24 @@ describe("an interrupt during the claim's round trip", () => {
       expect(reason).toMatch(/"reason":"WorkerLost"/)
       expect(Date.now() - started).toBeLessThan(5_000)
     }).pipe(Effect.provide(fleet(300))), 30_000)
+
+  it.live("interrupts before, inside and after the claim (many tries): every repeat is answered at once, none waits", () =>
+    Effect.gen(function*() {
+      const answers: Array<string> = []
+      for (const delayMs of [0, 10, 30, 60, 100, 150, 200, 250, 290, 310, 350, 450, 700]) {
+        const run = NativeRunnerCluster.withRequestId(`try-${delayMs}`, NativeRunner.exec({ argv: ["sleep", "0.1"] }))
+        const fiber = yield* Effect.fork(run)
+        yield* Effect.sleep(Duration.millis(delayMs))
+        yield* Fiber.interrupt(fiber)
+        const started = Date.now()
+        const repeat = yield* Effect.exit(Effect.timeout(run, Duration.seconds(10)))
+        const took = Date.now() - started
+        // Run afresh (never claimed), WorkerLost (claimed, then interrupted) or the stored result (it had finished).
+        const answer = Exit.isSuccess(repeat) ? "success" : /"reason":"WorkerLost"/.test(JSON.stringify(repeat.cause)) ? "WorkerLost" : JSON.stringify(repeat.cause)
+        expect([delayMs, answer, took < 5_000]).toEqual([delayMs, expect.stringMatching(/^(success|WorkerLost)$/), true])
+        answers.push(answer)
+      }
+      // The window was hit: some tries were claimed and then interrupted.
+      expect(answers).toContain("WorkerLost")
+    }).pipe(Effect.provide(fleet(300))), 120_000)
 })

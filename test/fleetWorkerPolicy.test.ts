@@ -211,6 +211,8 @@ describe.runIf(runs)("the worker's policy (PostgreSQL, bubblewrap, worker proces
 
   it("a workspace that is /, holds the fleet directory or lies in it", async () => {
     expect(await refused(["--workspace", "/"], env())).toMatch(/whole host/)
+    // An unset shell variable (--workspace "$WS") is not the current directory.
+    expect(await refused(["--workspace", ""], env())).toMatch(/--workspace: empty/)
     expect(await refused(["--workspace", tmp], env())).toMatch(/fleet directory/)
     const inside = path.join(FLEET, "work")
     expect(await refused(["--workspace", inside], env())).toMatch(/fleet directory/)

@@ -210,6 +210,7 @@ const checkWorkerSandbox = (config: WorkerConfig & WorkerRunConfig): Effect.Effe
     if (Option.isNone(config.workspace)) {
       return yield* usage("--sandbox bwrap needs --workspace DIR: the directory tenants' commands may write (at /workspace)")
     }
+    if (config.workspace.value.trim() === "") return yield* usage("--workspace: empty (a directory tenants' commands may write)")
     const workspace = yield* realOrResolved(config.workspace.value)
     if (workspace === "/") return yield* usage("--workspace /: the whole host is not a workspace")
     const guarded: Array<readonly [string, string]> = [["the fleet directory", yield* realOrResolved(config.fleetDir)]]

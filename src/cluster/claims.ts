@@ -329,8 +329,9 @@ const holdOwnerLock = (sql: SqlClient.SqlClient): Effect.Effect<OwnerLock, SqlEr
     const held = { value: true }
     yield* Effect.addFinalizer(() => Scope.close(current.scope, Exit.void))
     const check = Effect.gen(function*() {
+      // Only a failed query means the connection (and the lock) is gone. A slow one is waited for: cutting it short
+      // would hand a connection that still holds the lock back to the pool, and overlap the next check with it.
       const ok = yield* current.connection.execute("SELECT 1", [], undefined).pipe(
-        Effect.timeout(Duration.seconds(2)),
         Effect.as(true),
         Effect.orElseSucceed(() => false)
       )

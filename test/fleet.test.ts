@@ -553,10 +553,14 @@ describe.runIf(runs)("the fleet on PostgreSQL (3 workers, CLI and library client
     // If the repeats are still waiting after 30 s, say what the claim, the locks and the workers look like.
     const diagnose = setTimeout(() => {
       console.error("lock test, claims:", psql(`SELECT request_id, worker_id, worker_lock, state, attempt FROM native_runner_claims WHERE tenant = 'lock'`))
-      console.error("lock test, advisory locks:", psql(`SELECT pid, objid, granted FROM pg_locks WHERE locktype = 'advisory'`))
+      console.error("lock test, our locks:", psql(`SELECT pid, objid, granted FROM pg_locks WHERE locktype = 'advisory' AND classid = ${LOCK_CLASS}::oid`))
+      console.error("lock test, cluster messages not processed:", psql(`SELECT entity_id, kind, tag, processed, last_read FROM cluster_messages WHERE entity_id LIKE 'lock/%' AND NOT processed`))
       for (const w of workers) console.error("lock test, worker", w.pid, w.process.exitCode, w.log.slice(-3000))
     }, 30_000)
-    const repeats = await Effect.runPromise(Effect.all(Array.from({ length: 16 }, () => Effect.exit(request)), { concurrency: "unbounded" }).pipe(
+    const t0 = Date.now()
+    const repeats = await Effect.runPromise(Effect.all(Array.from({ length: 16 }, (_, i) => Effect.exit(request).pipe(
+      Effect.tap((exit) => Effect.sync(() => console.error(`lock test, repeat ${i} after ${Date.now() - t0} ms: ${Exit.isSuccess(exit) ? `exit ${exit.value.exitCode} worker ${exit.value.worker}` : String(exit.cause)}`)))
+    )), { concurrency: "unbounded" }).pipe(
       Effect.provide(layer(16))
     ))
     clearTimeout(diagnose)

@@ -517,14 +517,14 @@ describe("native-runner (in-process main)", () => {
       expect([version.code, version.out.trim()]).toStrictEqual([0, Cli.VERSION])
     }))
 
-  it.live("fleet init DIR: the fleet's four files 0600 in a 0700 directory, its path printed; a second init is refused (125)", () =>
+  it.live("fleet init DIR: the fleet's five files 0600 in a 0700 directory, its path printed; a second init is refused (125)", () =>
     Effect.gen(function*() {
       const dir = path.join(tmp, "fleet-init", "fleet")
       const made = yield* cli(["fleet", "init", dir, "--host", "worker-1.internal", "--host", "127.0.0.1"])
       expect(made.code).toBe(0)
       expect(made.out).toBe(`${dir}\n`)
       expect(made.err).toMatch(/for worker-1\.internal, 127\.0\.0\.1 in /)
-      expect(readdirSync(dir).sort()).toEqual(["ca.crt", "ca.key", "worker.crt", "worker.key"])
+      expect(readdirSync(dir).sort()).toEqual(["ca.crt", "ca.key", "metrics.token", "worker.crt", "worker.key"])
       expect(statSync(dir).mode & 0o777).toBe(0o700)
       for (const file of readdirSync(dir)) expect(statSync(path.join(dir, file)).mode & 0o777).toBe(0o600)
       const key = readFileSync(path.join(dir, "ca.key"))

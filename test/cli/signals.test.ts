@@ -40,7 +40,8 @@ describe("native-runner run under a signal", () => {
         const marker = `1000.${randomInt(1e9)}`
         const auditLog = path.join(tmp, `${signal}.jsonl`)
         const cli = yield* startCli(marker, auditLog)
-        expect(sleeping(marker).length).toBe(1)
+        // "ready" is printed just before the shell execs sleep: wait for the sleep itself.
+        expect(yield* waitUntil(() => sleeping(marker).length === 1, 5_000)).toBe(true)
         process.kill(cli.pid, signal)
         expect(yield* Effect.promise(() => cli.exited)).toBe(128 + constants.signals[signal])
         expect(yield* waitUntil(() => sleeping(marker).length === 0, 5_000)).toBe(true)

@@ -216,6 +216,10 @@ describe.runIf(runs)("the worker's policy (PostgreSQL, bubblewrap, worker proces
     expect(await refused(["--workspace", tmp], env())).toMatch(/fleet directory/)
     const inside = path.join(FLEET, "work")
     expect(await refused(["--workspace", inside], env())).toMatch(/fleet directory/)
+    // A workspace the sandbox user cannot write (root's, 0755): refused at start, not on each tenant's first run.
+    const rootOwned = scratchDir("enr-policy-rootws-")
+    chmodSync(rootOwned, 0o755)
+    if (process.getuid?.() === 0) expect(await refused(["--workspace", rootOwned], env())).toMatch(/65534:65534 cannot write/)
   }, 60_000)
 
   it("--database-url-file open to others, a symlink, missing, or given with --database-url", async () => {

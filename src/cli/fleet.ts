@@ -23,6 +23,8 @@ import { FLEET_FILES } from "../cluster/pki.js"
 import * as Postgres from "../cluster/postgres.js"
 import { writeCredentials } from "../cluster/tenants.js"
 import { FleetError } from "../Errors.js"
+import { defaultSandboxUser } from "../internal/sandbox.js"
+import { layoutProblems, resolveIdentity, settleLayout } from "../internal/workspaceAccess.js"
 import { constants as fsConstants } from "node:fs"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
@@ -222,6 +224,12 @@ const checkWorkerSandbox = (config: WorkerConfig & WorkerRunConfig): Effect.Effe
         return yield* usage(`--workspace ${config.workspace.value} holds or lies in ${what} (${guardedPath}); tenants' commands could read it`)
       }
     }
+    // The check every sandboxed run makes, once at start: a workspace its sandbox user cannot use is refused now,
+    // not on each tenant's first run.
+    const policy = { workspace, ...Option.match(config.sandboxUser, { onNone: () => ({}), onSome: (user) => ({ user }) }) }
+    const identity = yield* Effect.either(resolveIdentity(policy, process.getuid?.() === 0, defaultSandboxUser))
+    const problems = identity._tag === "Left" ? [identity.left.message] : layoutProblems(settleLayout(policy), identity.right)
+    if (problems.length > 0) return yield* usage(`--workspace ${config.workspace.value}: ${problems.join("; ")}`)
   })
 
 /** `native-runner worker`: joins the fleet and serves runs until interrupted (SIGTERM/SIGINT). */

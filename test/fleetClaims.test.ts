@@ -80,3 +80,15 @@ describe("an interrupt during the claim's round trip", () => {
       expect(answers).toContain("WorkerLost")
     }).pipe(Effect.provide(fleet(300))), 120_000)
 })
+
+describe("the claim store", () => {
+  it.effect("finish moves a claim only from running: a claim marked lost stays lost (memory store)", () =>
+    Effect.gen(function*() {
+      const store = yield* ClaimStore
+      expect((yield* store.claim("k", "t", "f1"))._tag).toBe("Claimed")
+      yield* store.markLost("k", store.workerId)
+      yield* store.finish("k", { _tag: "Done", result: { late: true } })
+      expect(yield* store.claim("k", "t", "f1")).toMatchObject({ _tag: "Lost", fingerprint: "f1" })
+    }).pipe(Effect.provide(NativeRunnerCluster.layerClaimsMemory("w1"))))
+})
+

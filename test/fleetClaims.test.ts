@@ -16,6 +16,7 @@ import * as Layer from "effect/Layer"
 import * as NativeRunner from "../src/NativeRunner.js"
 import * as NativeRunnerCluster from "../src/NativeRunnerCluster.js"
 import { ClaimStore } from "../src/cluster/claims.js"
+import { layerHandlers } from "../src/cluster/worker.js"
 
 /** The in-memory claims, each claim's reply arriving `delayMs` after it is stored (as a slow database's would). */
 const slowClaims = (delayMs: number) => {
@@ -90,5 +91,43 @@ describe("the claim store", () => {
       yield* store.finish("k", { _tag: "Done", result: { late: true } })
       expect(yield* store.claim("k", "t", "f1")).toMatchObject({ _tag: "Lost", fingerprint: "f1" })
     }).pipe(Effect.provide(NativeRunnerCluster.layerClaimsMemory("w1"))))
+})
+
+describe("a repeat waiting on a run another live worker owns", () => {
+  it.live("waits at most the run's timeout and grace plus the margin, then fails with Busy (nothing runs here)", () => {
+    // A claim store in which the request id is always running on another worker that stays alive and never finishes.
+    const memory = NativeRunnerCluster.layerClaimsMemory("waiting-worker")
+    const elsewhere = Layer.effect(
+      ClaimStore,
+      Effect.map(ClaimStore, (store) =>
+        ClaimStore.of({
+          ...store,
+          claim: () => Effect.succeed({ _tag: "Running", workerId: "elsewhere", ownerAlive: true, fingerprint: null })
+        }))
+    ).pipe(Layer.provide(memory))
+    const worker = layerHandlers({ concurrency: 4, tenantConcurrency: 4, queue: 4, waitMarginMs: 500 }).pipe(
+      Layer.provide(elsewhere),
+      Layer.provide(NativeRunner.layerNode())
+    )
+    const cluster = TestRunner.layer.pipe(
+      Layer.provide(ShardingConfig.layer({
+        shardsPerGroup: NativeRunnerCluster.SHARDS_PER_GROUP,
+        entityMessagePollInterval: Duration.millis(50)
+      }))
+    )
+    const layer = NativeRunnerCluster.layerClientWith().pipe(Layer.provide(memory), Layer.provide(Layer.provideMerge(worker, cluster)))
+    return Effect.gen(function*() {
+      const started = Date.now()
+      const exit = yield* Effect.exit(Effect.timeout(
+        NativeRunnerCluster.withRequestId("held-1", NativeRunner.exec({ argv: ["true"], timeout: "200 millis", killGrace: "100 millis" })),
+        Duration.seconds(20)
+      ))
+      const took = Date.now() - started
+      expect(Exit.isFailure(exit) ? JSON.stringify(exit.cause) : "success").toMatch(/"reason":"Busy".*past its own deadline/)
+      // 200 ms + 100 ms + 500 ms, give or take the polling.
+      expect(took).toBeGreaterThanOrEqual(700)
+      expect(took).toBeLessThan(5_000)
+    }).pipe(Effect.provide(layer))
+  }, 30_000)
 })
 

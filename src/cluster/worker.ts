@@ -23,6 +23,8 @@ import { ExecRpc, fromWire, RunnerEntity, WireError, type WireEvent, type WireIn
 
 /** How a worker takes work. */
 export interface WorkerSettings {
+  /** Past a run's own timeout and grace, how long a repeat waits for the worker that runs it (default 30 s). */
+  readonly waitMarginMs?: number | undefined
   /** Runs in flight on this worker, all tenants together. */
   readonly concurrency: number
   /** Runs in flight on this worker for one tenant. */
@@ -114,7 +116,8 @@ export const layerHandlers = (settings: WorkerSettings) =>
             claims: yield* ClaimStore,
             gate,
             local,
-            ceiling: settings.ceiling
+            ceiling: settings.ceiling,
+            waitMarginMs: settings.waitMarginMs ?? WAIT_MARGIN_MS
           }
           return RunnerEntity.of({
             Exec: (envelope) => handleExec(ctx, envelope.payload),
@@ -134,6 +137,7 @@ interface HandlerContext {
   readonly gate: TenantGate
   /** Runs in flight here by claim key, so a repeat delivered to this worker waits for the same outcome. */
   readonly local: Map<string, Deferred.Deferred<Outcome>>
+  readonly waitMarginMs: number
 }
 
 /** Past a run's own timeout and grace, how much longer a repeat waits for the worker that runs it. */
@@ -174,7 +178,7 @@ const decide = (ctx: HandlerContext, payload: Payload, mine: Mine): Effect.Effec
     const key = claimKey(tenant, requestId)
     const fingerprint = fingerprintOf(payload)
     // A repeat waits for a live owner at most as long as the run itself may take, plus a margin.
-    const waitUntil = Date.now() + runBoundMs(ctx, payload) + WAIT_MARGIN_MS
+    const waitUntil = Date.now() + runBoundMs(ctx, payload) + ctx.waitMarginMs
     // The owner last seen without its lock, once: seen so twice OWNER_CONFIRM_MS apart, it is taken for dead.
     let suspect: string | undefined
     for (;;) {

@@ -8,15 +8,16 @@ import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import { execFileSync } from "node:child_process"
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs"
+import { chmodSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs"
 import * as net from "node:net"
-import { tmpdir } from "node:os"
 import * as path from "node:path"
 import * as tls from "node:tls"
 import { FLEET_FILES, initFleet, loadFleetTls } from "../src/cluster/pki.js"
 import { connectTls, makeTlsSocketServer } from "../src/cluster/tls.js"
+import { scratchDir } from "./helpers/tempDirs.js"
 
-const fresh = () => mkdtempSync(path.join(tmpdir(), "enr-pki-"))
+/** A new temporary directory, removed after this file's tests (scratchDir). */
+const fresh = () => scratchDir("enr-pki-")
 const errorOf = <A, E>(exit: Exit.Exit<A, E>) => {
   if (Exit.isSuccess(exit)) return "succeeded"
   const error = Cause.squash(exit.cause)

@@ -102,6 +102,8 @@ const attack = (urlFile: string, otherCredentials: string) => [
 describe.runIf(runs)("the worker's policy (PostgreSQL, bubblewrap, worker processes of the bin)", () => {
   beforeAll(async () => {
     tmp = scratchDir("enr-fleet-policy-")
+    // Searchable, so the bin can be started as another uid (the fleet directory inside stays 0700, files 0600).
+    chmodSync(tmp, 0o755)
     execFileSync(process.execPath, [path.join(ROOT, "bench", "build-bin.mjs"), "--outdir", path.join(tmp, "dist")])
     BIN = path.join(tmp, "dist", "bin.js")
     FLEET = path.join(tmp, "fleet")
@@ -207,6 +209,26 @@ describe.runIf(runs)("the worker's policy (PostgreSQL, bubblewrap, worker proces
     expect(await refused(["--sandbox", "none"], env())).toMatch(/--allow-unsandboxed/)
     expect(await refused([], env())).toMatch(/--sandbox bwrap needs --workspace/)
     expect(await refused(["--workspace", tmp, "--allow-unsandboxed"], env())).toMatch(/goes with --sandbox none only/)
+  }, 60_000)
+
+  it("a password in the URL's query string on the command line; a sandboxed worker that is not root", async () => {
+    const ws = scratchDir("enr-policy-ws-")
+    for (const query of [`password=${PASSWORD}`, `sslpassword=${PASSWORD}`]) {
+      expect(await refused(["--workspace", ws, "--database-url", `postgres://runner@127.0.0.1:1/x?${query}`]))
+        .toMatch(/a password on the command line/)
+    }
+    // As another uid the sandbox would run tenants' commands as that uid, which can read the worker's own secrets.
+    const asNobody = await new Promise<{ code: number | null; err: string }>((resolve) => {
+      const child = spawn("setpriv", ["--reuid", "65534", "--regid", "65534", "--clear-groups", process.execPath, BIN, "worker",
+        "--listen", "127.0.0.1:1", "--fleet-dir", FLEET, "--workspace", ws], { env: { PATH, ...env() }, stdio: ["ignore", "ignore", "pipe"] })
+      let err = ""
+      child.stderr.on("data", (chunk: Buffer) => (err += chunk.toString()))
+      child.on("close", (code) => resolve({ code, err }))
+    })
+    if (process.getuid?.() === 0) {
+      expect(asNobody.code).toBe(2)
+      expect(asNobody.err).toMatch(/as uid 65534 runs tenants' commands as this same uid/)
+    }
   }, 60_000)
 
   it("a workspace that is /, holds the fleet directory or lies in it", async () => {

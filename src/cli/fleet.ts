@@ -103,7 +103,9 @@ export const databaseUrl = (
     if (url.protocol !== "postgres:" && url.protocol !== "postgresql:") {
       return yield* usage(`${flagName}: expected a postgres:// URL, got ${url.protocol}`)
     }
-    if (fromFlag !== undefined && fromFlag !== "env" && url.password !== "") {
+    // pg also takes a password (and key material) from the query string: `?password=` is a password too.
+    const secretParams = ["password", "sslpassword", "sslkey", "passfile"]
+    if (fromFlag !== undefined && fromFlag !== "env" && (url.password !== "" || secretParams.some((p) => url.searchParams.has(p)))) {
       return yield* usage(`${flagName}: a password on the command line is visible to every user of this host; put the URL in a 0600 file (--database-url-file), in ${DATABASE_URL_ENV}, or the password in PGPASSWORD`)
     }
     return Redacted.make(text)
@@ -209,6 +211,16 @@ const checkWorkerSandbox = (config: WorkerConfig & WorkerRunConfig): Effect.Effe
       return
     }
     if (config.allowUnsandboxed) return yield* usage("--allow-unsandboxed goes with --sandbox none only")
+    // Not root: the sandbox runs tenants' commands as this worker's own uid, and the system directories it binds
+    // read-only may hold the fleet directory or the URL file (e.g. /etc/native-runner), readable by that uid.
+    const uid = process.geteuid?.()
+    if (uid !== undefined && uid !== 0) {
+      return yield* usage(
+        `--sandbox bwrap as uid ${uid} runs tenants' commands as this same uid, which can read the worker's fleet key ` +
+          "and database URL; run the worker as root (its commands then run as --sandbox-user, default 65534), or say " +
+          "--sandbox none --allow-unsandboxed"
+      )
+    }
     if (Option.isNone(config.workspace)) {
       return yield* usage("--sandbox bwrap needs --workspace DIR: the directory tenants' commands may write (at /workspace)")
     }

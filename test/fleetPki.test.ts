@@ -8,11 +8,11 @@ import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import { execFileSync } from "node:child_process"
-import { chmodSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs"
+import { chmodSync, chownSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs"
 import * as net from "node:net"
 import * as path from "node:path"
 import * as tls from "node:tls"
-import { FLEET_FILES, initFleet, loadFleetTls } from "../src/cluster/pki.js"
+import { FLEET_FILES, initFleet, loadFleetTls, readFleetCa } from "../src/cluster/pki.js"
 import { connectTls, makeTlsSocketServer } from "../src/cluster/tls.js"
 import { scratchDir } from "./helpers/tempDirs.js"
 
@@ -94,6 +94,28 @@ describe("fleet init", () => {
       expect(errorOf(yield* Effect.exit(loadFleetTls(dir)))).toMatch(/readable by other users/)
       rmSync(path.join(dir, "worker.key"))
       expect(errorOf(yield* Effect.exit(loadFleetTls(dir)))).toMatch(/fleet init/)
+    }))
+
+  // Found by review: another user owning a directory above the fleet swapped it for their own CA and key after
+  // `fleet init`; `fleet tenant` then pinned their CA in a tenant's credentials.
+  it.effect.runIf(process.getuid?.() === 0)("a fleet directory another user could swap is refused: parents and files are checked", () =>
+    Effect.gen(function*() {
+      const parent = fresh()
+      const dir = path.join(parent, "fleet")
+      yield* initFleet(dir, [])
+      expect((yield* loadFleetTls(dir)).key.length).toBeGreaterThan(0)
+      expect(yield* Effect.promise(() => readFleetCa(dir))).toContain("BEGIN CERTIFICATE")
+      // The parent given to uid 1000: it could rename the fleet directory and put its own in place.
+      chownSync(parent, 1000, 1000)
+      expect(errorOf(yield* Effect.exit(loadFleetTls(dir)))).toMatch(/could be changed by another user/)
+      expect(yield* Effect.promise(() => readFleetCa(dir).then(() => "read", (e: Error) => e.message))).toMatch(/could be changed by another user/)
+      expect(errorOf(yield* Effect.exit(initFleet(path.join(parent, "other"), [])))).toMatch(/could be changed by another user/)
+      chownSync(parent, 0, 0)
+      // A member file that is not ours (planted, or copied in by someone else) is refused too.
+      chownSync(path.join(dir, "ca.crt"), 1000, 1000)
+      expect(errorOf(yield* Effect.exit(loadFleetTls(dir)))).toMatch(/ca\.crt belongs to uid 1000/)
+      chownSync(path.join(dir, "ca.crt"), 0, 0)
+      expect((yield* loadFleetTls(dir)).ca.length).toBeGreaterThan(0)
     }))
 })
 

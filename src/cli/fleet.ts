@@ -19,7 +19,7 @@ import type { RunConfig } from "./options.js"
 import type { WorkerConfig, WorkerRunConfig } from "./workerOptions.js"
 import { type RunRequest, toRunnerOptions, toRunRequest } from "./request.js"
 import { parseEndpointUrl } from "../cluster/httpClient.js"
-import { FLEET_FILES } from "../cluster/pki.js"
+import { FLEET_FILES, readFleetCa } from "../cluster/pki.js"
 import * as Postgres from "../cluster/postgres.js"
 import { writeCredentials } from "../cluster/tenants.js"
 import { FleetError } from "../Errors.js"
@@ -321,8 +321,14 @@ export const fleetTenant = (
       return yield* new UsageError({ message: `${file} exists already; remove it first (the old secret stays valid until 'fleet tenant' runs again)`, command: "fleet" })
     }
     const ca = yield* Effect.tryPromise({
-      try: () => fs.readFile(path.join(config.fleetDir, FLEET_FILES.caCert), "utf8"),
-      catch: () => new UsageError({ message: `no ${FLEET_FILES.caCert} in ${config.fleetDir} ('native-runner fleet init ${config.fleetDir}' makes it)`, command: "fleet" })
+      try: () => readFleetCa(config.fleetDir),
+      catch: (error) =>
+        new UsageError({
+          message: (error as NodeJS.ErrnoException).code === "ENOENT"
+            ? `no ${FLEET_FILES.caCert} in ${config.fleetDir} ('native-runner fleet init ${config.fleetDir}' makes it)`
+            : `cannot use the fleet directory: ${error instanceof Error ? error.message : String(error)}`,
+          command: "fleet"
+        })
     })
     const credentials = yield* withDatabase(config, NativeRunnerCluster.registerTenant(config.name, {
       ca,

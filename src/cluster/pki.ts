@@ -55,18 +55,57 @@ const openssl = (args: ReadonlyArray<string>, cwd: string) =>
       ))
   })
 
+/**
+ * Throws unless nobody but us (and root) can change what `dir` names: `dir` itself ours, not a symlink and closed to
+ * others; every directory above it root's or ours and writable by nobody else (a sticky root-owned one, like /tmp,
+ * is fine). Otherwise another user could swap the fleet directory for one holding their own CA and key.
+ */
+export const assertFleetDirectorySafe = async (dir: string): Promise<void> => {
+  const uid = process.geteuid?.()
+  const absolute = path.resolve(dir)
+  const stats = await fs.lstat(absolute)
+  if (!stats.isDirectory()) throw new Error(`${absolute} is not a directory`)
+  if (uid !== undefined && stats.uid !== uid) throw new Error(`${absolute} belongs to uid ${stats.uid}, not to this user`)
+  if ((stats.mode & 0o077) !== 0) {
+    throw new Error(`${absolute} is open to other users (mode ${(stats.mode & 0o777).toString(8)}); chmod 700 it`)
+  }
+  for (let parent = path.dirname(absolute); ; parent = path.dirname(parent)) {
+    const up = await fs.stat(parent)
+    const ownerOk = up.uid === 0 || up.uid === uid
+    const sticky = (up.mode & 0o1000) !== 0 && up.uid === 0
+    if (!ownerOk || ((up.mode & 0o022) !== 0 && !sticky)) {
+      throw new Error(
+        `${parent} (owner ${up.uid}, mode ${(up.mode & 0o7777).toString(8)}) could be changed by another user, who ` +
+          "could swap the fleet directory; every directory above it must be root's or ours and writable by no one else"
+      )
+    }
+    if (parent === path.dirname(parent)) break
+  }
+}
+
+/** Throws unless `file` is a regular file of ours (not a symlink) that others cannot write (`secret`: nor read). */
+const assertFleetFileSafe = async (file: string, secret: boolean): Promise<void> => {
+  const uid = process.geteuid?.()
+  const stats = await fs.lstat(file)
+  if (!stats.isFile()) throw new Error(`${file} is not a regular file`)
+  if (uid !== undefined && stats.uid !== uid) throw new Error(`${file} belongs to uid ${stats.uid}, not to this user`)
+  if ((stats.mode & (secret ? 0o077 : 0o022)) !== 0) {
+    throw new Error(`${file} is ${secret ? "readable" : "writable"} by other users (mode ${(stats.mode & 0o777).toString(8)}); chmod 600 it`)
+  }
+}
+
+/** Reads the fleet's CA certificate as `fleet tenant` puts it in credentials, after the directory and file checks. */
+export const readFleetCa = (dir: string): Promise<string> =>
+  assertFleetDirectorySafe(dir)
+    .then(() => assertFleetFileSafe(path.join(dir, FLEET_FILES.caCert), false))
+    .then(() => fs.readFile(path.join(dir, FLEET_FILES.caCert), "utf8"))
+
 /** The directory for the fleet's files: made 0700 if missing; an existing one must be ours and closed to others. */
 const fleetDirectory = (dir: string) =>
   Effect.tryPromise({
     try: async () => {
       await fs.mkdir(dir, { recursive: true, mode: 0o700 })
-      const stats = await fs.lstat(dir)
-      const uid = process.getuid?.()
-      if (!stats.isDirectory()) throw new Error(`${dir} is not a directory`)
-      if (uid !== undefined && stats.uid !== uid) throw new Error(`${dir} belongs to uid ${stats.uid}, not to this user`)
-      if ((stats.mode & 0o077) !== 0) {
-        throw new Error(`${dir} is open to other users (mode ${(stats.mode & 0o777).toString(8)}); chmod 700 it`)
-      }
+      await assertFleetDirectorySafe(dir)
     },
     catch: (error) => setupError(`cannot use the fleet directory: ${error instanceof Error ? error.message : String(error)}`)
   })
@@ -138,20 +177,18 @@ export const loadFleetTls = (dir: string): Effect.Effect<FleetTls, FleetError> =
   Effect.tryPromise({
     try: async () => {
       const keyFile = path.join(dir, FLEET_FILES.key)
-      const stats = await fs.stat(keyFile)
-      if ((stats.mode & 0o077) !== 0) {
-        throw new Error(`${keyFile} is readable by other users (mode ${(stats.mode & 0o777).toString(8)}); chmod 600 it`)
-      }
+      await assertFleetDirectorySafe(dir)
+      await assertFleetFileSafe(keyFile, true)
+      await assertFleetFileSafe(path.join(dir, FLEET_FILES.caCert), false)
+      await assertFleetFileSafe(path.join(dir, FLEET_FILES.cert), false)
       const [ca, cert, key] = await Promise.all([
         fs.readFile(path.join(dir, FLEET_FILES.caCert)),
         fs.readFile(path.join(dir, FLEET_FILES.cert)),
         fs.readFile(keyFile)
       ])
       const tokenFile = path.join(dir, FLEET_FILES.metricsToken)
-      const token = await fs.stat(tokenFile).then(async (tokenStats) => {
-        if ((tokenStats.mode & 0o077) !== 0) {
-          throw new Error(`${tokenFile} is readable by other users (mode ${(tokenStats.mode & 0o777).toString(8)}); chmod 600 it`)
-        }
+      const token = await fs.lstat(tokenFile).then(async () => {
+        await assertFleetFileSafe(tokenFile, true)
         return (await fs.readFile(tokenFile, "utf8")).trim()
       }, () => undefined)
       return { ca, cert, key, metricsTokenHash: token === undefined ? undefined : createHash("sha256").update(token).digest() }

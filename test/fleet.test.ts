@@ -390,6 +390,19 @@ describe.runIf(runs)("the fleet on PostgreSQL (3 workers, CLI and library client
     expect(lines(marker)).toEqual(["ran", "gone"])
   }, 60_000)
 
+  it("a connection to the client endpoint that says nothing is closed after 10 s (it stayed open: headersTimeout does not cover it)", async () => {
+    const { connect } = await import("node:tls")
+    const started = Date.now()
+    const closedAfter = await new Promise<number>((resolve, reject) => {
+      const socket = connect({ host: "127.0.0.1", port: alive()[0]!.client, rejectUnauthorized: false, minVersion: "TLSv1.3" })
+      socket.on("error", () => {})
+      socket.on("close", () => resolve(Date.now() - started))
+      setTimeout(() => reject(new Error("still open after 25 s")), 25_000)
+    })
+    // Before, it stayed open (the review saw 30 s; a plain Node 20 https server with these options, 45 s and more).
+    expect(closedAfter).toBeLessThan(15_000)
+  }, 40_000)
+
   it("the tenant is the credential's: request ids are per tenant, so no tenant reads or poisons another's", async () => {
     const marker = path.join(tmp, "tenant-marker")
     const exec = (tenant: string, requestId: string, script: string) =>

@@ -35,6 +35,12 @@ import { authenticate, type Tenant } from "./tenants.js"
 /** The largest request body (stdin travels in it, as base64). */
 export const MAX_BODY_BYTES = 16 * 1024 * 1024
 
+/** Connections the client endpoint holds open at once; more are refused by the kernel's accept and closed. */
+export const MAX_CONNECTIONS = 512
+
+/** How long a connection that has not authenticated a request may stay silent. */
+const UNAUTHENTICATED_IDLE_MS = 10_000
+
 /** What a client sends: the run, and how it is delivered. The tenant is not here: it is the credential's. */
 export const EndpointRequest = Schema.Struct({
   requestId: Schema.optionalWith(Schema.String.pipe(Schema.minLength(1), Schema.maxLength(200)), { exact: true }),
@@ -163,6 +169,8 @@ export const serveClients = (
       const token = bearer(req)
       if (token === undefined) return refuse(res, 401, "no credential (Authorization: Bearer ...)")
       const tenant = await Runtime.runPromiseExit(runtime)(authenticate(token))
+      // Authenticated: the request may wait for its run in silence (the run has its own timeout).
+      if (Exit.isSuccess(tenant)) req.socket.setTimeout(0)
       if (Exit.isFailure(tenant)) {
         const storage = JSON.stringify(tenant.cause).includes("\"Storage\"")
         return storage
@@ -191,11 +199,18 @@ export const serveClients = (
       // A caller that connects and says nothing holds nothing for long.
       handshakeTimeout: 5_000,
       headersTimeout: 10_000,
-      requestTimeout: 60_000
+      requestTimeout: 60_000,
+      connectionsCheckingInterval: 1_000,
+      keepAliveTimeout: 5_000
     }, (req, res) => {
       handle(req, res).catch(() => json(res, 500, { error: "internal error" }))
     })
     server.on("tlsClientError", (_error, socket) => socket.destroy())
+    // A bound on open connections, so idle ones cannot take every file descriptor of the worker.
+    server.maxConnections = MAX_CONNECTIONS
+    // headersTimeout does not cover a connection that never starts a request (Node 20: one that sent nothing stayed
+    // open indefinitely): until it is authenticated, 10 s without a byte closes it.
+    server.setTimeout(UNAUTHENTICATED_IDLE_MS, (socket) => socket.destroy())
     yield* Effect.acquireRelease(
       Effect.async<void, FleetError>((resume) => {
         server.once("error", (error) =>

@@ -138,7 +138,7 @@ const ownerOf = async (tenant: string) => {
   return { owner, other }
 }
 
-const TENANTS = ["default", "spread", "repeat", "term", "lost", "db", "other", "gone", "conflict", "lock"]
+const TENANTS = ["default", "spread", "repeat", "term", "lost", "db", "other", "gone", "conflict", "lock", "bulk"]
 
 /** One SQL statement on the test's database (psql, unaligned, tuples only). */
 const psql = (query: string): string =>
@@ -402,6 +402,25 @@ describe.runIf(runs)("the fleet on PostgreSQL (3 workers, CLI and library client
     // Before, it stayed open (the review saw 30 s; a plain Node 20 https server with these options, 45 s and more).
     expect(closedAfter).toBeLessThan(15_000)
   }, 40_000)
+
+  it("request bytes in flight are budgeted per tenant: a second 10 MB stdin at once is Busy before its body is read; another tenant is not held up", async () => {
+    const stdin = new Uint8Array(10 * 1024 * 1024).fill(97)
+    const big = NativeRunner.exec({ argv: ["sh", "-c", "wc -c; sleep 1"], stdin })
+    const both = await Effect.runPromise(Effect.all([Effect.either(big), Effect.either(Effect.delay(big, "200 millis"))], { concurrency: "unbounded" }).pipe(
+      Effect.provide(client("bulk"))
+    ))
+    expect(both[0]._tag === "Right" && text(both[0].right.stdout).trim()).toBe(String(stdin.length))
+    // Without the budget both were taken (review: eight 12 MB bodies at once took a worker to 1.67 GiB).
+    expect(both[1]._tag === "Left" && both[1].left._tag === "FleetError" && both[1].left.reason === "Busy" && both[1].left.message)
+      .toMatch(/request bytes in flight/)
+    // Meanwhile and after: other tenants' small runs, and the same tenant's next one.
+    const [first, other] = await Promise.all([
+      Effect.runPromise(big.pipe(Effect.provide(client("bulk")))),
+      Effect.runPromise(Effect.delay(NativeRunner.exec({ argv: ["echo", "small"] }), "200 millis").pipe(Effect.provide(client("default"))))
+    ])
+    expect(text(first.stdout).trim()).toBe(String(stdin.length))
+    expect(text(other.stdout)).toBe("small\n")
+  }, 60_000)
 
   it("the tenant is the credential's: request ids are per tenant, so no tenant reads or poisons another's", async () => {
     const marker = path.join(tmp, "tenant-marker")

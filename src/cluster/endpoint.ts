@@ -38,6 +38,35 @@ export const MAX_BODY_BYTES = 16 * 1024 * 1024
 /** Connections the client endpoint holds open at once; more are refused by the kernel's accept and closed. */
 export const MAX_CONNECTIONS = 512
 
+/**
+ * Request bytes in flight on this endpoint, from the body's arrival to the request's answer (its stdin lives that
+ * long, several times over while decoded and passed on): at most one full-size request per tenant, two in all. A
+ * request past the budget is answered `Busy` (429) before its body is read.
+ */
+export const TENANT_BODY_BUDGET = MAX_BODY_BYTES
+export const TOTAL_BODY_BUDGET = 2 * MAX_BODY_BYTES
+
+/** Reserves request bytes per tenant and in all; `take` is false when either budget would be exceeded. */
+const makeBodyBudget = () => {
+  const perTenant = new Map<string, number>()
+  let total = 0
+  return {
+    take: (tenant: string, bytes: number): boolean => {
+      const mine = perTenant.get(tenant) ?? 0
+      if (mine + bytes > TENANT_BODY_BUDGET || total + bytes > TOTAL_BODY_BUDGET) return false
+      perTenant.set(tenant, mine + bytes)
+      total += bytes
+      return true
+    },
+    release: (tenant: string, bytes: number): void => {
+      const left = (perTenant.get(tenant) ?? 0) - bytes
+      if (left <= 0) perTenant.delete(tenant)
+      else perTenant.set(tenant, left)
+      total -= bytes
+    }
+  }
+}
+
 /** How long a connection that has not authenticated a request may stay silent. */
 const UNAUTHENTICATED_IDLE_MS = 10_000
 
@@ -160,6 +189,7 @@ export const serveClients = (
       })
     }
 
+    const budget = makeBodyBudget()
     const handle = async (req: IncomingMessage, res: ServerResponse) => {
       const route = req.method === "POST" ? req.url : undefined
       if (route !== "/v1/exec" && route !== "/v1/exec-stream" && route !== "/v1/cancel") {
@@ -177,6 +207,20 @@ export const serveClients = (
           ? json(res, 503, { error: encodeError(new FleetError({ reason: "Storage", message: "the fleet's database is unreachable" })) })
           : refuse(res, 401, "the credential was refused")
       }
+      // The body's bytes are reserved before it is read, for as long as the request lasts: what a client declares
+      // (the parser delivers no more), or the whole limit when it does not say.
+      const declared = Number(req.headers["content-length"])
+      const cost = Number.isSafeInteger(declared) && declared >= 0 ? Math.min(declared, MAX_BODY_BYTES + 1) : MAX_BODY_BYTES
+      if (!budget.take(tenant.value.name, cost)) {
+        return json(res, 429, {
+          error: encodeError(new FleetError({
+            reason: "Busy",
+            message: `too many request bytes in flight on this worker's endpoint (at most ${TENANT_BODY_BUDGET} per tenant, ` +
+              `${TOTAL_BODY_BUDGET} in all, stdin included); nothing ran, retry later`
+          }))
+        })
+      }
+      res.once("close", () => budget.release(tenant.value.name, cost))
       const body = await readBody(req)
       if (body === undefined) return json(res, 413, { error: `the request is larger than ${MAX_BODY_BYTES} bytes` })
       if (route === "/v1/cancel") {

@@ -45,6 +45,8 @@ export const MAX_CONNECTIONS = 512
  */
 export const TENANT_BODY_BUDGET = MAX_BODY_BYTES
 export const TOTAL_BODY_BUDGET = 2 * MAX_BODY_BYTES
+/** Requests up to this size count against their tenant's budget only, so large ones cannot shut out small ones. */
+const SMALL_BODY_BYTES = 1024 * 1024
 
 /** Reserves request bytes per tenant and in all; `take` is false when either budget would be exceeded. */
 const makeBodyBudget = () => {
@@ -53,16 +55,17 @@ const makeBodyBudget = () => {
   return {
     take: (tenant: string, bytes: number): boolean => {
       const mine = perTenant.get(tenant) ?? 0
-      if (mine + bytes > TENANT_BODY_BUDGET || total + bytes > TOTAL_BODY_BUDGET) return false
+      const counted = bytes > SMALL_BODY_BYTES ? bytes : 0
+      if (mine + bytes > TENANT_BODY_BUDGET || total + counted > TOTAL_BODY_BUDGET) return false
       perTenant.set(tenant, mine + bytes)
-      total += bytes
+      total += counted
       return true
     },
     release: (tenant: string, bytes: number): void => {
       const left = (perTenant.get(tenant) ?? 0) - bytes
       if (left <= 0) perTenant.delete(tenant)
       else perTenant.set(tenant, left)
-      total -= bytes
+      total -= bytes > SMALL_BODY_BYTES ? bytes : 0
     }
   }
 }

@@ -18,23 +18,21 @@ import * as NativeRunnerCluster from "../src/NativeRunnerCluster.js"
 import { ClaimStore } from "../src/cluster/claims.js"
 import { layerHandlers } from "../src/cluster/worker.js"
 
-/** The in-memory claims, each claim's reply arriving `delayMs` after it is stored (as a slow database's would). */
-const slowClaims = (delayMs: number) => {
-  const memory = NativeRunnerCluster.layerClaimsMemory("slow-claims")
-  const slow = Layer.effect(
-    ClaimStore,
-    Effect.map(ClaimStore, (store) =>
-      ClaimStore.of({
-        ...store,
-        claim: (key, tenant, fingerprint) => Effect.zipLeft(store.claim(key, tenant, fingerprint), Effect.sleep(Duration.millis(delayMs)))
-      }))
-  ).pipe(Layer.provide(memory))
-  return { memory, slow }
-}
+type Claim = ClaimStore["Type"]["claim"]
 
-const fleet = (delayMs: number) => {
-  const { memory, slow } = slowClaims(delayMs)
-  const worker = NativeRunnerCluster.layerWorkerWith().pipe(Layer.provide(slow), Layer.provide(NativeRunner.layerNode()))
+/**
+ * A whole fleet in this process whose worker's claim store is the in-memory one with `claim` replaced (`wrap` gets
+ * the real one), and the worker's handlers made with `settings`.
+ */
+const fleetWith = (wrap: (claim: Claim) => Claim, settings: { readonly waitMarginMs?: number } = {}) => {
+  const memory = NativeRunnerCluster.layerClaimsMemory("test-claims")
+  const wrapped = Layer.effect(ClaimStore, Effect.map(ClaimStore, (store) => ClaimStore.of({ ...store, claim: wrap(store.claim) }))).pipe(
+    Layer.provide(memory)
+  )
+  const worker = layerHandlers({ concurrency: 16, tenantConcurrency: 16, queue: 64, ...settings }).pipe(
+    Layer.provide(wrapped),
+    Layer.provide(NativeRunner.layerNode())
+  )
   const cluster = TestRunner.layer.pipe(
     Layer.provide(ShardingConfig.layer({
       shardsPerGroup: NativeRunnerCluster.SHARDS_PER_GROUP,
@@ -45,6 +43,10 @@ const fleet = (delayMs: number) => {
   // context Sharding was built in, whose services win over the worker layer's own (@effect/cluster 0.60).
   return NativeRunnerCluster.layerClientWith().pipe(Layer.provide(memory), Layer.provide(Layer.provideMerge(worker, cluster)))
 }
+
+/** Each claim's reply arrives `delayMs` after it is stored, as a slow database's would. */
+const fleet = (delayMs: number) =>
+  fleetWith((claim) => (key, tenant, fingerprint) => Effect.zipLeft(claim(key, tenant, fingerprint), Effect.sleep(Duration.millis(delayMs))))
 
 describe("an interrupt during the claim's round trip", () => {
   it.live("settles the claim: the repeat fails at once with WorkerLost instead of waiting on a claim nobody runs", () =>
@@ -96,26 +98,10 @@ describe("the claim store", () => {
 describe("a repeat waiting on a run another live worker owns", () => {
   it.live("waits at most the run's timeout and grace plus the margin, then fails with Busy (nothing runs here)", () => {
     // A claim store in which the request id is always running on another worker that stays alive and never finishes.
-    const memory = NativeRunnerCluster.layerClaimsMemory("waiting-worker")
-    const elsewhere = Layer.effect(
-      ClaimStore,
-      Effect.map(ClaimStore, (store) =>
-        ClaimStore.of({
-          ...store,
-          claim: () => Effect.succeed({ _tag: "Running", workerId: "elsewhere", ownerAlive: true, fingerprint: null })
-        }))
-    ).pipe(Layer.provide(memory))
-    const worker = layerHandlers({ concurrency: 4, tenantConcurrency: 4, queue: 4, waitMarginMs: 500 }).pipe(
-      Layer.provide(elsewhere),
-      Layer.provide(NativeRunner.layerNode())
+    const layer = fleetWith(
+      () => () => Effect.succeed({ _tag: "Running", workerId: "elsewhere", ownerAlive: true, fingerprint: null }),
+      { waitMarginMs: 500 }
     )
-    const cluster = TestRunner.layer.pipe(
-      Layer.provide(ShardingConfig.layer({
-        shardsPerGroup: NativeRunnerCluster.SHARDS_PER_GROUP,
-        entityMessagePollInterval: Duration.millis(50)
-      }))
-    )
-    const layer = NativeRunnerCluster.layerClientWith().pipe(Layer.provide(memory), Layer.provide(Layer.provideMerge(worker, cluster)))
     return Effect.gen(function*() {
       const started = Date.now()
       const exit = yield* Effect.exit(Effect.timeout(

@@ -623,6 +623,7 @@ describe.runIf(runs)("the fleet on PostgreSQL (3 workers, CLI and library client
     owner!.process.kill("SIGKILL")
     const exit = await pending
     const tookMs = Date.now() - killedAt
+    console.error(`SIGKILL test: WorkerLost ${tookMs} ms after the kill`)
     expect(Exit.isFailure(exit)).toBe(true)
     if (Exit.isFailure(exit)) {
       expect(JSON.stringify(exit.cause)).toMatch(/"reason":"WorkerLost"/)

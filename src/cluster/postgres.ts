@@ -44,10 +44,13 @@ export const shardingConfig = {
   shardsPerGroup: SHARDS_PER_GROUP,
   // A worker is taken for dead when its heartbeat (every shardLockRefreshInterval) is older than shardLockExpiration;
   // only then do its shards move and a run it claimed answer "WorkerLost". The defaults (10 s, 35 s) made a SIGKILLed
-  // worker's run fail about 34 s later (measured); 2 s and 10 s make it about 10 s, for one small UPDATE per worker
-  // every 2 s. Shard locks themselves are PostgreSQL advisory locks, dropped at once with the dead worker's connection.
-  shardLockRefreshInterval: Duration.seconds(2),
-  shardLockExpiration: Duration.seconds(10),
+  // worker's run fail about 34 s later (measured). A refresh that takes longer than min(interval, expiration / 3)
+  // makes the cluster take its own shard locks for unhealthy and force-interrupt every run on the worker: with 2 s and
+  // 10 s that happened under load (PostgreSQL on the same 2 busy cores), killing runs and leaving a request
+  // unanswered. 5 s and 15 s give a refresh 5 s, for one small UPDATE per worker every 5 s. Shard locks themselves are
+  // PostgreSQL advisory locks, dropped at once with the dead worker's connection.
+  shardLockRefreshInterval: Duration.seconds(5),
+  shardLockExpiration: Duration.seconds(15),
   runnerHealthCheckInterval: Duration.seconds(5),
   // Replies come back over the runner connection; polling storage is the fallback.
   entityReplyPollInterval: Duration.millis(200),

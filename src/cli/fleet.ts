@@ -24,7 +24,7 @@ import * as Postgres from "../cluster/postgres.js"
 import { writeCredentials } from "../cluster/tenants.js"
 import { FleetError } from "../Errors.js"
 import { defaultSandboxUser } from "../internal/sandbox.js"
-import { layoutProblems, resolveIdentity, settleLayout } from "../internal/workspaceAccess.js"
+import { isInside, layoutProblems, resolveIdentity, settle, settleLayout } from "../internal/workspaceAccess.js"
 import { constants as fsConstants } from "node:fs"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
@@ -182,16 +182,6 @@ const asRunConfig = (config: WorkerRunConfig): RunConfig => ({
   requestId: Option.none()
 })
 
-/** Whether `inner` is `outer` or lies below it (both absolute and normalized). */
-const within = (outer: string, inner: string): boolean => {
-  const relative = path.relative(outer, inner)
-  return relative === "" || (!relative.startsWith("..") && !path.isAbsolute(relative))
-}
-
-/** A path with its symlinks resolved as far as it exists (what it will name when a run binds it). */
-const realOrResolved = (p: string): Effect.Effect<string> =>
-  Effect.promise(() => fs.realpath(p).catch(() => path.resolve(p)))
-
 /**
  * A worker runs commands nobody here wrote, for every tenant: by default in the sandbox (`--sandbox bwrap`, another
  * uid, its own PID namespace), where they cannot read the worker's environment, its fleet key or its database URL
@@ -225,14 +215,13 @@ const checkWorkerSandbox = (config: WorkerConfig & WorkerRunConfig): Effect.Effe
       return yield* usage("--sandbox bwrap needs --workspace DIR: the directory tenants' commands may write (at /workspace)")
     }
     if (config.workspace.value.trim() === "") return yield* usage("--workspace: empty (a directory tenants' commands may write)")
-    const workspace = yield* realOrResolved(config.workspace.value)
+    // Paths as a run binds them: symlinks resolved where they exist.
+    const workspace = settle(config.workspace.value)
     if (workspace === "/") return yield* usage("--workspace /: the whole host is not a workspace")
-    const guarded: Array<readonly [string, string]> = [["the fleet directory", yield* realOrResolved(config.fleetDir)]]
-    if (Option.isSome(config.databaseUrlFile)) {
-      guarded.push(["the database URL file", yield* realOrResolved(config.databaseUrlFile.value)])
-    }
+    const guarded: Array<readonly [string, string]> = [["the fleet directory", settle(config.fleetDir)]]
+    if (Option.isSome(config.databaseUrlFile)) guarded.push(["the database URL file", settle(config.databaseUrlFile.value)])
     for (const [what, guardedPath] of guarded) {
-      if (within(workspace, guardedPath) || within(guardedPath, workspace)) {
+      if (isInside(workspace, guardedPath) || isInside(guardedPath, workspace)) {
         return yield* usage(`--workspace ${config.workspace.value} holds or lies in ${what} (${guardedPath}); tenants' commands could read it`)
       }
     }

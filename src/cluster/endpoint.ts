@@ -30,6 +30,7 @@ import type { NativeRunner } from "../NativeRunner.js"
 import { currentRequestId, makeFleetRunners } from "./client.js"
 import type { FleetTls } from "./pki.js"
 import { fromWire, WireError, WireEvent, WireInput, WireResult } from "./protocol.js"
+import { bearerToken } from "./secrets.js"
 import { authenticate, type Tenant } from "./tenants.js"
 
 /** The largest request body (stdin travels in it, as base64). */
@@ -118,10 +119,6 @@ const readBody = (req: IncomingMessage) =>
     req.on("error", reject)
   })
 
-const bearer = (req: IncomingMessage): string | undefined => {
-  const header = req.headers.authorization
-  return header !== undefined && header.startsWith("Bearer ") ? header.slice("Bearer ".length) : undefined
-}
 
 /**
  * Serves the client endpoint on `listen` until the scope closes. Needs the cluster (`Sharding`) to hand runs to and
@@ -199,7 +196,7 @@ export const serveClients = (
         // Nothing is said to an unauthenticated caller beyond "not here".
         return json(res, 404, { error: "not found" })
       }
-      const token = bearer(req)
+      const token = bearerToken(req.headers.authorization)
       if (token === undefined) return refuse(res, 401, "no credential (Authorization: Bearer ...)")
       const tenant = await Runtime.runPromiseExit(runtime)(authenticate(token))
       // Authenticated: the request may wait for its run in silence (the run has its own timeout).

@@ -8,8 +8,8 @@ import * as Metric from "effect/Metric"
 import type * as MetricPair from "effect/MetricPair"
 import * as MetricState from "effect/MetricState"
 import type * as Scope from "effect/Scope"
-import { createHash, timingSafeEqual } from "node:crypto"
 import { createServer, type Server } from "node:http"
+import { bearerToken, matchesHash } from "./secrets.js"
 
 const escapeLabel = (value: string): string => value.replace(/\\/g, "\\\\").replace(/"/g, "\\\"").replace(/\n/g, "\\n")
 
@@ -77,12 +77,10 @@ export interface HealthState {
   readonly metricsTokenHash: Buffer | undefined
 }
 
-/** Whether `authorization` is `Bearer <token>` with the token whose SHA-256 is `expected` (constant-time compare). */
+/** Whether `authorization` is `Bearer <token>` with the token whose SHA-256 is `expected`. */
 const bearerMatches = (authorization: string | undefined, expected: Buffer | undefined): boolean => {
-  if (expected === undefined || authorization === undefined) return false
-  const match = /^Bearer (\S+)$/.exec(authorization)
-  if (match === null) return false
-  return timingSafeEqual(createHash("sha256").update(match[1]!).digest(), expected)
+  const token = bearerToken(authorization)
+  return expected !== undefined && token !== undefined && matchesHash(token, expected)
 }
 
 /** Serves health and metrics on `host:port` until the scope closes; returns the bound port. */

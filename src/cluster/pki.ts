@@ -6,11 +6,12 @@
  */
 import * as Effect from "effect/Effect"
 import { execFile } from "node:child_process"
-import { createHash, randomBytes } from "node:crypto"
+import { randomBytes } from "node:crypto"
 import * as fs from "node:fs/promises"
 import { hostname } from "node:os"
 import * as path from "node:path"
 import { FleetError } from "../Errors.js"
+import { sha256 } from "./secrets.js"
 
 /** The files `initFleet` writes in the fleet directory, all 0600. */
 export const FLEET_FILES = {
@@ -191,7 +192,7 @@ export const loadFleetTls = (dir: string): Effect.Effect<FleetTls, FleetError> =
         await assertFleetFileSafe(tokenFile, true)
         return (await fs.readFile(tokenFile, "utf8")).trim()
       }, () => undefined)
-      return { ca, cert, key, metricsTokenHash: token === undefined ? undefined : createHash("sha256").update(token).digest() }
+      return { ca, cert, key, metricsTokenHash: token === undefined ? undefined : sha256(token) }
     },
     catch: (error) =>
       setupError(

@@ -9,7 +9,8 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import * as Effect from "effect/Effect"
 import * as Redacted from "effect/Redacted"
-import { createHash, randomBytes, timingSafeEqual } from "node:crypto"
+import { randomBytes } from "node:crypto"
+import { matchesHash, sha256 } from "./secrets.js"
 import * as fs from "node:fs/promises"
 import { FleetError } from "../Errors.js"
 
@@ -39,7 +40,6 @@ export const migrate = (sql: SqlClient.SqlClient) =>
   )`.pipe(Effect.asVoid)
 
 const TOKEN_PREFIX = "nrt1"
-const sha256 = (text: string) => createHash("sha256").update(text).digest()
 
 /** `nrt1.<tenant>.<secret>`: the name tells the endpoint which row to compare against; the secret is 32 random bytes. */
 const makeToken = (name: string, secret: string) => `${TOKEN_PREFIX}.${name}.${secret}`
@@ -95,16 +95,17 @@ const unauthenticated = new FleetError({ reason: "Unauthenticated", message: "th
 export const authenticate = (token: string): Effect.Effect<Tenant, FleetError, SqlClient.SqlClient> =>
   Effect.gen(function*() {
     const parsed = parseToken(token)
-    // A malformed token costs the same hash as a real one.
-    const presented = sha256(parsed?.secret ?? token)
-    if (parsed === undefined) return yield* unauthenticated
+    if (parsed === undefined) {
+      // A malformed token costs the same hash as a real one.
+      sha256(token)
+      return yield* unauthenticated
+    }
     const sql = yield* SqlClient.SqlClient
     const rows = yield* sql<{ secret_sha256: Uint8Array; concurrency: number | null; queue: number | null }>`
       SELECT secret_sha256, concurrency, queue FROM native_runner_tenants
       WHERE name = ${parsed.name} AND revoked_at IS NULL`.pipe(Effect.mapError(storage))
     const row = rows[0]
-    const stored = row === undefined ? Buffer.alloc(32) : Buffer.from(row.secret_sha256)
-    const same = stored.length === presented.length && timingSafeEqual(stored, presented)
+    const same = matchesHash(parsed.secret, row === undefined ? Buffer.alloc(32) : Buffer.from(row.secret_sha256))
     if (row === undefined || !same) return yield* unauthenticated
     return {
       name: parsed.name,

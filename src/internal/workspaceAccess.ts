@@ -54,7 +54,7 @@ export const isInside = (parent: string, child: string): boolean =>
   child === parent || child.startsWith(parent === "/" ? "/" : `${parent}/`)
 
 /** The real path of `host` when it exists; the normalised path otherwise (the run then fails with bwrap's message). */
-const settle = (host: string): string => {
+export const settle = (host: string): string => {
   const normal = path.resolve(host)
   try {
     return realpathSync(normal)

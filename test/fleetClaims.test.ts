@@ -17,16 +17,18 @@ import * as NativeRunner from "../src/NativeRunner.js"
 import * as NativeRunnerCluster from "../src/NativeRunnerCluster.js"
 import { ClaimStore } from "../src/cluster/claims.js"
 import { layerHandlers } from "../src/cluster/worker.js"
+import { RESCUE_GRACE_MS } from "../src/cluster/client.js"
 
-type Claim = ClaimStore["Type"]["claim"]
+type Store = ClaimStore["Type"]
+type Claim = Store["claim"]
 
 /**
- * A whole fleet in this process whose worker's claim store is the in-memory one with `claim` replaced (`wrap` gets
- * the real one), and the worker's handlers made with `settings`.
+ * A whole fleet in this process whose worker's claim store is the in-memory one made over by `wrap` (which gets the
+ * real one), and the worker's handlers made with `settings`.
  */
-const fleetWith = (wrap: (claim: Claim) => Claim, settings: { readonly waitMarginMs?: number } = {}) => {
+const fleetWithStore = (wrap: (store: Store) => Store, settings: { readonly waitMarginMs?: number } = {}) => {
   const memory = NativeRunnerCluster.layerClaimsMemory("test-claims")
-  const wrapped = Layer.effect(ClaimStore, Effect.map(ClaimStore, (store) => ClaimStore.of({ ...store, claim: wrap(store.claim) }))).pipe(
+  const wrapped = Layer.effect(ClaimStore, Effect.map(ClaimStore, (store) => ClaimStore.of(wrap(store)))).pipe(
     Layer.provide(memory)
   )
   const worker = layerHandlers({ concurrency: 16, tenantConcurrency: 16, queue: 64, ...settings }).pipe(
@@ -43,6 +45,10 @@ const fleetWith = (wrap: (claim: Claim) => Claim, settings: { readonly waitMargi
   // context Sharding was built in, whose services win over the worker layer's own (@effect/cluster 0.60).
   return NativeRunnerCluster.layerClientWith().pipe(Layer.provide(memory), Layer.provide(Layer.provideMerge(worker, cluster)))
 }
+
+/** The same, with only `claim` replaced. */
+const fleetWith = (wrap: (claim: Claim) => Claim, settings: { readonly waitMarginMs?: number } = {}) =>
+  fleetWithStore((store) => ({ ...store, claim: wrap(store.claim) }), settings)
 
 /** Each claim's reply arrives `delayMs` after it is stored, as a slow database's would. */
 const fleet = (delayMs: number) =>
@@ -117,3 +123,31 @@ describe("a repeat waiting on a run another live worker owns", () => {
   }, 30_000)
 })
 
+
+describe("a run whose reply the cluster never delivers", () => {
+  // @effect/cluster 0.60 force-interrupts a loaded worker's entities when its shard-lock refresh runs late, and a
+  // request interrupted that way is never answered (a fleet test's HTTPS request hung 123 s). Here the first run's
+  // handler stores its outcome and then never replies, which is what its caller sees in that case.
+  it.live("is answered from its stored outcome: the exec asks again with its request id, and the command ran once", () => {
+    let finishes = 0
+    const layer = fleetWithStore((store) => ({
+      ...store,
+      finish: (key, outcome) => Effect.zipRight(store.finish(key, outcome), finishes++ === 0 ? Effect.never : Effect.void)
+    }))
+    return Effect.gen(function*() {
+      const marker = `/tmp/enr-rescue-${process.pid}-${Date.now()}`
+      const started = Date.now()
+      const exit = yield* Effect.exit(Effect.timeout(
+        NativeRunnerCluster.withRequestId("unanswered-1", NativeRunner.exec({ argv: ["sh", "-c", `echo ran >> ${marker}; echo out`] })),
+        Duration.seconds(30)
+      ))
+      const took = Date.now() - started
+      const ran = yield* Effect.promise(() => import("node:fs/promises").then((fs) => fs.readFile(marker, "utf8").finally(() => fs.rm(marker, { force: true }))))
+      expect(Exit.isSuccess(exit) ? [exit.value.exitCode, new TextDecoder().decode(exit.value.stdout)] : String(exit.cause)).toEqual([0, "out\n"])
+      expect(ran).toBe("ran\n")
+      // The watch starts after 2 s and looks every second; the outcome is asked for 5 s after it is seen.
+      expect(took).toBeGreaterThanOrEqual(RESCUE_GRACE_MS)
+      expect(took).toBeLessThan(20_000)
+    }).pipe(Effect.provide(layer))
+  }, 40_000)
+})

@@ -62,6 +62,8 @@ export class ClaimStore extends Context.Tag("effect-native-runner/cluster/ClaimS
  */
 export class ClaimReader extends Context.Tag("effect-native-runner/cluster/ClaimReader")<ClaimReader, {
   readonly settled: (requestId: string) => Effect.Effect<boolean, FleetError>
+  /** True once a claim exists and has an outcome: finished (done) or lost. False while it runs or before it exists. */
+  readonly finished: (requestId: string) => Effect.Effect<boolean, FleetError>
 }>() {}
 
 /** Polls `settled` until it holds or `bound` has passed; never fails. */
@@ -131,7 +133,12 @@ export const layerMemory = (workerId: string): Layer.Layer<ClaimStore | ClaimRea
             c?.state === "running" && c.workerId === owner ? { workerId: owner, state: "lost", fingerprint: c.fingerprint } : c),
         settled: (requestId) => Effect.map(Ref.get(claims), (map) => map.get(requestId)?.state !== "running")
       })
-      return Context.make(ClaimStore, store).pipe(Context.add(ClaimReader, { settled: store.settled }))
+      const finished = (requestId: string) =>
+        Effect.map(Ref.get(claims), (map) => {
+          const state = map.get(requestId)?.state
+          return state === "done" || state === "lost"
+        })
+      return Context.make(ClaimStore, store).pipe(Context.add(ClaimReader, { settled: store.settled, finished }))
     })
   )
 
@@ -273,7 +280,12 @@ export const layerSqlReader: Layer.Layer<ClaimReader, never, SqlClient.SqlClient
   ClaimReader,
   Effect.map(SqlClient.SqlClient, (sql) => ({
     settled: (requestId: string) =>
-      readClaim(sql)(requestId).pipe(Effect.map(settledOf), Effect.mapError(storageError(requestId)))
+      readClaim(sql)(requestId).pipe(Effect.map(settledOf), Effect.mapError(storageError(requestId))),
+    finished: (requestId: string) =>
+      sql<{ readonly state: string }>`SELECT state FROM native_runner_claims WHERE request_id = ${requestId}`.pipe(
+        Effect.map((rows) => rows[0] !== undefined && rows[0].state !== "running"),
+        Effect.mapError(storageError(requestId))
+      )
   }))
 )
 

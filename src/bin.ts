@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 /**
  * The `native-runner` executable: runs `Cli.main` on the command line with the Node services it needs and exits with
- * the code it returns. SIGHUP, SIGINT (Ctrl-C) and SIGTERM interrupt the run, which kills the command's process tree
- * and writes its audit line before we exit 128+n (129, 130, 143).
+ * the code it returns. SIGHUP, SIGINT (Ctrl-C) and SIGTERM interrupt the run: the command's process tree gets the same
+ * signal, then SIGKILL after the kill grace, and its audit line is written before we exit 128+n (129, 130, 143).
  *
  * Shipped as a bundle (`bench/build-bin.mjs`). Only what `main` requires is provided (file system, path, terminal):
  * `NodeContext.layer` would add a `CommandExecutor` the runner does not use and a worker manager whose error schemas

@@ -30,6 +30,8 @@ import { workspaceCommand } from "./workspaceCommand.js"
 import { afterLive, droppedNotice, liveEvents, notices, toJsonlEvent, toJsonResult } from "./render.js"
 import { type RunRequest, toExecInput, toRunnerOptions, toRunRequest } from "./request.js"
 import * as NativeRunner from "../NativeRunner.js"
+import { currentStopSignal } from "../internal/engine.js"
+import { stopSignal } from "./signals.js"
 
 export {
   type DoctorFacts,
@@ -186,7 +188,10 @@ const runHandler = (config: RunConfig) =>
       if (fleetOnly !== undefined) {
         return yield* new UsageError({ message: `${fleetOnly} only applies with --cluster`, command: "run" })
       }
-      const result = yield* Effect.provide(print(local), runnerLayer(request, toRunnerOptions(request)))
+      // Interrupted by a signal: the command's tree gets that signal first (SIGINT for Ctrl-C), as with timeout(1).
+      const result = yield* Effect.provide(print(local), runnerLayer(request, toRunnerOptions(request))).pipe(
+        Effect.locally(currentStopSignal, stopSignal)
+      )
       return yield* Ref.set(exitCode, result.exitCode)
     }
     // The cluster's modules load only here: a local run never pays for them.

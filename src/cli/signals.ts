@@ -1,7 +1,8 @@
 /**
- * How the CLI process ends. SIGHUP, SIGINT and SIGTERM interrupt the program: the run's process tree is killed and its
- * audit line written by the runner's own interruption path, then the CLI exits 128+n (129, 130, 143), as a shell
- * reports a death by that signal. A second signal while that cleanup runs is ignored: a run's cleanup is bounded by
+ * How the CLI process ends. SIGHUP, SIGINT and SIGTERM interrupt the program: the run's process tree gets the same
+ * signal (`stopSignal`, as `timeout(1)` passes a signal on), then after the kill grace SIGKILL, and its audit line is
+ * written by the runner's own interruption path; then the CLI exits 128+n (129, 130, 143), as a shell reports a death
+ * by that signal. A second signal while that cleanup runs is ignored: a run's cleanup is bounded by
  * its kill grace. A worker's is bounded by `setShutdownDeadline`: its cluster retries forever to release its shards
  * when the database is gone (seen: SIGTERM never ended such a worker).
  */
@@ -14,6 +15,10 @@ import { constants } from "node:os"
 const SIGNALS = ["SIGHUP", "SIGINT", "SIGTERM"] as const
 
 let deadlineMs: number | undefined
+let received: (typeof SIGNALS)[number] | undefined
+
+/** The signal this process received, for the run's tree to get first (SIGTERM when none came: a plain interrupt). */
+export const stopSignal = (): (typeof SIGNALS)[number] => received ?? "SIGTERM"
 
 /** After the first signal, exit 128+n at the latest `ms` later, whatever the cleanup is still waiting for. */
 export const setShutdownDeadline = (ms: number): Effect.Effect<void> => Effect.sync(() => (deadlineMs = ms))
@@ -24,7 +29,6 @@ export const setShutdownDeadline = (ms: number): Effect.Effect<void> => Effect.s
  */
 export const runToExit = (program: Effect.Effect<number>, failed: number): void => {
   const fiber = Effect.runFork(program)
-  let received: (typeof SIGNALS)[number] | undefined
   const onSignal = (signal: (typeof SIGNALS)[number]) => {
     if (received !== undefined) return
     received = signal

@@ -7,6 +7,7 @@ import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
+import * as FiberRef from "effect/FiberRef"
 import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import { constants } from "node:os"
@@ -24,7 +25,17 @@ export interface ProcessExit {
 }
 
 /** The signals the engine sends to a process tree. */
-export type KillSignal = "SIGTERM" | "SIGKILL"
+export type KillSignal = StopSignal | "SIGKILL"
+
+/** What a run that is stopped gets first, before the grace and SIGKILL. */
+export type StopSignal = "SIGTERM" | "SIGINT" | "SIGHUP"
+
+/**
+ * The first signal an interrupted run's tree gets (a timeout always sends SIGTERM, as `timeout(1)` does), read when
+ * the interruption is handled. The CLI sets it to the signal it received itself, so Ctrl-C reaches the command as
+ * SIGINT; everything else leaves the default, SIGTERM.
+ */
+export const currentStopSignal: FiberRef.FiberRef<() => StopSignal> = FiberRef.unsafeMake<() => StopSignal>(() => "SIGTERM")
 
 /** A started process, as a backend hands it to the engine. */
 export interface RunningProcess {
@@ -104,12 +115,12 @@ export const exitCodeOf = (exit: ProcessExit): number =>
   exit.code !== null ? exit.code : 128 + (exit.signal === null ? 0 : signalNumber(exit.signal))
 
 /**
- * TERM to the tree, up to `grace` for the process to exit, then KILL. Also KILLs leftover members of the tree
- * that ignored TERM after the leader died. Interruptible waits inside so it also works from a finalizer.
+ * TERM (or `first`) to the tree, up to `grace` for the process to exit, then KILL. Also KILLs leftover members of the
+ * tree that ignored TERM after the leader died. Interruptible waits inside so it also works from a finalizer.
  */
-export const terminate = (proc: RunningProcess, grace: Duration.Duration): Effect.Effect<ProcessExit> =>
+export const terminate = (proc: RunningProcess, grace: Duration.Duration, first: StopSignal = "SIGTERM"): Effect.Effect<ProcessExit> =>
   Effect.gen(function*() {
-    yield* proc.kill("SIGTERM")
+    yield* proc.kill(first)
     const exited = yield* Effect.interruptible(proc.exit).pipe(Effect.timeoutOption(grace))
     yield* proc.kill("SIGKILL")
     return Option.isSome(exited) ? exited.value : yield* proc.exit
@@ -236,9 +247,10 @@ const spawnOwned = (
       Effect.addFinalizer(() =>
         note.exit !== undefined
           ? Effect.void
-          : Effect.map(terminate(proc, settings.killGrace), (exit) => {
-            note.exit = exit
-          })
+          : Effect.flatMap(FiberRef.get(currentStopSignal), (stop) =>
+            Effect.map(terminate(proc, settings.killGrace, stop()), (exit) => {
+              note.exit = exit
+            }))
       )
     )))
 

@@ -51,6 +51,31 @@ describe("native-runner run under a signal", () => {
       }), 30_000)
   }
 
+  for (const signal of ["SIGINT", "SIGHUP", "SIGTERM"] as const) {
+    it.live(`${signal} reaches the command as ${signal} (its trap runs), as timeout(1) passes it on`, () =>
+      Effect.gen(function*() {
+        const caught = path.join(tmp, `caught-${signal}`)
+        const name = signal.slice(3)
+        const child = spawn(process.execPath, [
+          BIN, "run", "--kill-grace", "5s", "--", "sh", "-c",
+          `for s in INT HUP TERM; do trap "echo $s > ${caught}; exit 3" $s; done; echo ready; while :; do sleep 0.05; done`
+        ], { stdio: ["ignore", "pipe", "pipe"] })
+        const exited = new Promise<number | null>((done) => child.once("exit", (code) => done(code)))
+        yield* Effect.addFinalizer(() => Effect.sync(() => child.kill("SIGKILL")))
+        yield* Effect.async<void>((resume) => {
+          child.stdout.on("data", (chunk: Buffer) => {
+            if (chunk.toString().includes("ready")) resume(Effect.void)
+          })
+        })
+        const sent = Date.now()
+        child.kill(signal)
+        expect(yield* Effect.promise(() => exited)).toBe(128 + constants.signals[signal])
+        expect(readFileSync(caught, "utf8")).toBe(`${name}\n`)
+        // The trap ended the command: nobody waited for the 5 s grace.
+        expect(Date.now() - sent).toBeLessThan(4_000)
+      }).pipe(Effect.scoped), 30_000)
+  }
+
   it.live.runIf(process.getuid?.() === 0)(
     "SIGKILL: within a second nothing of the run lives, its setsid and background children included (run cgroups, root)",
     () =>

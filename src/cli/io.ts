@@ -8,6 +8,7 @@ import * as Layer from "effect/Layer"
 import { access, constants, open, readFile, stat } from "node:fs/promises"
 import { AUDIT_FILE_MODE } from "../Audit.js"
 import { UsageError } from "./failures.js"
+import { brokenPipe } from "./signals.js"
 
 /** Our standard streams as the CLI uses them: everything it prints goes through here, so tests can record it. */
 export class Stdio extends Context.Tag("effect-native-runner/Cli/Stdio")<Stdio, {
@@ -24,12 +25,24 @@ const errorText = (error: unknown): string => error instanceof Error ? error.mes
 
 const writeTo = (stream: NodeJS.WriteStream) => (data: Uint8Array | string) =>
   Effect.async<void>((resume) => {
-    // A write error (EPIPE: the reader went away) leaves nobody to tell; the exit code still says how it ended.
+    // A write error (EPIPE: the reader went away) leaves nobody to tell; the stream's "error" listener acts on it.
+    if (stream.destroyed) return resume(Effect.void)
     stream.write(data, () => resume(Effect.void))
   })
 
-/** `Stdio` over the process's own streams. */
-export const layerStdio: Layer.Layer<Stdio> = Layer.sync(Stdio, () => ({
+/**
+ * `Stdio` over the process's own streams. Our stdout's reader going away (EPIPE) ends the run quietly, exit 141
+ * (`brokenPipe`); on stderr it is ignored: there is nobody left to tell.
+ */
+export const layerStdio: Layer.Layer<Stdio> = Layer.sync(Stdio, () => {
+  process.stdout.on("error", (error: NodeJS.ErrnoException) => {
+    if (error.code === "EPIPE") brokenPipe()
+  })
+  process.stderr.on("error", () => undefined)
+  return makeStdio()
+})
+
+const makeStdio = (): Stdio["Type"] => ({
   stdout: writeTo(process.stdout),
   stderr: writeTo(process.stderr),
   stdin: Effect.tryPromise({
@@ -43,7 +56,7 @@ export const layerStdio: Layer.Layer<Stdio> = Layer.sync(Stdio, () => ({
     catch: (error) => new UsageError({ message: `cannot read our stdin: ${errorText(error)}`, command: "run" })
   }),
   stdoutIsTerminal: process.stdout.isTTY === true && process.env["NO_COLOR"] === undefined
-}))
+})
 
 /** The bytes of `--stdin-file`: none, our own stdin ("-"), or a file. */
 export const readStdinFile = (file: string | undefined): Effect.Effect<Uint8Array | undefined, UsageError, Stdio> =>

@@ -13,12 +13,21 @@ import * as FiberId from "effect/FiberId"
 import { constants } from "node:os"
 
 const SIGNALS = ["SIGHUP", "SIGINT", "SIGTERM"] as const
+type Stop = (typeof SIGNALS)[number] | "SIGPIPE"
 
 let deadlineMs: number | undefined
-let received: (typeof SIGNALS)[number] | undefined
+let received: Stop | undefined
+let stopWith: ((signal: Stop) => void) | undefined
 
 /** The signal this process received, for the run's tree to get first (SIGTERM when none came: a plain interrupt). */
-export const stopSignal = (): (typeof SIGNALS)[number] => received ?? "SIGTERM"
+export const stopSignal = (): Stop => received ?? "SIGTERM"
+
+/**
+ * Our stdout's reader went away (EPIPE: \`native-runner run -- seq 1 1000000 | head -1\`): the run ends as if we had
+ * got SIGPIPE, quietly: the command's tree gets SIGPIPE (as it would have writing to that pipe itself), the audit line
+ * is written, and we exit 141, as \`timeout(1)\` does.
+ */
+export const brokenPipe = (): void => stopWith?.("SIGPIPE")
 
 /** After the first signal, exit 128+n at the latest `ms` later, whatever the cleanup is still waiting for. */
 export const setShutdownDeadline = (ms: number): Effect.Effect<void> => Effect.sync(() => (deadlineMs = ms))
@@ -29,12 +38,13 @@ export const setShutdownDeadline = (ms: number): Effect.Effect<void> => Effect.s
  */
 export const runToExit = (program: Effect.Effect<number>, failed: number): void => {
   const fiber = Effect.runFork(program)
-  const onSignal = (signal: (typeof SIGNALS)[number]) => {
+  const onSignal = (signal: Stop) => {
     if (received !== undefined) return
     received = signal
     fiber.unsafeInterruptAsFork(FiberId.none)
     if (deadlineMs !== undefined) setTimeout(() => process.exit(128 + constants.signals[signal]), deadlineMs).unref()
   }
+  stopWith = onSignal
   for (const signal of SIGNALS) process.on(signal, onSignal)
   // The fiber alone does not hold the event loop open (a command reading our stdin might not either).
   const keepAlive = setInterval(() => undefined, 2 ** 31 - 1)

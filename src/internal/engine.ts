@@ -28,7 +28,7 @@ export interface ProcessExit {
 export type KillSignal = StopSignal | "SIGKILL"
 
 /** What a run that is stopped gets first, before the grace and SIGKILL. */
-export type StopSignal = "SIGTERM" | "SIGINT" | "SIGHUP"
+export type StopSignal = "SIGTERM" | "SIGINT" | "SIGHUP" | "SIGPIPE"
 
 /**
  * The first signal an interrupted run's tree gets (a timeout always sends SIGTERM, as `timeout(1)` does), read when

@@ -76,6 +76,33 @@ describe("native-runner run under a signal", () => {
       }).pipe(Effect.scoped), 30_000)
   }
 
+  it.live("stdout's reader goes away (| head -1): the run ends quietly, the tree gone, the audit line written, exit 141", () =>
+    Effect.gen(function*() {
+      const marker = `1000.${randomInt(1e9)}`
+      const auditLog = path.join(tmp, "epipe.jsonl")
+      // `yes` writes for ever; the sleep beside it must go too (the whole tree is stopped).
+      const child = spawn(process.execPath, [
+        BIN, "run", "--audit-log", auditLog, "--", "sh", "-c", `sleep ${marker} & exec yes`
+      ], { stdio: ["ignore", "pipe", "pipe"] })
+      yield* Effect.addFinalizer(() => Effect.sync(() => child.kill("SIGKILL")))
+      let stderr = ""
+      child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
+      const exited = new Promise<number | null>((done) => child.once("exit", (code) => done(code)))
+      // Read the first chunk, then close our end, as `head -1` does.
+      yield* Effect.async<void>((resume) => {
+        child.stdout.once("data", () => {
+          child.stdout.destroy()
+          resume(Effect.void)
+        })
+      })
+      expect(yield* Effect.promise(() => exited)).toBe(141)
+      expect(stderr).toBe("")
+      expect(yield* waitUntil(() => sleeping(marker).length === 0, 5_000)).toBe(true)
+      const records = readFileSync(auditLog, "utf8").trim().split("\n").map((line) => JSON.parse(line) as unknown)
+      expect(records).toHaveLength(1)
+      expect(records[0]).toMatchObject({ interrupted: true, cmd: "sh" })
+    }).pipe(Effect.scoped), 30_000)
+
   it.live.runIf(process.getuid?.() === 0)(
     "SIGKILL: within a second nothing of the run lives, its setsid and background children included (run cgroups, root)",
     () =>

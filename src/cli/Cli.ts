@@ -30,7 +30,7 @@ import { workspaceCommand } from "./workspaceCommand.js"
 import { afterLive, droppedNotice, liveEvents, notices, toJsonlEvent, toJsonResult } from "./render.js"
 import { type RunRequest, toExecInput, toRunnerOptions, toRunRequest } from "./request.js"
 import * as NativeRunner from "../NativeRunner.js"
-import { currentStopSignal } from "../internal/engine.js"
+import { currentStdinInherit, currentStopSignal } from "../internal/engine.js"
 import { stopSignal } from "./signals.js"
 
 export {
@@ -175,7 +175,14 @@ const runHandler = (config: RunConfig) =>
     const request = yield* toRunRequest(config, args, process.cwd())
     yield* checkAuditLog(request.auditLog)
     yield* checkSpillDir(request.spill?.dir)
-    const stdin = yield* readStdinFile(request.stdinFile)
+    const io = yield* Stdio
+    // A local command reads our stdin as it arrives with `--stdin pass` (the default unless it is a terminal) or
+    // `--stdin-file -`; a remote one gets only what --stdin-file names, read whole (as a recorded stdin is).
+    const wanted = request.stdinFile === "-" ||
+      (request.stdinFile === undefined && (request.stdin ?? (io.stdinKind === "stream" ? "pass" : "none")) === "pass")
+    const passLocal = wanted && Option.isNone(config.cluster) && io.stdinKind !== "recorded"
+    const stdinFile = wanted && !passLocal ? "-" : request.stdinFile
+    const stdin = passLocal ? undefined : yield* readStdinFile(Option.isSome(config.cluster) ? request.stdinFile : stdinFile)
     const local = toExecInput(request, stdin)
     const print = (input: ExecInput) =>
       request.json ? printJson(input) : request.jsonl ? printJsonl(request, input) : printPlain(request, input)
@@ -189,8 +196,11 @@ const runHandler = (config: RunConfig) =>
         return yield* new UsageError({ message: `${fleetOnly} only applies with --cluster`, command: "run" })
       }
       // Interrupted by a signal: the command's tree gets that signal first (SIGINT for Ctrl-C), as with timeout(1).
+      // Our stdin goes to a sandboxed command through a pipe of its own, never as our descriptor (a file's could be
+      // reopened for writing through /proc/self/fd/0).
       const result = yield* Effect.provide(print(local), runnerLayer(request, toRunnerOptions(request))).pipe(
-        Effect.locally(currentStopSignal, stopSignal)
+        Effect.locally(currentStopSignal, stopSignal),
+        Effect.locally(currentStdinInherit, passLocal ? (request.sandbox.backend === "bwrap" ? "pump" : "inherit") : "none")
       )
       return yield* Ref.set(exitCode, result.exitCode)
     }

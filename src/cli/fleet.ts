@@ -177,6 +177,7 @@ const asRunConfig = (config: WorkerRunConfig): RunConfig => ({
   cwd: Option.none(),
   env: [],
   stdinFile: Option.none(),
+  stdin: Option.none(),
   cluster: Option.none(),
   credentials: Option.none(),
   requestId: Option.none()

@@ -19,6 +19,12 @@ export class Stdio extends Context.Tag("effect-native-runner/Cli/Stdio")<Stdio, 
   readonly stdin: Effect.Effect<Uint8Array, UsageError>
   /** Whether stdout is a terminal (help keeps its ANSI styles only then). */
   readonly stdoutIsTerminal: boolean
+  /**
+   * What our stdin is: a `"terminal"` (a local command reads it only when asked: `--stdin pass`, `--stdin-file -`),
+   * a `"stream"` (a pipe or a file: passed on by default, as it arrives), or `"recorded"` (tests: `stdin` holds its
+   * bytes, which a command gets whole when asked).
+   */
+  readonly stdinKind: "terminal" | "stream" | "recorded"
 }>() {}
 
 const errorText = (error: unknown): string => error instanceof Error ? error.message : String(error)
@@ -55,7 +61,8 @@ const makeStdio = (): Stdio["Type"] => ({
     },
     catch: (error) => new UsageError({ message: `cannot read our stdin: ${errorText(error)}`, command: "run" })
   }),
-  stdoutIsTerminal: process.stdout.isTTY === true && process.env["NO_COLOR"] === undefined
+  stdoutIsTerminal: process.stdout.isTTY === true && process.env["NO_COLOR"] === undefined,
+  stdinKind: process.stdin.isTTY === true ? "terminal" : "stream"
 })
 
 /** The bytes of `--stdin-file`: none, our own stdin ("-"), or a file. */

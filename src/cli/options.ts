@@ -133,10 +133,16 @@ export const runConfig = {
   stdinFile: Options.text("stdin-file").pipe(
     Options.withPseudoName("path"),
     Options.withDescription(
-      "Feeds this file to the command's stdin; '-' feeds our own stdin (read to the end first). Default: empty stdin."
+      "Feeds this file to the command's stdin (read whole first); '-' is our own stdin, passed on as it arrives."
     ),
     Options.optional
   ),
+  stdin: choiceOption(
+    "stdin",
+    ["pass", "none"],
+    "pass: the command reads our stdin as it arrives (never buffered whole); none: it sees EOF at once. Default: " +
+      "pass when our stdin is not a terminal, else none. With --cluster, stdin travels only with --stdin-file."
+  ).pipe(Options.optional),
   sandbox: choiceOption(
     "sandbox",
     ["none", "bwrap"],

@@ -133,7 +133,7 @@ export const shellQuote = (arg: string): string =>
 
 /** Our own `run` options, to tell a misspelt or repeated one from a stray argument. */
 export const RUN_OPTION_NAMES: ReadonlyArray<string> = [
-  "--timeout", "--kill-grace", "--max-stdout", "--max-stderr", "--cwd", "--env", "--inherit-env", "--stdin-file",
+  "--timeout", "--kill-grace", "--max-stdout", "--max-stderr", "--cwd", "--env", "--inherit-env", "--stdin-file", "--stdin",
   "--sandbox", "--workspace", "--network", "--max-procs", "--max-memory", "--max-file-size", "--max-cpu",
   "--max-open-files", "--audit-log", "--redact-after", "--sandbox-user", "--no-seccomp", "--json", "--jsonl",
   "--idle-timeout", "--keep", "--spill-dir", "--spill-max", "--cluster", "--credentials", "--request-id"

@@ -49,6 +49,8 @@ export interface RunRequest {
   readonly inheritEnv: "none" | "core" | "all"
   /** An absolute path, or "-" for our own stdin. */
   readonly stdinFile?: string | undefined
+  /** `--stdin`: absent means "pass when our stdin is not a terminal". */
+  readonly stdin?: "pass" | "none" | undefined
   readonly auditLog?: string | undefined
   /** Flags whose values are masked in audit records (`--redact-after`); `[]` for none. */
   readonly redactAfter: ReadonlyArray<string>
@@ -71,6 +73,7 @@ const usageProblem = (config: RunConfig, raw: ReadonlyArray<string>): string | u
   // A sandbox setting that is silently ignored is worse than an error.
   if (config.sandbox === "none" && given !== undefined) return `${given[0]} only applies with --sandbox bwrap`
   if (config.json && config.jsonl) return "use either --json or --jsonl, not both"
+  if (Option.isSome(config.stdin) && Option.isSome(config.stdinFile)) return "use either --stdin or --stdin-file, not both"
   if (Option.isSome(config.spillMax) && Option.isNone(config.spillDir)) return "--spill-max only applies with --spill-dir"
   const maxCpu = Option.getOrUndefined(config.maxCpu)
   if (maxCpu !== undefined && maxCpu % 1000 !== 0) return `--max-cpu must be whole seconds (got ${formatMillis(maxCpu)})`
@@ -118,6 +121,7 @@ export const toRunRequest = (
     }))),
     cwd: absolute(config.cwd),
     stdinFile: absolute(config.stdinFile),
+    ...Option.match(config.stdin, { onNone: () => ({}), onSome: (stdin) => ({ stdin }) }),
     auditLog: absolute(config.auditLog),
     redactAfter: config.redactAfter,
     limits: limitsOf(config),

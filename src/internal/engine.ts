@@ -37,6 +37,21 @@ export type StopSignal = "SIGTERM" | "SIGINT" | "SIGHUP" | "SIGPIPE"
  */
 export const currentStopSignal: FiberRef.FiberRef<() => StopSignal> = FiberRef.unsafeMake<() => StopSignal>(() => "SIGTERM")
 
+/**
+ * What the child reads: bytes written then closed; `"inherit"`, our own stdin's descriptor itself (streamed with no
+ * copy, as a shell's child reads it); `"pump"`, our own stdin copied into a pipe as it arrives (with backpressure), so
+ * the child holds a pipe of its own and never our descriptor (a sandboxed child could reopen a file's through
+ * `/proc/self/fd/0`); or nothing (`/dev/null`: EOF at once).
+ */
+export type SpawnStdin = Uint8Array | "inherit" | "pump" | undefined
+
+/**
+ * What a run given no stdin bytes reads instead of /dev/null: our own stdin, `"inherit"`ed or `"pump"`ed (see
+ * `SpawnStdin`). Set by the CLI when its stdin is not a terminal, as a shell's child reads it; not part of the
+ * public input.
+ */
+export const currentStdinInherit: FiberRef.FiberRef<"none" | "inherit" | "pump"> = FiberRef.unsafeMake<"none" | "inherit" | "pump">("none")
+
 /** A started process, as a backend hands it to the engine. */
 export interface RunningProcess {
   /** The process id of the started process (for a sandbox: of bwrap, or of setpriv before it). */
@@ -56,7 +71,7 @@ export interface RunningProcess {
 export interface Spawner {
   readonly spawn: (
     command: PreparedCommand,
-    stdin: Uint8Array | undefined,
+    stdin: SpawnStdin,
     /**
      * How long the whole run may take (its timeout plus the kill grace). The start is uninterruptible, so a backend
      * that waits on another process to start the child (the spawn helper) bounds that wait by it.
@@ -235,7 +250,7 @@ interface ExitNote {
 const spawnOwned = (
   spawner: Spawner,
   command: PreparedCommand,
-  stdin: Uint8Array | undefined,
+  stdin: SpawnStdin,
   sinks: RunCaptures["sinks"],
   settings: RunSettings,
   note: ExitNote
@@ -286,7 +301,7 @@ const drainRest = (readers: Fiber.RuntimeFiber<void>, drainTimeout: Duration.Dur
 export const runProcess = (
   spawner: Spawner,
   command: PreparedCommand,
-  stdin: Uint8Array | undefined,
+  stdin: SpawnStdin,
   settings: RunSettings,
   hooks: RunHooks = {}
 ): Effect.Effect<Outcome, SpawnError> =>

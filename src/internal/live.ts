@@ -120,12 +120,16 @@ export const makeSpawner = (
       const [program, ...args] = command.argv
       const base = Command.make(program, ...args).pipe(Command.env(command.env, { extendEnv: false }))
       const withCwd = command.cwd === cwdAtStart ? base : Command.workingDirectory(base, command.cwd)
-      const platformCommand = stdin === undefined ? Command.stdin(withCwd, NO_INPUT) : withCwd
+      const platformCommand = stdin === undefined
+        ? Command.stdin(withCwd, NO_INPUT)
+        : stdin === "inherit" || stdin === "pump"
+        ? Command.stdin(withCwd, "inherit")
+        : withCwd
       const process = yield* executor.start(platformCommand).pipe(
         Effect.catchAll((error) => classifyFailure(command, fromPlatformError(command)(error))),
         Effect.catchSomeDefect(spawnDefect(command))
       )
-      if (stdin !== undefined) {
+      if (stdin instanceof Uint8Array) {
         // Our own writer, in the run's scope: written then closed, and interrupted when the run ends whatever the
         // child did with its stdin (one that exits without reading is not an error).
         yield* Effect.forkScoped(Effect.interruptible(Stream.run(Stream.succeed(stdin), process.stdin).pipe(Effect.ignore)))

@@ -10,7 +10,7 @@ import * as FiberId from "effect/FiberId"
 import { type ChildProcess, spawn, type StdioOptions } from "node:child_process"
 import { existsSync } from "node:fs"
 import type { Readable, Writable } from "node:stream"
-import type { KillSignal, ProcessExit, RunningProcess, Spawner } from "./engine.js"
+import type { KillSignal, ProcessExit, RunningProcess, SpawnStdin, Spawner } from "./engine.js"
 import { classifyFailure, errnoOf, spawnError } from "./live.js"
 import type { ExtraFd, PreparedCommand } from "./prepared.js"
 import { moveSelf } from "./runCgroup.js"
@@ -22,6 +22,22 @@ const feed = (stream: Writable | null | undefined, bytes: Uint8Array) => {
   if (stream === null || stream === undefined) return
   stream.on("error", ignore)
   stream.end(bytes)
+}
+
+/**
+ * Copies our stdin into the child's as it arrives, pausing while the child's pipe is full; ends it at our EOF. A child
+ * that exits or closes its stdin stops the copy (EPIPE is how that looks, not an error).
+ */
+const pump = (child: ChildProcess, stream: Writable | null | undefined) => {
+  if (stream === null || stream === undefined) return
+  stream.on("error", ignore)
+  process.stdin.pipe(stream)
+  const stop = () => {
+    process.stdin.unpipe(stream)
+    process.stdin.pause()
+  }
+  stream.once("close", stop)
+  child.once("exit", stop)
 }
 
 /**
@@ -55,9 +71,9 @@ export const spawnFailure = (command: PreparedCommand, error: unknown) => {
   return classifyFailure(command, otherwise)
 }
 
-const stdioOf = (stdin: Uint8Array | undefined, extra: ReadonlyArray<ExtraFd>): StdioOptions => [
+const stdioOf = (stdin: SpawnStdin, extra: ReadonlyArray<ExtraFd>): StdioOptions => [
   // No input: /dev/null, so the child sees EOF at once and no pipe is made.
-  stdin === undefined ? "ignore" : "pipe",
+  stdin === undefined ? "ignore" : stdin === "inherit" ? 0 : "pipe",
   "pipe",
   "pipe",
   ...extra.map((fd) => fd._tag === "Directory" ? fd.fd : fd._tag === "Inherited" ? "ignore" as const : "pipe" as const)
@@ -76,7 +92,7 @@ const isWritable = (stream: Readable | Writable | null | undefined): stream is W
 const isReadable = (stream: Readable | Writable | null | undefined): stream is Readable =>
   stream !== null && stream !== undefined && "read" in stream
 
-const start = (command: PreparedCommand, stdin: Uint8Array | undefined) =>
+const start = (command: PreparedCommand, stdin: SpawnStdin) =>
   Effect.async<Started, { readonly error: unknown }>((resume) => {
     const [program, ...args] = command.argv
     let child: ChildProcess
@@ -108,7 +124,8 @@ const start = (command: PreparedCommand, stdin: Uint8Array | undefined) =>
       child.off("error", onError)
       const pid = child.pid
       if (pid === undefined) return resume(Effect.fail({ error: new Error("spawned without a pid") }))
-      if (stdin !== undefined) feed(child.stdin, stdin)
+      if (stdin instanceof Uint8Array) feed(child.stdin, stdin)
+      else if (stdin === "pump") pump(child, child.stdin)
       ;(command.extraFds ?? []).forEach((fd, index) => {
         const stream = child.stdio[3 + index]
         if (fd._tag === "Input") feed(isWritable(stream) ? stream : undefined, fd.bytes)

@@ -4,6 +4,7 @@
  */
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
+import * as FiberRef from "effect/FiberRef"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import type * as Schema from "effect/Schema"
@@ -14,7 +15,7 @@ import type { InvalidInput, NativeRunnerError, SandboxUnavailable, SpawnError } 
 import type { AuditRecord, ExecEvent, ExecInput, ExecResult, LimitExceeded } from "../Exec.js"
 import type * as NativeRunnerModule from "../NativeRunner.js"
 import { Audit } from "./audit.js"
-import { type Outcome, type RunHooks, runProcess, type RunningProcess, type RunSettings, type Spawner } from "./engine.js"
+import { currentStdinInherit, type Outcome, type RunHooks, runProcess, type RunningProcess, type RunSettings, type Spawner } from "./engine.js"
 import { buildEnv, type InheritEnv } from "./env.js"
 import { execStreamOf } from "./exec/events.js"
 import { decodeInput } from "./exec/input.js"
@@ -208,13 +209,14 @@ const runInSlot = (
   shared.slots.withPermits(1)(Effect.acquireUseRelease(
     Metric.increment(metrics.inFlight),
     () =>
-      runProcess(adapted(shared.context.spawner, prepared.adapt), prepared.command, input.stdin, settings, {
-        ...hooks,
-        onInterrupt: (partial) => {
-          const record = auditOf(meta, partial)
-          return Effect.zipRight(shared.publish(record), recordMetrics(record, partial))
-        }
-      }),
+      Effect.flatMap(FiberRef.get(currentStdinInherit), (inherit) =>
+        runProcess(adapted(shared.context.spawner, prepared.adapt), prepared.command, input.stdin ?? (inherit === "none" ? undefined : inherit), settings, {
+          ...hooks,
+          onInterrupt: (partial) => {
+            const record = auditOf(meta, partial)
+            return Effect.zipRight(shared.publish(record), recordMetrics(record, partial))
+          }
+        })),
     () => Metric.incrementBy(metrics.inFlight, -1)
   ))
 

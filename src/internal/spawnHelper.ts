@@ -221,7 +221,7 @@ const viaHelper = (table: Table): Spawner["spawn"] => (command, stdin, runWithin
   Effect.map(
     Effect.acquireRelease(
       Effect.catchAll(
-        table.request(command, stdin, runWithinMs === undefined ? undefined : runWithinMs + EXIT_REPORT_WITHIN_MS),
+        table.request(command, stdin === "inherit" || stdin === "pump" ? undefined : stdin, runWithinMs === undefined ? undefined : runWithinMs + EXIT_REPORT_WITHIN_MS),
         (failure) => startFailure(command, failure)
       ),
       (exec: Exec) =>
@@ -347,7 +347,8 @@ export const makeHelperSpawnerWith = (
       rejectedConnections: () => retiredRejections + current.table.rejected(),
       spawn: (command, stdin, runWithinMs) =>
         Effect.flatMap(usable, (generation) =>
-          generation === undefined
+          // Our own stdin cannot be handed to the helper (no descriptor passing in Node): such a run spawns here.
+          generation === undefined || stdin === "inherit" || stdin === "pump"
             ? directSpawner.spawn(command, stdin, runWithinMs)
             : generation.spawn(command, stdin, runWithinMs))
     }

@@ -81,7 +81,8 @@ const cli = (args: ReadonlyArray<string>, stdin: string = "") =>
       stdout: record("stdout", out),
       stderr: record("stderr", err),
       stdin: Effect.succeed(encoder.encode(stdin)),
-      stdoutIsTerminal: false
+      stdoutIsTerminal: false,
+      stdinKind: "recorded"
     })
     const code = yield* Cli.main(args).pipe(Effect.provide([stdio, NodeContext.layer]))
     const stdout = concat(out)
@@ -187,6 +188,8 @@ const badUsage: ReadonlyArray<readonly [ReadonlyArray<string>, string]> = [
     [["run", "--stdin-file", "/nonexistent/in", "--"], "native-runner: cannot read --stdin-file: ENOENT"],
     [["run", "--audit-log", "/nonexistent/dir/a.jsonl", "--"], "native-runner: cannot write --audit-log: ENOENT"],
     [["run", "--json", "--jsonl", "--"], "native-runner: use either --json or --jsonl, not both"],
+    [["run", "--stdin", "none", "--stdin-file", "-", "--"], "native-runner: use either --stdin or --stdin-file, not both"],
+    [["run", "--stdin", "all", "--"], "native-runner: --stdin: unknown value 'all' (use pass or none)"],
     [["run", "--jsonl", "--jsonl", "--"], "native-runner: '--jsonl' given more than once"],
     [["run", "--spill-max", "1MiB", "--"], "native-runner: --spill-max only applies with --spill-dir"],
     [["run", "--keep", "middle", "--"], "native-runner: --keep: unknown value 'middle' (use head or tail or both)"],

@@ -174,7 +174,8 @@ const mainOf = (args: ReadonlyArray<string>) =>
       stdout: () => Effect.void,
       stderr: (data) => Effect.sync(() => void err.push(typeof data === "string" ? data : new TextDecoder().decode(data))),
       stdin: Effect.succeed(new Uint8Array()),
-      stdoutIsTerminal: false
+      stdoutIsTerminal: false,
+      stdinKind: "recorded"
     })
     const code = yield* Cli.main(args).pipe(Effect.provide([stdio, NodeContext.layer]))
     return { code, err: err.join("").split("\n").filter((line) => line !== "") }

@@ -9,6 +9,7 @@ import * as Options from "@effect/cli/Options"
 import * as ValidationError from "@effect/cli/ValidationError"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as Option from "effect/Option"
 import { MAX_BYTES_CAP, MAX_TIMEOUT_MS } from "../Exec.js"
 import { formatMillis, parseDuration, parseEnvPair, parseSandboxIdentity, parseSandboxUser, parseSize } from "./parse.js"
 
@@ -31,18 +32,25 @@ const sizeOption = (name: string, max: number, description: string) =>
     Options.optional
   )
 
-export const durationOption = (name: string, min: number, description: string) =>
+/**
+ * A duration option (see `parseDuration`). With `off`, `0` and `none` turn the limit off, as `timeout 0` does: the
+ * option then reads as `off` gives it (the largest timeout the runner takes, or absent).
+ */
+export const durationOption = (name: string, min: number, description: string, off?: { readonly as: number | undefined }) =>
   Options.text(name).pipe(
     Options.withPseudoName("duration"),
-    Options.mapEffect(checked(`--${name}`, (s) =>
-      Either.flatMap(parseDuration(s), (ms) =>
-        ms < min
+    Options.mapEffect(checked(`--${name}`, (s): Either.Either<number | undefined, string> =>
+      off !== undefined && s.trim() === "none" ? Either.right(off.as) : Either.flatMap(parseDuration(s), (ms) =>
+        off !== undefined && ms === 0
+          ? Either.right(off.as)
+          : ms < min
           ? Either.left(`must be at least ${formatMillis(min)}`)
           : ms > MAX_TIMEOUT_MS
           ? Either.left(`must be at most ${MAX_TIMEOUT_MS}ms`)
           : Either.right(ms)))),
     Options.withDescription(description),
-    Options.optional
+    Options.optional,
+    Options.map(Option.flatMap(Option.fromNullable))
   )
 
 export const countOption = (name: string, description: string) =>
@@ -72,15 +80,17 @@ export const runConfig = {
   timeout: durationOption(
     "timeout",
     1,
-    "Wall-clock limit (default 60s). On expiry the process tree gets SIGTERM, then SIGKILL after --kill-grace; " +
-      "exit code 124."
+    "Wall-clock limit (default 60s; 0 or none: off). On expiry the process tree gets SIGTERM, then SIGKILL " +
+      "after --kill-grace; exit code 124.",
+    { as: MAX_TIMEOUT_MS }
   ),
   killGrace: durationOption("kill-grace", 0, "Time between SIGTERM and SIGKILL when a run is stopped (default 2s)."),
   idleTimeout: durationOption(
     "idle-timeout",
     1,
-    "Stops the run when neither stdout nor stderr has had output for this long (default: none), as --timeout " +
-      "does: SIGTERM, then SIGKILL after --kill-grace; exit code 124."
+    "Stops the run when neither stdout nor stderr has had output for this long (default and 0 or none: off), " +
+      "as --timeout does: SIGTERM, then SIGKILL after --kill-grace; exit code 124.",
+    { as: undefined }
   ),
   maxStdout: sizeOption(
     "max-stdout",

@@ -37,30 +37,34 @@ export const parseSize = (text: string): Either.Either<number, string> => {
     : Either.left(`size '${text}' is not a whole number of bytes`)
 }
 
-const DURATION_UNITS: Readonly<Record<string, number>> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }
+const DURATION_UNITS: Readonly<Record<string, number>> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }
 
 /**
- * Parses a duration with a unit: `500ms`, `10s`, `1.5s`, `2m`, `1h`. Bare numbers are refused: is `10` seconds or
- * milliseconds? The result is a whole number of milliseconds.
+ * Parses a duration as `timeout(1)` reads one, and more: a bare number is seconds (`2`, `1.5`), a number with a unit
+ * is `ms`, `s`, `m`, `h` or `d` (`500ms`, `10s`, `2m`), and parts add up (`1m30s`, `1h2m`). The result is a whole
+ * number of milliseconds.
  *
  * @example
  * parseDuration("2m") // Either.right(120000)
+ * parseDuration("1m30s") // Either.right(90000)
+ * parseDuration("2") // Either.right(2000)
  */
 export const parseDuration = (text: string): Either.Either<number, string> => {
-  const match = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)$/.exec(text.trim())
-  const factor = match?.[2] === undefined ? undefined : DURATION_UNITS[match[2]]
-  if (match?.[1] === undefined || factor === undefined) {
-    return Either.left(
-      /^\d+(\.\d+)?$/.test(text.trim())
-        ? `duration '${text}' needs a unit (ms, s, m or h), e.g. ${text.trim()}s`
-        : `bad duration '${text}' (use e.g. 500ms, 10s, 2m)`
-    )
+  const trimmed = text.trim()
+  const bad = Either.left(`bad duration '${text}' (use e.g. 10 (seconds), 500ms, 1m30s, 2h)`)
+  if (/^\d+(?:\.\d+)?$/.test(trimmed)) return wholeMillis(text, Number(trimmed) * 1000)
+  if (!/^(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+$/.test(trimmed)) return bad
+  let millis = 0
+  for (const [, amount, unit] of trimmed.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h|d)/g)) {
+    millis += Number(amount) * (DURATION_UNITS[unit!] ?? Number.NaN)
   }
-  const millis = Number(match[1]) * factor
-  return Number.isSafeInteger(millis)
+  return wholeMillis(text, millis)
+}
+
+const wholeMillis = (text: string, millis: number): Either.Either<number, string> =>
+  Number.isSafeInteger(millis)
     ? Either.right(millis)
     : Either.left(`duration '${text}' is not a whole number of milliseconds`)
-}
 
 /** Formats milliseconds in the largest unit that divides them: 500 -> "500ms", 10000 -> "10s", 120000 -> "2m". */
 export const formatMillis = (millis: number): string =>

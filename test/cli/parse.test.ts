@@ -15,7 +15,7 @@ import * as Schema from "effect/Schema"
 import * as fc from "effect/FastCheck"
 import * as Cli from "../../src/cli/Cli.js"
 import { InvalidInput, SandboxUnavailable, SpawnError } from "../../src/Errors.js"
-import { ExecEvent, type ExecResult, Keep } from "../../src/Exec.js"
+import { ExecEvent, type ExecResult, Keep, MAX_TIMEOUT_MS } from "../../src/Exec.js"
 import { makeCapture } from "../../src/internal/capture.js"
 import * as Sandbox from "../../src/Sandbox.js"
 
@@ -48,16 +48,25 @@ describe("parseDuration", () => {
     ["1.5s", 1500],
     ["2m", 120_000],
     ["1h", 3_600_000],
-    ["0ms", 0]
+    ["0ms", 0],
+    // As timeout(1): a bare number is seconds.
+    ["2", 2000],
+    ["1.5", 1500],
+    ["0", 0],
+    // Parts add up.
+    ["1m30s", 90_000],
+    ["1h2m3s", 3_723_000],
+    ["1s500ms", 1500],
+    ["1d", 86_400_000]
   ])("%s is %d ms", (text, millis) => {
     expect(Cli.parseDuration(text)).toStrictEqual(Either.right(millis))
   })
 
-  it("refuses a bare number, with a hint", () => {
-    expect(Cli.parseDuration("10")).toStrictEqual(Either.left("duration '10' needs a unit (ms, s, m or h), e.g. 10s"))
+  it("says what it takes", () => {
+    expect(Cli.parseDuration("soon")).toStrictEqual(Either.left("bad duration 'soon' (use e.g. 10 (seconds), 500ms, 1m30s, 2h)"))
   })
 
-  it.each(["abc", "-1s", "0.5ms", "10 sec", "1d", ""])("refuses %j", (text) => {
+  it.each(["abc", "-1s", "0.5ms", "10 sec", "1w", "", "1m 30s", "m30s", "1.5.2s", "0.0001"])("refuses %j", (text) => {
     expect(Either.isLeft(Cli.parseDuration(text))).toBe(true)
   })
 
@@ -312,8 +321,8 @@ describe("toRunRequest", () => {
 
   it.live.each([
     [["--keep", "middle"], "native-runner: --keep: unknown value 'middle' (use head or tail or both)"],
-    [["--idle-timeout", "5"], "native-runner: --idle-timeout: duration '5' needs a unit (ms, s, m or h), e.g. 5s"],
-    [["--idle-timeout", "0s"], "native-runner: --idle-timeout: must be at least 1ms"],
+    [["--idle-timeout", "5x"], "native-runner: --idle-timeout: bad duration '5x' (use e.g. 10 (seconds), 500ms, 1m30s, 2h)"],
+    [["--max-cpu", "0"], "native-runner: --max-cpu: must be at least 1s"],
     [["--spill-dir", "/tmp", "--spill-max", "lots"], "native-runner: --spill-max: bad size 'lots' (use e.g. 1000, 64KiB, 1MiB, 2GB)"],
     [["--jsonl", "--jsonl"], "native-runner: '--jsonl' given more than once"]
   ] as const)("%j: exit 2, one line and a usage hint", ([args, line]) =>
@@ -787,4 +796,30 @@ describe("doctorReport", () => {
       bwrapVerdict: "unavailable: no"
     })).toBe("node         ok    v20\nbwrap works  FAIL  no\n\n--sandbox bwrap: unavailable: no\n")
   })
+})
+
+describe("durations on the command line, as timeout(1) reads them", () => {
+  it.live.each([
+    [["--timeout", "2"], { timeoutMs: 2000 }],
+    [["--timeout", "1m30s"], { timeoutMs: 90_000 }],
+    // Off: the largest timeout the runner takes (24.8 days), as `timeout 0` turns it off.
+    [["--timeout", "0"], { timeoutMs: MAX_TIMEOUT_MS }],
+    [["--timeout", "none"], { timeoutMs: MAX_TIMEOUT_MS }],
+    [["--idle-timeout", "90"], { idleTimeoutMs: 90_000 }],
+    [["--idle-timeout", "0"], { idleTimeoutMs: undefined }],
+    [["--idle-timeout", "none"], { idleTimeoutMs: undefined }],
+    [["--kill-grace", "0"], { killGraceMs: 0 }]
+  ] as const)("%j", ([args, expected]) =>
+    Effect.gen(function*() {
+      const request = yield* parseRun([...args, "--", "true"])
+      expect(Either.map(request, (r) => ({ timeoutMs: r.timeoutMs, idleTimeoutMs: r.idleTimeoutMs, killGraceMs: r.killGraceMs, ...expected })))
+        .toStrictEqual(Either.map(request, (r) => ({ timeoutMs: r.timeoutMs, idleTimeoutMs: r.idleTimeoutMs, killGraceMs: r.killGraceMs })))
+      expect(Either.isRight(request)).toBe(true)
+    }))
+
+  it.live("--kill-grace none is not a duration (only timeouts can be turned off)", () =>
+    Effect.gen(function*() {
+      const ran = yield* mainOf(["run", "--kill-grace", "none", "--", "true"])
+      expect([ran.code, ran.err[0]]).toStrictEqual([2, "native-runner: --kill-grace: bad duration 'none' (use e.g. 10 (seconds), 500ms, 1m30s, 2h)"])
+    }))
 })

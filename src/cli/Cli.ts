@@ -19,6 +19,7 @@ import * as Option from "effect/Option"
 import * as Ref from "effect/Ref"
 import * as Stream from "effect/Stream"
 import * as Audit from "../Audit.js"
+import type { NativeRunnerError } from "../Errors.js"
 import type { ExecEvent, ExecInput } from "../Exec.js"
 import { doctorFacts, doctorReport, renderDoctor } from "./doctor.js"
 import { commandOf, errorLines, exitCodeOf, helpDocLine, UsageError, usageHint } from "./failures.js"
@@ -27,7 +28,7 @@ import { doctorConfig, examples, type RunConfig, runConfig } from "./options.js"
 import { fleetCommand } from "./fleetCommand.js"
 import { workerCommand } from "./workerCommand.js"
 import { workspaceCommand } from "./workspaceCommand.js"
-import { afterLive, droppedNotice, liveEvents, notices, toJsonlEvent, toJsonResult } from "./render.js"
+import { afterLive, droppedNotice, liveEvents, notices, toJsonError, toJsonlEvent, toJsonResult } from "./render.js"
 import { type RunRequest, toExecInput, toRunnerOptions, toRunRequest } from "./request.js"
 import * as NativeRunner from "../NativeRunner.js"
 import { currentStdinInherit, currentStopSignal } from "../internal/engine.js"
@@ -67,6 +68,8 @@ export {
 export {
   afterLive,
   CliJsonAudit,
+  CliJsonError,
+  toJsonError,
   CliJsonlEvent,
   CliJsonResult,
   droppedNotice,
@@ -155,24 +158,45 @@ const printJsonl = (request: RunRequest, input: ExecInput) =>
 const printPlain = (request: RunRequest, input: ExecInput) =>
   Effect.gen(function*() {
     const io = yield* Stdio
+    // Whether what the notices follow ended inside a line: the command's stderr, or its stdout when ours share one
+    // file (a terminal, 2>&1). A notice after a partial line starts on a line of its own.
+    let partial = false
+    const out = (bytes: Uint8Array) =>
+      bytes.length === 0 ? Effect.void : Effect.zipRight(Effect.sync(() => (partial = io.sharedSink && bytes[bytes.length - 1] !== 10)), io.stdout(bytes))
+    const err = (bytes: Uint8Array) =>
+      bytes.length === 0 ? Effect.void : Effect.zipRight(Effect.sync(() => (partial = bytes[bytes.length - 1] !== 10)), io.stderr(bytes))
     const { dropped, result } = yield* runLive(request, input, (event) =>
-      event._tag === "Stdout" ? io.stdout(event.bytes) : event._tag === "Stderr" ? io.stderr(event.bytes) : Effect.void)
+      event._tag === "Stdout" ? out(event.bytes) : event._tag === "Stderr" ? err(event.bytes) : Effect.void)
     const caps = capsOf(request)
-    const stdout = afterLive(result.stdout, caps.keep, caps.stdout)
-    const stderr = afterLive(result.stderr, caps.keep, caps.stderr)
-    if (stdout.length > 0) yield* io.stdout(stdout)
-    if (stderr.length > 0) yield* io.stderr(stderr)
+    yield* out(afterLive(result.stdout, caps.keep, caps.stdout))
+    yield* err(afterLive(result.stderr, caps.keep, caps.stderr))
     const timeoutMs = request.timeoutMs ?? Duration.toMillis(NativeRunner.DEFAULTS.timeout)
-    for (const line of [...notices(result, timeoutMs, request.idleTimeoutMs), ...droppedNotice(dropped)]) {
-      yield* io.stderr(line + "\n")
-    }
+    const lines = [...notices(result, timeoutMs, request.idleTimeoutMs), ...droppedNotice(dropped)]
+    if (lines.length > 0 && partial) yield* io.stderr("\n")
+    for (const line of lines) yield* io.stderr(line + "\n")
     return result
   })
 
+/**
+ * With `--json` or `--jsonl`, a failure after the command line was understood (nothing ran, or the run could not go
+ * on) is printed as one JSON object too, then reported on stderr as always.
+ */
+const failingAsJson = (request: RunRequest) => <A, R>(self: Effect.Effect<A, UsageError | NativeRunnerError, R>) =>
+  !request.json && !request.jsonl ? self : Effect.tapError(self, (error) =>
+    Effect.flatMap(Stdio, (io) => {
+      const object = toJsonError(error, exitCodeOf(error))
+      return io.stdout(JSON.stringify(request.jsonl ? { event: "error", ...object } : object) + "\n")
+    }))
+
 const runHandler = (config: RunConfig) =>
   Effect.gen(function*() {
-    const { args, exitCode } = yield* Invocation
-    const request = yield* toRunRequest(config, args, process.cwd())
+    const request = yield* toRunRequest(config, (yield* Invocation).args, process.cwd())
+    return yield* runRequest(config, request).pipe(failingAsJson(request))
+  })
+
+const runRequest = (config: RunConfig, request: RunRequest) =>
+  Effect.gen(function*() {
+    const { exitCode } = yield* Invocation
     yield* checkAuditLog(request.auditLog)
     yield* checkSpillDir(request.spill?.dir)
     const io = yield* Stdio
@@ -290,7 +314,8 @@ const cliConsole = <A, E, R>(self: Effect.Effect<A, E, R | Stdio>) =>
         ...console,
         error: () => Effect.void,
         log: (...args: ReadonlyArray<unknown>) => {
-          const text = args.map(String).join(" ")
+          // Its documents end with a newline of their own (`--version` printed a blank line after the version).
+          const text = args.map(String).join(" ").replace(/\n$/, "")
           return io.stdout((io.stdoutIsTerminal ? text : text.replace(ANSI_SGR, "")) + "\n")
         }
       })

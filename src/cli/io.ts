@@ -5,6 +5,7 @@
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import { fstatSync } from "node:fs"
 import { access, constants, open, readFile, stat } from "node:fs/promises"
 import { AUDIT_FILE_MODE } from "../Audit.js"
 import { UsageError } from "./failures.js"
@@ -25,7 +26,18 @@ export class Stdio extends Context.Tag("effect-native-runner/Cli/Stdio")<Stdio, 
    * bytes, which a command gets whole when asked).
    */
   readonly stdinKind: "terminal" | "stream" | "recorded"
+  /** Whether our stdout and stderr are the same file (one terminal, or \`2>&1\`): their lines interleave. */
+  readonly sharedSink: boolean
 }>() {}
+
+const sameFile = (a: number, b: number): boolean => {
+  try {
+    const [x, y] = [fstatSync(a), fstatSync(b)]
+    return x.dev === y.dev && x.ino === y.ino
+  } catch {
+    return false
+  }
+}
 
 const errorText = (error: unknown): string => error instanceof Error ? error.message : String(error)
 
@@ -62,7 +74,8 @@ const makeStdio = (): Stdio["Type"] => ({
     catch: (error) => new UsageError({ message: `cannot read our stdin: ${errorText(error)}`, command: "run" })
   }),
   stdoutIsTerminal: process.stdout.isTTY === true && process.env["NO_COLOR"] === undefined,
-  stdinKind: process.stdin.isTTY === true ? "terminal" : "stream"
+  stdinKind: process.stdin.isTTY === true ? "terminal" : "stream",
+  sharedSink: sameFile(1, 2)
 })
 
 /** The bytes of `--stdin-file`: none, our own stdin ("-"), or a file. */

@@ -106,10 +106,35 @@ const CliJsonDropped = Schema.Struct({ chunks: Count, bytes: Count })
  * prints live: up to the cap, half of it with `--keep both`, none with `--keep tail`), last `exit`: the `--json`
  * object plus `dropped`.
  */
+/**
+ * A run that did not happen or did not end normally (command not found, a cwd that is not there, the sandbox not
+ * available, a fleet failure), as `--json` prints it instead of the result and `--jsonl` as its last event: the
+ * error's tag, its `reason` when it has one, the same message stderr gets, and our exit code.
+ */
+export const CliJsonError = Schema.Struct({
+  error: Schema.Struct({
+    _tag: Schema.String,
+    reason: Schema.NullOr(Schema.String),
+    message: Schema.String
+  }),
+  exitCode: Schema.Int
+})
+export type CliJsonError = typeof CliJsonError.Type
+
+/** The `--json` object of a failure (see `CliJsonError`). */
+export const toJsonError = (
+  error: { readonly _tag: string; readonly message: string; readonly reason?: unknown },
+  exitCode: number
+): CliJsonError => ({
+  error: { _tag: error._tag, reason: typeof error.reason === "string" ? error.reason : null, message: error.message },
+  exitCode
+})
+
 export const CliJsonlEvent = Schema.Union(
   Schema.Struct({ event: Schema.Literal("started"), runId: Schema.String, pid: Schema.Int }),
   Schema.Struct({ event: Schema.Literal("stdout", "stderr"), data: Schema.String, encoding: OutputEncoding }),
-  Schema.Struct({ event: Schema.Literal("exit"), ...CliJsonResult.fields, dropped: CliJsonDropped })
+  Schema.Struct({ event: Schema.Literal("exit"), ...CliJsonResult.fields, dropped: CliJsonDropped }),
+  Schema.Struct({ event: Schema.Literal("error"), ...CliJsonError.fields })
 )
 export type CliJsonlEvent = typeof CliJsonlEvent.Type
 

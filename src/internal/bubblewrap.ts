@@ -158,7 +158,8 @@ export const wrap = (
 
 const installFix =
   "Install bubblewrap (`apt-get install -y bubblewrap`, `dnf install bubblewrap`, `apk add bubblewrap`) or pass " +
-  "its location as `bwrapPath`; or run without a sandbox."
+  "put it on PATH (the CLI finds it there; the library also takes its location as `bwrapPath`); or run without " +
+  "a sandbox."
 
 const namespaceFix =
   "Allow user namespaces: `sysctl -w kernel.unprivileged_userns_clone=1` (Debian/Ubuntu kernels), " +

@@ -29,7 +29,12 @@ export const cwdStatFailure = (command: PreparedCommand, error: unknown): SpawnE
     : code === "EACCES"
     ? "PermissionDenied"
     : "Unknown"
-  return spawnError(command, reason, `cannot use cwd ${command.cwd}: ${String(error)}`)
+  const why = reason === "CwdNotFound"
+    ? "no such directory"
+    : reason === "PermissionDenied"
+    ? "permission denied"
+    : code ?? (error instanceof Error ? error.message : String(error))
+  return spawnError(command, reason, `cannot use cwd ${command.cwd}: ${why}`)
 }
 
 /** The error for a cwd that exists but is not a directory. */

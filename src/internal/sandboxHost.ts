@@ -75,7 +75,8 @@ export const resolveSandboxHost = (
           ? "bubblewrap was not found: no `bwrap` on PATH."
           : `bubblewrap was not found: ${paths.bwrapPath} is not an executable file.`,
         "Install bubblewrap (`apt-get install -y bubblewrap`, `dnf install bubblewrap`, `apk add bubblewrap`) or " +
-          "pass its absolute path as `bwrapPath`; or run without a sandbox."
+          "put it on PATH (the CLI finds it there; the library also takes its absolute path as `bwrapPath`); or run " +
+          "without a sandbox."
       ))
     }
     const setpriv = yield* locate("setpriv", paths.setprivPath)
@@ -83,14 +84,14 @@ export const resolveSandboxHost = (
       return yield* Effect.fail(unavailable(
         "setpriv (util-linux) was not found; the sandbox needs it to run the program as an unprivileged user (as " +
           "root) and to make the run die with this process.",
-        "Install util-linux (`apt-get install -y util-linux`) or pass its absolute path as `setprivPath`."
+        "Install util-linux (`apt-get install -y util-linux`) and put it on PATH (or give the library its absolute path as `setprivPath`)."
       ))
     }
     const flock = yield* locate("flock", paths.flockPath)
     if (flock === undefined) {
       return yield* Effect.fail(unavailable(
         "flock (util-linux) was not found; each sandboxed run holds its workspace's lock with it.",
-        "Install util-linux (`apt-get install -y util-linux`) or pass its absolute path as `flockPath`."
+        "Install util-linux (`apt-get install -y util-linux`) and put it on PATH (or give the library its absolute path as `flockPath`)."
       ))
     }
     const prlimit = yield* locate("prlimit", paths.prlimitPath)
@@ -98,7 +99,7 @@ export const resolveSandboxHost = (
     if (hasLimits(policy) && !visible) {
       return yield* Effect.fail(unavailable(
         `prlimit ${prlimit === undefined ? "was not found" : `at ${prlimit} is not under a system directory bound into the sandboxes (${systemDirs.join(", ")})`}; resource limits need it.`,
-        "Install util-linux (`apt-get install -y util-linux`) or pass its absolute path as `prlimitPath`."
+        "Install util-linux (`apt-get install -y util-linux`) and put it on PATH (or give the library its absolute path as `prlimitPath`)."
       ))
     }
     const arch = hostSeccompArch()

@@ -82,7 +82,8 @@ const cli = (args: ReadonlyArray<string>, stdin: string = "") =>
       stderr: record("stderr", err),
       stdin: Effect.succeed(encoder.encode(stdin)),
       stdoutIsTerminal: false,
-      stdinKind: "recorded"
+      stdinKind: "recorded",
+      sharedSink: false
     })
     const code = yield* Cli.main(args).pipe(Effect.provide([stdio, NodeContext.layer]))
     const stdout = concat(out)
@@ -298,7 +299,8 @@ describe("native-runner (in-process main)", () => {
     Effect.gen(function*() {
       const ran = yield* cli(["run", "--max-stderr", "10", "--", "sh", "-c", "printf out; head -c 100 /dev/zero >&2"])
       expect([ran.code, ran.out]).toStrictEqual([0, "out"])
-      expect(ran.err).toBe("\0".repeat(10) + "native-runner: stderr truncated at 10 of 100 bytes\n")
+      // The notice starts on its own line after the command's partial last line.
+      expect(ran.err).toBe("\0".repeat(10) + "\nnative-runner: stderr truncated at 10 of 100 bytes\n")
     }))
 
   it.live("live output: the first line is printed while the command is still running", () =>
@@ -327,7 +329,7 @@ describe("native-runner (in-process main)", () => {
       const tail = yield* cli(["run", "--keep", "tail", ...caps, "--", "sh", "-c", script])
       expect([tail.code, tail.out]).toStrictEqual([0, "efghij"])
       expect(tail.err).toBe(
-        "GHIJnative-runner: stdout: the first 14 of 20 bytes omitted\n" +
+        "GHIJ\nnative-runner: stdout: the first 14 of 20 bytes omitted\n" +
           "native-runner: stderr: the first 6 of 10 bytes omitted\n"
       )
       // Which bytes are the last ones is known only once the run is over.
@@ -335,7 +337,7 @@ describe("native-runner (in-process main)", () => {
       const both = yield* cli(["run", "--keep", "both", ...caps, "--", "sh", "-c", script])
       expect([both.code, both.out]).toStrictEqual([0, "012hij"])
       expect(both.err).toBe(
-        "ABIJnative-runner: stdout: 14 bytes omitted after byte 3\nnative-runner: stderr: 6 bytes omitted after byte 2\n"
+        "ABIJ\nnative-runner: stdout: 14 bytes omitted after byte 3\nnative-runner: stderr: 6 bytes omitted after byte 2\n"
       )
       expect(both.writes.filter((w) => w.stream === "stdout").map((w) => w.text)).toStrictEqual(["012", "hij"])
       expect(writtenAt(both, "stdout", "hij") - writtenAt(both, "stdout", "012")).toBeGreaterThan(500)
@@ -373,7 +375,8 @@ describe("native-runner (in-process main)", () => {
         return path.join(dir, file ?? "")
       })
       expect(lines(ran.err)).toStrictEqual([
-        "oopsnative-runner: stdout truncated at 100 of 8893 bytes",
+        "oops",
+        "native-runner: stdout truncated at 100 of 8893 bytes",
         `native-runner: stdout written to ${stdoutFile}`,
         `native-runner: stderr written to ${stderrFile}`
       ])
@@ -515,7 +518,8 @@ describe("native-runner (in-process main)", () => {
       expect(root.out).toMatch(/- run .*<command>/)
       expect(root.out).toMatch(/- doctor /)
       const version = yield* cli(["--version"])
-      expect([version.code, version.out.trim()]).toStrictEqual([0, Cli.VERSION])
+      // One line: the version, no blank line after it.
+      expect([version.code, version.out]).toStrictEqual([0, `${Cli.VERSION}\n`])
     }))
 
   it.live("fleet init DIR: the fleet's five files 0600 in a 0700 directory, its path printed; a second init is refused (125)", () =>
@@ -795,8 +799,8 @@ describe.concurrent("native-runner bin (node dist/bin.js, the bundle)", () => {
       expect(result.exitCode).toBe(125)
       expect(lines(result.err)).toStrictEqual([
         "native-runner: bubblewrap was not found: no `bwrap` on PATH. Fix: Install " +
-        "bubblewrap (`apt-get install -y bubblewrap`, `dnf install bubblewrap`, `apk add bubblewrap`) or pass its " +
-        "absolute path as `bwrapPath`; or run without a sandbox."
+        "bubblewrap (`apt-get install -y bubblewrap`, `dnf install bubblewrap`, `apk add bubblewrap`) or put it on " +
+        "PATH (the CLI finds it there; the library also takes its absolute path as `bwrapPath`); or run without a sandbox."
       ])
       expect(existsSync(marker)).toBe(false)
     }))
@@ -818,6 +822,40 @@ describe.concurrent("native-runner bin (node dist/bin.js, the bundle)", () => {
         127,
         "native-runner: command not found: no-such-command-for-native-runner\n"
       ])
+    }))
+
+  it.live("--json and --jsonl print one JSON object for a run that could not start too (command not found, no cwd)", () =>
+    Effect.gen(function*() {
+      const decodeError = Schema.decodeUnknownSync(Schema.parseJson(Cli.CliJsonError), { onExcessProperty: "error" })
+      const missing = yield* bin(["run", "--json", "--", "no-such-command-for-native-runner"])
+      expect(missing.exitCode).toBe(127)
+      expect(decodeError(missing.out)).toStrictEqual({
+        error: { _tag: "SpawnError", reason: "NotFound", message: "command not found: no-such-command-for-native-runner" },
+        exitCode: 127
+      })
+      expect(lines(missing.err)).toStrictEqual(["native-runner: command not found: no-such-command-for-native-runner"])
+      const noCwd = yield* bin(["run", "--json", "--cwd", "/nonexistent/native-runner", "--", "true"])
+      expect([noCwd.exitCode, decodeError(noCwd.out)]).toStrictEqual([2, {
+        error: { _tag: "SpawnError", reason: "CwdNotFound", message: "cannot use cwd /nonexistent/native-runner: no such directory" },
+        exitCode: 2
+      }])
+      const jsonl = yield* bin(["run", "--jsonl", "--", "no-such-command-for-native-runner"])
+      expect(lines(jsonl.out).map((line) => decodeJsonl(line))).toStrictEqual([{
+        event: "error",
+        error: { _tag: "SpawnError", reason: "NotFound", message: "command not found: no-such-command-for-native-runner" },
+        exitCode: 127
+      }])
+    }))
+
+  it.live("a notice after a partial last line starts on its own line when stdout and stderr share a file (2>&1)", () =>
+    Effect.gen(function*() {
+      const shared = yield* NativeRunner.exec({
+        argv: ["sh", "-c", `"$0" "$1" run --max-stdout 3 -- printf 123456 2>&1`, process.execPath, BIN]
+      }).pipe(Effect.provide(NativeRunner.layerNode()))
+      expect(decoder.decode(shared.stdout)).toBe("123\nnative-runner: stdout truncated at 3 of 6 bytes\n")
+      // Apart (stdout to a file or pipe of its own), stderr gets no stray newline.
+      const apart = yield* bin(["run", "--max-stdout", "3", "--", "printf", "123456"])
+      expect([apart.out, apart.err]).toStrictEqual(["123", "native-runner: stdout truncated at 3 of 6 bytes\n"])
     }))
 
   it.live("--stdin-file - feeds our own stdin", () =>

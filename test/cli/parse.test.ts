@@ -184,7 +184,8 @@ const mainOf = (args: ReadonlyArray<string>) =>
       stderr: (data) => Effect.sync(() => void err.push(typeof data === "string" ? data : new TextDecoder().decode(data))),
       stdin: Effect.succeed(new Uint8Array()),
       stdoutIsTerminal: false,
-      stdinKind: "recorded"
+      stdinKind: "recorded",
+      sharedSink: false
     })
     const code = yield* Cli.main(args).pipe(Effect.provide([stdio, NodeContext.layer]))
     return { code, err: err.join("").split("\n").filter((line) => line !== "") }

@@ -51,5 +51,17 @@ export type FleetError = internal.FleetError
 export const WorkspaceError: typeof internal.WorkspaceError = internal.WorkspaceError
 export type WorkspaceError = internal.WorkspaceError
 
-/** Every typed failure of `NativeRunner.exec`. */
+/**
+ * A Promise runner's exec (`NativeRunner.toPromiseRunner`) that was stopped before it finished: `Aborted` (its
+ * `signal` fired) or `Disposed` (the runner was disposed, by `dispose()` or by the host's SIGTERM, SIGINT or SIGHUP,
+ * or the exec came after that). Its process tree was killed before the promise rejected. The Effect API never fails
+ * with it: there, the same thing is an interruption.
+ */
+export const ExecInterrupted: typeof internal.ExecInterrupted = internal.ExecInterrupted
+export type ExecInterrupted = internal.ExecInterrupted
+
+/**
+ * Every typed failure of `NativeRunner.exec`. `FleetError` is among them because a fleet client
+ * (`effect-native-runner/cluster`) provides the same service; a local layer never fails with it.
+ */
 export type NativeRunnerError = InvalidInput | SpawnError | SandboxUnavailable | FleetError

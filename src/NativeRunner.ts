@@ -206,7 +206,7 @@ export const layer = (
 export const layerNode = (options: Options = {}): Layer.Layer<NativeRunner, NativeRunnerError> =>
   Layer.scoped(NativeRunner, makeNode(options))
 
-export type { PromiseRunner, PromiseRunnerOptions } from "./internal/promiseRunner.js"
+export type { PromiseExecInput, PromiseExecOptions, PromiseRunner, PromiseRunnerOptions } from "./internal/promiseRunner.js"
 
 /**
  * Bridges a runner layer to the seed's Promise `NativeRunner`. By default it also kills running commands when the

@@ -47,6 +47,23 @@ const filesUnder = (dir: string): Array<string> =>
 
 let tarball = ""
 
+/** The README's TypeScript examples, each with the heading of the section it is in. */
+const readmeBlocks = () => {
+  const readme = readFileSync(path.join(ROOT, "README.md"), "utf8")
+  const blocks: Array<{ readonly section: string; readonly code: string }> = []
+  let heading = ""
+  for (const part of readme.split(/^(## .*)$/m)) {
+    if (part.startsWith("## ")) heading = part
+    else for (const match of part.matchAll(/```ts\n([\s\S]*?)```/g)) blocks.push({ section: heading, code: match[1]! })
+  }
+  return blocks
+}
+const section = (blocks: ReturnType<typeof readmeBlocks>, heading: string, index: number) => {
+  const code = blocks.filter((b) => b.section === heading)[index]?.code
+  if (code === undefined) throw new Error(`no TypeScript example ${index} under ${heading} in README.md`)
+  return code
+}
+
 beforeAll(() => {
   // The checkout's files as git would give them to a packer, with its node_modules for the build.
   mkdirSync(checkout)
@@ -106,7 +123,7 @@ describe("a fresh app with `npm install effect-native-runner effect`", () => {
     expect(existsSync(path.join(app, "node_modules/@effect/platform/package.json"))).toBe(true)
   })
 
-  it("type-checks and runs the README's Effect and Promise examples", () => {
+  it("type-checks the README's Effect, live-output and Promise examples as they are written, and runs two of them", () => {
     mkdirSync(path.join(app, "src"), { recursive: true })
     writeFileSync(path.join(app, "tsconfig.json"), JSON.stringify({
       compilerOptions: {
@@ -120,35 +137,24 @@ describe("a fresh app with `npm install effect-native-runner effect`", () => {
       },
       include: ["src"]
     }))
-    writeFileSync(path.join(app, "src", "main.ts"), `
-import { Effect } from "effect"
-import { NativeRunner } from "effect-native-runner"
-
-const program = Effect.gen(function*() {
-  const result = yield* NativeRunner.exec({ argv: ["echo", "from effect"], timeout: "10 seconds" })
-  return new TextDecoder().decode(result.stdout)
-})
-
-console.log((await Effect.runPromise(program.pipe(Effect.provide(NativeRunner.layerNode({ maxStdoutBytes: 64 * 1024 }))))).trim())
-
-const runner = NativeRunner.toPromiseRunner(NativeRunner.layerNode())
-const { exitCode, stdout } = await runner.exec({ argv: ["echo", "from promise"], limits: { timeoutMs: 5000 } })
-await runner.dispose()
-console.log(exitCode, new TextDecoder().decode(stdout).trim())
-`)
+    const blocks = readmeBlocks()
+    const [effect, live, promise] = [section(blocks, "## Effect", 0), section(blocks, "## Effect", 1), section(blocks, "## Promise", 0)]
+    // Each as a module of its own (`export {}`: top-level await in the Promise one).
+    writeFileSync(path.join(app, "src", "effect.ts"), effect + "\nexport {}\n")
+    writeFileSync(path.join(app, "src", "live.ts"), live + "\nexport {}\n")
+    writeFileSync(path.join(app, "src", "promise.ts"), promise + "\nexport {}\n")
     const tsc = spawnSync(path.join(app, "node_modules", ".bin", "tsc"), ["-p", "tsconfig.json"], { cwd: app, encoding: "utf8", timeout: 120_000 })
     expect(tsc.stdout + tsc.stderr).toBe("")
     expect(tsc.status).toBe(0)
-    const ran = spawnSync(process.execPath, [path.join(app, "out", "main.js")], { cwd: app, encoding: "utf8", timeout: 60_000 })
-    expect([ran.status, ran.stdout, ran.stderr]).toEqual([0, "from effect\n0 from promise\n", ""])
+    for (const example of ["effect.js", "promise.js"]) {
+      const ran = spawnSync(process.execPath, [path.join(app, "out", example)], { cwd: app, encoding: "utf8", timeout: 60_000 })
+      expect([example, ran.status, ran.stderr]).toEqual([example, 0, ""])
+    }
   }, 180_000)
 
   it("runs the README's test-layer tests under vitest", () => {
     mkdirSync(path.join(app, "test"), { recursive: true })
-    const readme = readFileSync(path.join(ROOT, "README.md"), "utf8")
-    const section = readme.slice(readme.indexOf("## Testing code that runs commands"))
-    const example = /```ts\n([\s\S]*?)```/.exec(section)![1]!
-    writeFileSync(path.join(app, "test", "branch.test.ts"), example)
+    writeFileSync(path.join(app, "test", "branch.test.ts"), section(readmeBlocks(), "## Testing code that runs commands", 0))
     const ran = spawnSync(path.join(app, "node_modules", ".bin", "vitest"), ["run", "--reporter=verbose"], { cwd: app, encoding: "utf8", timeout: 120_000 })
     expect(ran.stdout).toMatch(/2 passed/)
     expect(ran.status).toBe(0)

@@ -54,3 +54,11 @@ export class WorkspaceError extends Schema.TaggedError<WorkspaceError>("effect-n
     message: Schema.String
   }
 ) {}
+
+export class ExecInterrupted extends Schema.TaggedError<ExecInterrupted>("effect-native-runner/ExecInterrupted")(
+  "ExecInterrupted",
+  {
+    reason: Schema.Literal("Aborted", "Disposed"),
+    message: Schema.String
+  }
+) {}

@@ -13,6 +13,7 @@ import * as ManagedRuntime from "effect/ManagedRuntime"
 import type { NativeRunnerError } from "../Errors.js"
 import type { ExecInput, ExecResult } from "../Exec.js"
 import type * as Types from "../types.js"
+import { ExecInterrupted } from "./errors.js"
 
 /** Options of `toPromiseRunner`. */
 export interface PromiseRunnerOptions {
@@ -23,10 +24,29 @@ export interface PromiseRunnerOptions {
   readonly cleanup?: boolean | undefined
 }
 
+/**
+ * What a Promise runner's `exec` takes: the whole input of the Effect API (the seed's `NativeExecInput` and more:
+ * `timeout`, `killGrace` and `idleTimeout` as any `Duration.DurationInput`, `"10 seconds"` included, `keep`, `spill`).
+ */
+export type PromiseExecInput = ExecInput
+
+/** Per-call options of a Promise runner's `exec`. */
+export interface PromiseExecOptions {
+  /**
+   * Aborting it stops the run as an interruption does: TERM to the process tree, KILL after the kill grace; the
+   * promise rejects with `ExecInterrupted` (`reason: "Aborted"`) once the tree is gone. An aborted signal spawns
+   * nothing.
+   */
+  readonly signal?: AbortSignal | undefined
+}
+
 /** A Promise runner backed by a layer, for code outside Effect. Call `dispose` to release the layer. */
 export interface PromiseRunner extends Types.NativeRunner {
-  /** Runs one command; rejects with the typed error (`InvalidInput`, `SpawnError`, ...) on failure. */
-  readonly exec: (input: Types.NativeExecInput) => Promise<ExecResult>
+  /**
+   * Runs one command. Rejects with the typed error (`InvalidInput`, `SpawnError`, `SandboxUnavailable`) on failure,
+   * and with `ExecInterrupted` when it was aborted or the runner disposed.
+   */
+  readonly exec: (input: PromiseExecInput, options?: PromiseExecOptions) => Promise<ExecResult>
   /** Interrupts execs still running, resolving once their process trees are gone, then releases the layer. */
   readonly dispose: () => Promise<void>
 }
@@ -63,14 +83,26 @@ export const toPromiseRunner = <R, E>(
     process.once("beforeExit", onBeforeExit)
   }
 
+  const disposed = () => new ExecInterrupted({ reason: "Disposed", message: "the runner was disposed; the run was stopped" })
+  const aborted = () => new ExecInterrupted({ reason: "Aborted", message: "the exec's signal was aborted; the run was stopped" })
   return {
-    exec: (input) => {
-      if (disposing !== undefined) return Promise.reject(new Error("the runner was disposed"))
+    exec: (input, execOptions = {}) => {
+      const signal = execOptions.signal
+      if (disposing !== undefined) return Promise.reject(disposed())
+      if (signal?.aborted === true) return Promise.reject(aborted())
       const fiber = runtime.runFork(exec(input))
       running.add(fiber)
+      let abortedHere = false
+      const onAbort = () => {
+        abortedHere = true
+        fiber.unsafeInterruptAsFork(fiber.id())
+      }
+      signal?.addEventListener("abort", onAbort, { once: true })
       return Effect.runPromise(Fiber.await(fiber)).then((exit) => {
         running.delete(fiber)
+        signal?.removeEventListener("abort", onAbort)
         if (Exit.isSuccess(exit)) return exit.value
+        if (Cause.isInterruptedOnly(exit.cause)) throw abortedHere ? aborted() : disposed()
         throw Cause.squash(exit.cause)
       })
     },

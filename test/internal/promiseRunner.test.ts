@@ -4,6 +4,7 @@ import * as Effect from "effect/Effect"
 import { spawn } from "node:child_process"
 import { randomInt } from "node:crypto"
 import * as path from "node:path"
+import * as Errors from "../../src/Errors.js"
 import * as NativeRunner from "../../src/NativeRunner.js"
 import { hostProcesses, waitUntil } from "../helpers/escape.js"
 
@@ -102,5 +103,57 @@ describe("toPromiseRunner cleanup", () => {
       expect(settled).toBe("rejected")
       const after = yield* Effect.promise(() => runner.exec({ argv: ["true"] }).then(() => "ran", () => "refused"))
       expect(after).toBe("refused")
+    }), 30_000)
+})
+
+describe("toPromiseRunner exec", () => {
+  it.live("takes the Effect API's whole input: Duration strings, keep, idleTimeout (typed, and used at run time)", () =>
+    Effect.gen(function*() {
+      const runner = NativeRunner.toPromiseRunner(NativeRunner.layerNode(), { cleanup: false })
+      const input: NativeRunner.PromiseExecInput = {
+        argv: ["sh", "-c", "printf 0123456789; sleep 5"],
+        timeout: "300 millis",
+        killGrace: "100 millis",
+        keep: "tail",
+        limits: { maxStdoutBytes: 4 }
+      }
+      const result = yield* Effect.promise(() => runner.exec(input).finally(() => runner.dispose()))
+      expect([result.exitCode, result.timedOut, new TextDecoder().decode(result.stdout)]).toStrictEqual([124, true, "6789"])
+    }), 30_000)
+
+  it.live("exec(input, { signal }): aborting kills the tree, then rejects with ExecInterrupted Aborted; an aborted signal spawns nothing", () =>
+    Effect.gen(function*() {
+      const marker = newMarker()
+      const runner = NativeRunner.toPromiseRunner(NativeRunner.layerNode(), { cleanup: false })
+      yield* Effect.addFinalizer(() => Effect.promise(() => runner.dispose()))
+      const controller = new AbortController()
+      const pending = runner.exec({ argv: ["sleep", marker] }, { signal: controller.signal }).then(
+        () => "resolved",
+        (error: unknown) => error
+      )
+      expect(yield* waitUntil(() => running(marker).length === 1, 5_000)).toBe(true)
+      controller.abort()
+      const error = yield* Effect.promise(() => pending)
+      expect(error).toBeInstanceOf(Errors.ExecInterrupted)
+      expect(error).toMatchObject({ _tag: "ExecInterrupted", reason: "Aborted" })
+      // Rejected only once the tree was gone.
+      expect(running(marker)).toStrictEqual([])
+      const again = yield* Effect.promise(() => runner.exec({ argv: ["sleep", marker] }, { signal: controller.signal }).catch((e: unknown) => e))
+      expect(again).toMatchObject({ _tag: "ExecInterrupted", reason: "Aborted" })
+      expect(running(marker)).toStrictEqual([])
+    }).pipe(Effect.scoped), 30_000)
+
+  it.live("dispose() with a run in flight, and an exec after it: both reject with ExecInterrupted Disposed", () =>
+    Effect.gen(function*() {
+      const marker = newMarker()
+      const runner = NativeRunner.toPromiseRunner(NativeRunner.layerNode(), { cleanup: false })
+      const pending = runner.exec({ argv: ["sleep", marker] }).catch((error: unknown) => error)
+      expect(yield* waitUntil(() => running(marker).length === 1, 5_000)).toBe(true)
+      yield* Effect.promise(() => runner.dispose())
+      expect(yield* Effect.promise(() => pending)).toMatchObject({ _tag: "ExecInterrupted", reason: "Disposed" })
+      expect(running(marker)).toStrictEqual([])
+      const after = yield* Effect.promise(() => runner.exec({ argv: ["true"] }).catch((error: unknown) => error))
+      expect(after).toBeInstanceOf(Errors.ExecInterrupted)
+      expect(after).toMatchObject({ reason: "Disposed" })
     }), 30_000)
 })

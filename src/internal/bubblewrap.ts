@@ -124,7 +124,12 @@ export const wrap = (
     ? relativeInside(policy.workspace, command.cwd)
     : undefined
   if (relativeCwd === undefined) {
-    issues.push({ path: "cwd", message: `must be inside the sandbox workspace ${policy.workspace}` })
+    // The cwd is a host path; one given as the program sees it (under /workspace) gets the host path it means.
+    const seen = path.posix.isAbsolute(command.cwd) ? relativeInside(workspaceMount, command.cwd) : undefined
+    const hint = seen === undefined || !path.posix.isAbsolute(policy.workspace)
+      ? ""
+      : ` (cwd is a host path: for ${command.cwd} inside the sandbox, use ${path.posix.join(policy.workspace, seen)})`
+    issues.push({ path: "cwd", message: `must be inside the sandbox workspace ${policy.workspace}${hint}` })
   }
   if (issues.length > 0 || relativeCwd === undefined) {
     return Either.left(

@@ -671,6 +671,11 @@ describe.runIf(sandboxUsable || inCI)("native-runner run --sandbox bwrap (in-pro
         `native-runner: Cannot sandbox the command: cwd must be inside the sandbox workspace ${ws}`,
         Cli.usageHint("run")
       ])
+      // A cwd as the program sees it is not taken as one (it is a host path), but the error says which host path.
+      const seen = yield* cli(["run", "--sandbox", "bwrap", "--workspace", ws, "--cwd", "/workspace/sub", "--", "true"])
+      expect([seen.code, lines(seen.err)[0]]).toStrictEqual([2,
+        `native-runner: Cannot sandbox the command: cwd must be inside the sandbox workspace ${ws} ` +
+        `(cwd is a host path: for /workspace/sub inside the sandbox, use ${ws}/sub)`])
     }))
 
   it.live("limits apply inside the sandbox too: --max-file-size stops the write, with the notice", () =>

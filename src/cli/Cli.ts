@@ -26,6 +26,7 @@ import { commandOf, errorLines, exitCodeOf, helpDocLine, UsageError, usageHint }
 import { checkAuditLog, checkSpillDir, readStdinFile, Stdio } from "./io.js"
 import { doctorConfig, examples, type RunConfig, runConfig } from "./options.js"
 import { fleetCommand } from "./fleetCommand.js"
+import { commandAt, renderHelp } from "./help.js"
 import { workerCommand } from "./workerCommand.js"
 import { workspaceCommand } from "./workspaceCommand.js"
 import { afterLive, droppedNotice, liveEvents, notices, toJsonError, toJsonlEvent, toJsonResult } from "./render.js"
@@ -259,7 +260,7 @@ export const runCommand = Command.make("run", runConfig, runHandler).pipe(
       ["native-runner run --jsonl -- make", "one JSON object per event: started, stdout, stderr, exit"],
       ["native-runner run --max-stdout 64KiB --json -- cat big.bin", "one JSON object; binary output as base64"],
       ["native-runner run --env MODE=ci --inherit-env none --cwd /tmp -- env", "only MODE=ci in the environment"],
-      ["git diff | native-runner run --stdin-file - -- wc -l", "feed our stdin to the command"],
+      ["git diff | native-runner run -- wc -l", "our stdin reaches the command as it arrives (--stdin none: EOF)"],
       ["native-runner run --audit-log runs.jsonl -- make test", "append an audit line per run"],
       ["native-runner run --sandbox bwrap --workspace . -- make test", "no network; writes only to /workspace, /tmp"],
       ["native-runner run --max-file-size 100MiB --max-procs 256 -- ./build.sh", "resource limits, no sandbox"]
@@ -322,6 +323,38 @@ const cliConsole = <A, E, R>(self: Effect.Effect<A, E, R | Stdio>) =>
     ))
 
 /**
+ * Our own `--help` (`-h`) for the command the arguments before it name (`fleet init --help`); undefined when help
+ * was not asked for (after `--`, `--help` is the command's).
+ */
+const helpFor = (args: ReadonlyArray<string>): string | undefined => {
+  const ours = args.includes("--") ? args.slice(0, args.indexOf("--")) : args
+  const asked = ours.findIndex((arg) => arg === "--help" || arg === "-h")
+  if (asked < 0) return undefined
+  const path: Array<string> = []
+  for (const arg of ours.slice(0, asked)) {
+    if (arg.startsWith("-")) break
+    if (commandAt(rootCommand, [...path, arg]) === undefined) break
+    path.push(arg)
+  }
+  const at = commandAt(rootCommand, path)
+  return at === undefined ? undefined : renderHelp(at, ["native-runner", ...path], VERSION, SUMMARIES)
+}
+
+/** Each command's line in its parent's list of commands. */
+const SUMMARIES: Readonly<Record<string, string>> = {
+  run: "Runs one command with hard limits, optionally sandboxed or on a fleet.",
+  worker: "Serves a fleet: runs the commands its clients send, over mutual TLS.",
+  fleet: "Sets up a fleet's trust: its CA, certificates and tenants.",
+  "fleet init": "Makes a fleet directory: a CA, a member certificate and key.",
+  "fleet tenant": "Registers a tenant and writes its credentials file.",
+  "fleet revoke": "Revokes a tenant's credential.",
+  workspace: "Prepares sandbox workspaces (the runner never chowns for a run).",
+  "workspace adopt": "Gives an existing tree to the sandbox user, once.",
+  "workspace new": "Creates a fresh workspace owned by the sandbox user.",
+  doctor: "Reports what this host supports, and whether the sandbox works."
+}
+
+/**
  * Runs the CLI on `args` (without `node` and the script) and returns the exit code; everything printed goes to
  * `Stdio`. Bad usage is exit 2 with one line and a usage hint; nothing is spawned.
  *
@@ -334,6 +367,11 @@ export const main = (args: ReadonlyArray<string>): Effect.Effect<number, never, 
     if (args.length === 0) {
       yield* io.stderr(`${usageHint("native-runner")}\n`)
       return 2
+    }
+    const help = helpFor(args)
+    if (help !== undefined) {
+      yield* io.stdout(help)
+      return 0
     }
     const exitCode = yield* Ref.make(0)
     const outcome = yield* cli(["node", "native-runner", ...args]).pipe(

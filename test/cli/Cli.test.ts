@@ -503,20 +503,37 @@ describe("native-runner (in-process main)", () => {
       expect(lines(readFileSync(shared, "utf8"))).toHaveLength(1)
     }))
 
-  it.live("--help for every command, with examples and no ANSI styles when not a terminal", () =>
+  it.live("--help for every command reads like timeout --help: each option with its own description, 80 columns, examples", () =>
     Effect.gen(function*() {
       const run = yield* cli(["run", "--help"])
       expect(run.code).toBe(0)
-      expect(run.out).toContain("EXAMPLES")
-      expect(run.out).toContain("$ native-runner run -- sh -c 'echo hi'")
-      for (const name of Cli.RUN_OPTION_NAMES) expect(run.out).toContain(name)
+      expect(run.out.split("\n")[0]).toBe("Usage: native-runner run [OPTION]... -- COMMAND [ARG]...")
+      expect(run.out).toContain("\nExamples:\n  native-runner run -- sh -c 'echo hi'\n")
+      // Every option of run, each on a line of its own followed by words of its own (none shares another's text).
+      const descriptions = Cli.RUN_OPTION_NAMES.map((name) => {
+        const at = run.out.split("\n").findIndex((line) => new RegExp(`^  ${name}( |$)`).test(line))
+        expect([name, at >= 0]).toStrictEqual([name, true])
+        return run.out.split("\n").slice(at, at + 2).join(" ").replace(/^\s*\S+( \S+)?\s+/, "").slice(0, 40)
+      })
+      expect(new Set(descriptions).size).toBe(descriptions.length)
+      expect(run.out).not.toContain("A user-defined piece of text")
+      expect(run.out).not.toContain("must be repeated")
       expect(run.out).not.toContain("\u001b[")
+      for (const args of [["--help"], ["run", "-h"], ["doctor", "--help"], ["fleet", "--help"], ["fleet", "init", "--help"],
+        ["fleet", "tenant", "--help"], ["workspace", "new", "--help"], ["worker", "--help"]]) {
+        const help = yield* cli(args)
+        expect([args, help.code, help.err]).toStrictEqual([args, 0, ""])
+        const wide = help.out.split("\n").filter((line) => line.length > 80 || / {3,}$/.test(line))
+        expect([args, wide]).toStrictEqual([args, []])
+      }
       const doctor = yield* cli(["doctor", "-h"])
-      expect([doctor.code, doctor.out.includes("$ native-runner doctor --sandbox bwrap")]).toStrictEqual([0, true])
+      expect([doctor.code, doctor.out.includes("\n  native-runner doctor --sandbox bwrap\n")]).toStrictEqual([0, true])
       const root = yield* cli(["--help"])
       expect(root.code).toBe(0)
-      expect(root.out).toMatch(/- run .*<command>/)
-      expect(root.out).toMatch(/- doctor /)
+      expect(root.out).toMatch(/^  run {2,}Runs one command/m)
+      expect(root.out).toMatch(/^  doctor {2,}/m)
+      // After --, --help is the command's.
+      expect((yield* cli(["run", "--", "printf", "%s\\n", "--help"])).out).toBe("--help\n")
       const version = yield* cli(["--version"])
       // One line: the version, no blank line after it.
       expect([version.code, version.out]).toStrictEqual([0, `${Cli.VERSION}\n`])
@@ -542,7 +559,7 @@ describe("native-runner (in-process main)", () => {
       expect(bad.err).toMatch(/not a host name or an IP address/)
       const help = yield* cli(["fleet", "init", "--help"])
       expect(help.code).toBe(0)
-      expect(help.out).toContain("$ native-runner fleet init")
+      expect(help.out).toContain("\n  native-runner fleet init /etc/native-runner/fleet\n")
     }))
 
   it.live("doctor: a table, exit 0 unless the requested sandbox is unusable", () =>

@@ -3,9 +3,9 @@
  * codes shells use, and `@effect/cli`'s help documents flattened to one line.
  */
 import type * as HelpDoc from "@effect/cli/HelpDoc"
-import type { Span } from "@effect/cli/HelpDoc/Span"
 import * as Data from "effect/Data"
 import type { NativeRunnerError, WorkspaceError } from "../Errors.js"
+import { spanText } from "./help.js"
 
 /** The command a usage hint is about. */
 export type CommandName = "run" | "worker" | "fleet" | "workspace" | "doctor" | "native-runner"
@@ -72,20 +72,6 @@ export const errorLines = (error: UsageError | NativeRunnerError | WorkspaceErro
     : error._tag === "SandboxUnavailable"
     ? [`native-runner: ${oneLine(error.message)} Fix: ${oneLine(error.fix)}`]
     : [`native-runner: ${error.message}`]
-
-const spanText = (span: Span): string => {
-  switch (span._tag) {
-    case "Text":
-    case "URI":
-      return span.value
-    case "Sequence":
-      return spanText(span.left) + spanText(span.right)
-    case "Highlight":
-    case "Strong":
-    case "Weak":
-      return spanText(span.value)
-  }
-}
 
 /** A `HelpDoc` (the text of a `ValidationError`) as one plain line. */
 export const helpDocLine = (doc: HelpDoc.HelpDoc): string => {

@@ -28,7 +28,8 @@ export const wrap = (text: string, width: number): Array<string> => {
   return lines
 }
 
-const spanText = (span: Span): string => {
+/** A span's plain text (its styles dropped). */
+export const spanText = (span: Span): string => {
   switch (span._tag) {
     case "Text":
     case "URI":

@@ -9,40 +9,25 @@
  * without a usable bwrap, they are not registered and the reason is printed.
  */
 import * as NodeContext from "@effect/platform-node/NodeContext"
-import { afterAll, describe, expect, it } from "@effect/vitest"
+import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
-import { execFileSync } from "node:child_process"
-import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs"
+import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs"
 import { createServer } from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
-import * as Bubblewrap from "../../src/Bubblewrap.js"
 import * as Cli from "../../src/cli/Cli.js"
 import * as NativeRunner from "../../src/NativeRunner.js"
+import { builtBin, sandboxPreflight } from "../helpers/bin.js"
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url))
-const tmp = mkdtempSync(path.join(os.tmpdir(), "native-runner-cli-"))
-// As root, the sandboxed program runs as 65534, which must be able to reach the workspaces made under here.
-chmodSync(tmp, 0o755)
-afterAll(() => rmSync(tmp, { recursive: true, force: true }))
-execFileSync(process.execPath, [path.join(ROOT, "bench", "build-bin.mjs"), "--outdir", path.join(tmp, "dist")])
-const BIN = path.join(tmp, "dist", "bin.js")
-
-// The check the live layer makes for `--sandbox bwrap`.
-const preflight = await Effect.runPromise(
-  Effect.either(Effect.flatMap(Bubblewrap.hostMasks(), (masks) => Bubblewrap.preflight({ masks })))
-)
-const inCI = process.env["CI"] === "true"
-const sandboxUsable = Either.isRight(preflight)
-if (Either.isLeft(preflight) && !inCI) {
-  console.warn(`CLI sandbox tests not run: ${preflight.left.message} Fix: ${preflight.left.fix}`)
-}
+const { tmp, bin: BIN } = builtBin("native-runner-cli-")
+const { usable: sandboxUsable, inCI, preflight } = await sandboxPreflight("CLI sandbox tests")
 
 const encoder = new TextEncoder()
 const decoder = new TextDecoder()

@@ -3,26 +3,16 @@
  * child reads it), never read whole first; `--stdin none` closes it; a sandboxed command gets a pipe of its own, never
  * our descriptor. Sandboxed cases use the real bubblewrap; in CI (CI=true) they must run.
  */
-import { afterAll, describe, expect, it } from "@effect/vitest"
+import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
-import * as Either from "effect/Either"
-import { execFileSync, spawn } from "node:child_process"
-import { chmodSync, chownSync, closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs"
-import { tmpdir } from "node:os"
+import { spawn } from "node:child_process"
+import { chmodSync, chownSync, closeSync, mkdtempSync, openSync, readFileSync, writeFileSync } from "node:fs"
 import * as path from "node:path"
-import * as Bubblewrap from "../../src/Bubblewrap.js"
+import { builtBin, sandboxPreflight } from "../helpers/bin.js"
 
-const ROOT = path.join(import.meta.dirname, "..", "..")
-const tmp = mkdtempSync(path.join(tmpdir(), "enr-cli-stdin-"))
-chmodSync(tmp, 0o755)
-afterAll(() => rmSync(tmp, { recursive: true, force: true }))
-execFileSync(process.execPath, [path.join(ROOT, "bench", "build-bin.mjs"), "--outdir", path.join(tmp, "dist")])
-const BIN = path.join(tmp, "dist", "bin.js")
-
-const preflight = await Effect.runPromise(
-  Effect.either(Effect.flatMap(Bubblewrap.hostMasks(), (masks) => Bubblewrap.preflight({ masks })))
-)
-const sandboxUsable = Either.isRight(preflight) || process.env["CI"] === "true"
+const { tmp, bin: BIN } = builtBin("enr-cli-stdin-")
+const { usable, inCI } = await sandboxPreflight("CLI stdin sandbox tests")
+const sandboxUsable = usable || inCI
 
 interface Cli {
   readonly child: ReturnType<typeof spawn>

@@ -11,7 +11,7 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Option from "effect/Option"
 import { MAX_BYTES_CAP, MAX_TIMEOUT_MS } from "../Exec.js"
-import { formatMillis, parseDuration, parseEnvPair, parseSandboxIdentity, parseSandboxUser, parseSize } from "./parse.js"
+import { formatMillis, parseDuration, parseEnvPair, parseSandboxIdentity, parseSize } from "./parse.js"
 
 export const checked = <A>(name: string, parse: (text: string) => Either.Either<A, string>) => (text: string) =>
   Either.match(parse(text), {

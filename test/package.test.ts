@@ -192,4 +192,15 @@ describe("a fresh app with `npm install effect-native-runner effect`", () => {
     expect(ran.status).not.toBe(0)
     expect(ran.stderr).toMatch(/Cannot find (package|module) '@effect\/(cluster|rpc|sql|sql-pg|platform-node)/)
   })
+
+  it("with the fleet's peers installed as the README says, effect-native-runner/cluster loads, on the same effect", () => {
+    const peers = ["@effect/cluster", "@effect/rpc", "@effect/sql", "@effect/sql-pg", "@effect/platform-node"]
+    npm(app, ["install", "--prefer-offline", ...peers.map((name) => `${name}@${manifest.peerDependencies[name]!}`)])
+    const ran = spawnSync(process.execPath, ["--input-type=module", "-e",
+      "const m = await import('effect-native-runner/cluster'); console.log(typeof m.NativeRunnerCluster.layerClient, typeof m.NativeRunnerCluster.layerWorker)"
+    ], { cwd: app, encoding: "utf8", timeout: 60_000 })
+    expect([ran.status, ran.stdout, ran.stderr]).toEqual([0, "function function\n", ""])
+    const effects = filesUnder(app).filter((f) => /(^|\/)node_modules\/effect\/package\.json$/.test(f))
+    expect(effects).toEqual(["node_modules/effect/package.json"])
+  }, 180_000)
 })

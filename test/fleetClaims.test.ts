@@ -26,7 +26,11 @@ type Claim = Store["claim"]
  * A whole fleet in this process whose worker's claim store is the in-memory one made over by `wrap` (which gets the
  * real one), and the worker's handlers made with `settings`.
  */
-const fleetWithStore = (wrap: (store: Store) => Store, settings: { readonly waitMarginMs?: number } = {}) => {
+const fleetWithStore = (
+  wrap: (store: Store) => Store,
+  settings: { readonly waitMarginMs?: number } = {},
+  client: NativeRunnerCluster.ClientOptions = {}
+) => {
   const memory = NativeRunnerCluster.layerClaimsMemory("test-claims")
   const wrapped = Layer.effect(ClaimStore, Effect.map(ClaimStore, (store) => ClaimStore.of(wrap(store)))).pipe(
     Layer.provide(memory)
@@ -43,7 +47,7 @@ const fleetWithStore = (wrap: (store: Store) => Store, settings: { readonly wait
   )
   // The store goes to the worker and the client, not to the cluster: an entity's handlers are built in the
   // context Sharding was built in, whose services win over the worker layer's own (@effect/cluster 0.60).
-  return NativeRunnerCluster.layerClientWith().pipe(Layer.provide(memory), Layer.provide(Layer.provideMerge(worker, cluster)))
+  return NativeRunnerCluster.layerClientWith(client).pipe(Layer.provide(memory), Layer.provide(Layer.provideMerge(worker, cluster)))
 }
 
 /** The same, with only `claim` replaced. */
@@ -128,7 +132,7 @@ describe("a run whose reply the cluster never delivers", () => {
   // @effect/cluster 0.60 force-interrupts a loaded worker's entities when its shard-lock refresh runs late, and a
   // request interrupted that way is never answered (a fleet test's HTTPS request hung 123 s). Here the first run's
   // handler stores its outcome and then never replies, which is what its caller sees in that case.
-  it.live("is answered from its stored outcome: the exec asks again with its request id, and the command ran once", () => {
+  it.live("is answered from its stored outcome, read from its claim: the command ran once", () => {
     let finishes = 0
     const layer = fleetWithStore((store) => ({
       ...store,
@@ -145,9 +149,29 @@ describe("a run whose reply the cluster never delivers", () => {
       const ran = yield* Effect.promise(() => import("node:fs/promises").then((fs) => fs.readFile(marker, "utf8").finally(() => fs.rm(marker, { force: true }))))
       expect(Exit.isSuccess(exit) ? [exit.value.exitCode, new TextDecoder().decode(exit.value.stdout)] : String(exit.cause)).toEqual([0, "out\n"])
       expect(ran).toBe("ran\n")
-      // The watch starts after 2 s and looks every second; the outcome is asked for 5 s after it is seen.
+      // The watch starts after 2 s and looks every second; the outcome is read 5 s after it is seen.
       expect(took).toBeGreaterThanOrEqual(RESCUE_GRACE_MS)
       expect(took).toBeLessThan(20_000)
+    }).pipe(Effect.provide(layer))
+  }, 40_000)
+
+  it.live("a run whose claim ended lost, under at-least-once: WorkerLost from the claim, and the command is not run again", () => {
+    // The run's claim is marked lost (as a force-interrupted run's is) and its reply never comes.
+    const layer = fleetWithStore((store) => ({
+      ...store,
+      finish: (key) => Effect.zipRight(store.markLost(key, store.workerId), Effect.never)
+    }), {}, { delivery: "at-least-once" })
+    return Effect.gen(function*() {
+      const marker = `/tmp/enr-rescue-lost-${process.pid}-${Date.now()}`
+      const exit = yield* Effect.exit(Effect.timeout(
+        NativeRunnerCluster.withRequestId("lost-reply-1", NativeRunner.exec({ argv: ["sh", "-c", `echo ran >> ${marker}`] })),
+        Duration.seconds(30)
+      ))
+      // Long enough for a re-sent request to have run it again (the old rescue re-sent, and at-least-once reran it).
+      yield* Effect.sleep(Duration.seconds(2))
+      const ran = yield* Effect.promise(() => import("node:fs/promises").then((fs) => fs.readFile(marker, "utf8").finally(() => fs.rm(marker, { force: true }))))
+      expect(Exit.isFailure(exit) ? JSON.stringify(exit.cause) : "success").toMatch(/"reason":"WorkerLost".*it was not run again/)
+      expect(ran).toBe("ran\n")
     }).pipe(Effect.provide(layer))
   }, 40_000)
 })

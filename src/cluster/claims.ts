@@ -9,6 +9,7 @@ import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 import * as Ref from "effect/Ref"
 import * as Schedule from "effect/Schedule"
 import * as Exit from "effect/Exit"
@@ -62,9 +63,12 @@ export class ClaimStore extends Context.Tag("effect-native-runner/cluster/ClaimS
  */
 export class ClaimReader extends Context.Tag("effect-native-runner/cluster/ClaimReader")<ClaimReader, {
   readonly settled: (requestId: string) => Effect.Effect<boolean, FleetError>
-  /** True once a claim exists and has an outcome: finished (done) or lost. False while it runs or before it exists. */
-  readonly finished: (requestId: string) => Effect.Effect<boolean, FleetError>
+  /** The claim's end once it has one: its stored outcome (done), or lost; None while it runs or before it exists. */
+  readonly ended: (requestId: string) => Effect.Effect<Option.Option<Ended>, FleetError>
 }>() {}
+
+/** How a claim ended: with its stored outcome, or lost on `workerId`. */
+export type Ended = { readonly _tag: "Done"; readonly outcome: Outcome } | { readonly _tag: "Lost"; readonly workerId: string }
 
 /** Polls `settled` until it holds or `bound` has passed; never fails. */
 export const awaitSettled = (
@@ -133,12 +137,16 @@ export const layerMemory = (workerId: string): Layer.Layer<ClaimStore | ClaimRea
             c?.state === "running" && c.workerId === owner ? { workerId: owner, state: "lost", fingerprint: c.fingerprint } : c),
         settled: (requestId) => Effect.map(Ref.get(claims), (map) => map.get(requestId)?.state !== "running")
       })
-      const finished = (requestId: string) =>
-        Effect.map(Ref.get(claims), (map) => {
-          const state = map.get(requestId)?.state
-          return state === "done" || state === "lost"
+      const ended = (requestId: string) =>
+        Effect.map(Ref.get(claims), (map): Option.Option<Ended> => {
+          const claim = map.get(requestId)
+          return claim?.state === "done"
+            ? Option.some({ _tag: "Done", outcome: claim.outcome })
+            : claim?.state === "lost"
+            ? Option.some({ _tag: "Lost", workerId: claim.workerId })
+            : Option.none()
         })
-      return Context.make(ClaimStore, store).pipe(Context.add(ClaimReader, { settled: store.settled, finished }))
+      return Context.make(ClaimStore, store).pipe(Context.add(ClaimReader, { settled: store.settled, ended }))
     })
   )
 
@@ -281,9 +289,16 @@ export const layerSqlReader: Layer.Layer<ClaimReader, never, SqlClient.SqlClient
   Effect.map(SqlClient.SqlClient, (sql) => ({
     settled: (requestId: string) =>
       readClaim(sql)(requestId).pipe(Effect.map(settledOf), Effect.mapError(storageError(requestId))),
-    finished: (requestId: string) =>
-      sql<{ readonly state: string }>`SELECT state FROM native_runner_claims WHERE request_id = ${requestId}`.pipe(
-        Effect.map((rows) => rows[0] !== undefined && rows[0].state !== "running"),
+    ended: (requestId: string) =>
+      sql<{ readonly state: string; readonly worker_id: string; readonly outcome: Outcome | null }>`SELECT state, worker_id, outcome
+          FROM native_runner_claims WHERE request_id = ${requestId}`.pipe(
+        Effect.map(([row]): Option.Option<Ended> =>
+          row?.state === "done"
+            ? Option.some({ _tag: "Done", outcome: row.outcome ?? { _tag: "Failed", error: null } })
+            : row?.state === "lost"
+            ? Option.some({ _tag: "Lost", workerId: row.worker_id })
+            : Option.none()
+        ),
         Effect.mapError(storageError(requestId))
       )
   }))

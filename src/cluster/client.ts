@@ -9,14 +9,13 @@ import * as Effect from "effect/Effect"
 import * as FiberRef from "effect/FiberRef"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
-import * as Schedule from "effect/Schedule"
 import * as Stream from "effect/Stream"
 import { randomUUID } from "node:crypto"
 import { FleetError } from "../Errors.js"
 import { decodeInput, type ExecInput } from "../Exec.js"
 import { NativeRunner } from "../NativeRunner.js"
-import { awaitSettled, ClaimReader, claimKey } from "./claims.js"
-import { eventFromWire, resultFromWire, RunnerEntity, toWire } from "./protocol.js"
+import { awaitSettled, ClaimReader, claimKey, type Ended } from "./claims.js"
+import { answerOf, eventFromWire, resultFromWire, RunnerEntity, toWire, type WireError, type WireResult } from "./protocol.js"
 
 /** Where a client's runs go and how they are delivered. */
 export interface ClientSettings {
@@ -39,15 +38,13 @@ const SETTLE_BOUND = Duration.seconds(15)
  * The rescue of an exec whose reply the cluster lost. @effect/cluster 0.60 force-interrupts every entity of a worker
  * whose shard-lock refresh ran late (a loaded host), and a request interrupted that way is never answered: its caller
  * waited until its socket hung up. So an exec that has not been answered after RESCUE_WATCH_MS looks at its claim
- * every RESCUE_POLL_MS; once the claim has an outcome (finished, or lost) and RESCUE_GRACE_MS more have passed with
- * no reply, it asks again with the same request id, and the worker that gets it answers from the stored outcome.
+ * every RESCUE_POLL_MS; once the claim has ended (done, or lost) and RESCUE_GRACE_MS more have passed with no reply,
+ * it answers from the claim itself: the stored outcome, or `WorkerLost`. Nothing is sent again, so nothing can run
+ * twice (a re-send of a lost claim would run it again under at-least-once, and one of a swept claim under either).
  */
 export const RESCUE_WATCH_MS = 2_000
 export const RESCUE_POLL_MS = 1_000
 export const RESCUE_GRACE_MS = 5_000
-/** How long each ask-again waits for its answer, and how many times it is tried before the exec gives up. */
-const RESCUE_ASK_MS = 15_000
-const RESCUE_TRIES = 4
 
 /** The request id of the next fleet exec in this fiber (see `NativeRunnerCluster.withRequestId`). */
 export const currentRequestId: FiberRef.FiberRef<Option.Option<string>> = FiberRef.unsafeMake(Option.none())
@@ -75,37 +72,35 @@ export const makeFleetRunners: Effect.Effect<(settings: ClientSettings) => Nativ
   // An interrupted exec returns once its worker has settled the run (killed the tree), as a local exec does.
   const awaitWorker = (requestId: string) =>
     Option.match(reader, { onNone: () => Effect.void, onSome: (r) => awaitSettled(r, requestId, SETTLE_BOUND) })
-  // Never completes unless the claim of `key` has an outcome and the exec's own reply has not come (see RESCUE_*).
-  const rescue = <A, E, R>(key: string, requestId: string, askAgain: Effect.Effect<A, E, R>) =>
+  // Never completes unless the claim of `key` has ended and the exec's own reply has not come (see RESCUE_*).
+  const rescue = (key: string, requestId: string): Effect.Effect<WireResult, typeof WireError.Type> =>
     Option.match(reader, {
       onNone: () => Effect.never,
       onSome: (r) =>
         Effect.gen(function*() {
           yield* Effect.sleep(Duration.millis(RESCUE_WATCH_MS))
-          yield* r.finished(key).pipe(
-            Effect.orElseSucceed(() => false),
-            Effect.repeat({ until: (finished) => finished, schedule: Schedule.spaced(Duration.millis(RESCUE_POLL_MS)) })
-          )
+          const untilEnded = Effect.gen(function*() {
+            for (;;) {
+              const ended = yield* r.ended(key).pipe(Effect.orElseSucceed(() => Option.none<Ended>()))
+              if (Option.isSome(ended)) return ended.value
+              yield* Effect.sleep(Duration.millis(RESCUE_POLL_MS))
+            }
+          })
+          yield* untilEnded
           yield* Effect.sleep(Duration.millis(RESCUE_GRACE_MS))
+          // Read again: what the claim says now is the answer (swept meanwhile: wait, never run it again).
+          const ended = { value: yield* untilEnded }
           yield* Effect.logWarning(
-            `native-runner fleet: request ${requestId} has an outcome but its reply did not come; asking again for it`
+            `native-runner fleet: request ${requestId} ended (${ended.value._tag.toLowerCase()}) but its reply did not come; answering from its claim`
           )
-          return yield* askAgain.pipe(
-            Effect.timeoutFail({
-              duration: Duration.millis(RESCUE_ASK_MS),
-              onTimeout: () =>
-                new FleetError({
-                  reason: "Unavailable",
-                  requestId,
-                  message: `request ${requestId} finished on the fleet, but no worker answered with its outcome; ` +
-                    `repeat it with the same request id later`
-                })
-            }),
-            Effect.retry({
-              times: RESCUE_TRIES - 1,
-              while: (error) => error instanceof FleetError && error.reason === "Unavailable" && error.requestId === requestId
+          return ended.value._tag === "Done"
+            ? yield* answerOf(ended.value.outcome)
+            : yield* new FleetError({
+              reason: "WorkerLost",
+              requestId,
+              message: `run ${requestId} did not finish on worker ${ended.value.workerId} (the worker stopped or the run ` +
+                `was interrupted); it was not run again (under at-least-once, repeating its request id runs it again)`
             })
-          )
         })
     })
   return (settings) => {
@@ -130,10 +125,7 @@ export const makeFleetRunners: Effect.Effect<(settings: ClientSettings) => Nativ
     return NativeRunner.of({
       exec: (input) =>
         Effect.flatMap(request(input), ({ client, payload, requestId }) =>
-          Effect.raceFirst(
-            client.Exec(payload),
-            rescue(claimKey(settings.tenant, requestId), requestId, client.Exec(payload))
-          ).pipe(
+          Effect.raceFirst(client.Exec(payload), rescue(claimKey(settings.tenant, requestId), requestId)).pipe(
             Effect.onInterrupt(() => awaitWorker(claimKey(settings.tenant, requestId))),
             Effect.map(resultFromWire),
             Effect.catchTags({

@@ -5,6 +5,7 @@
 import * as Entity from "@effect/cluster/Entity"
 import * as Rpc from "@effect/rpc/Rpc"
 import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import { AuditRecord } from "../Audit.js"
@@ -114,6 +115,17 @@ const payload = {
 
 export const ExecRpc = Rpc.make("Exec", { payload, success: WireResult, error: WireError })
 export const ExecStreamRpc = Rpc.make("ExecStream", { payload, success: WireEvent, error: WireError, stream: true })
+
+const decodeWireResult = Schema.decodeUnknown(WireResult)
+const decodeWireError = Schema.decodeUnknown(WireError)
+
+/** A stored outcome (the claim's) as the reply it was: the result, or the typed error it failed with. */
+export const answerOf = (
+  outcome: { readonly _tag: "Done"; readonly result: unknown } | { readonly _tag: "Failed"; readonly error: unknown }
+): Effect.Effect<WireResult, typeof WireError.Type> =>
+  outcome._tag === "Done"
+    ? Effect.orDie(decodeWireResult(outcome.result))
+    : Effect.flatMap(Effect.orDie(decodeWireError(outcome.error)), Effect.fail)
 
 /** The entity every worker hosts; its id is the routing key (the tenant, or the tenant and a spread slot). */
 export const RunnerEntity = Entity.make("NativeRunner", [ExecRpc, ExecStreamRpc])

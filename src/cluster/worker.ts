@@ -19,7 +19,7 @@ import { createHash } from "node:crypto"
 import { claimKey, ClaimStore, type ClaimStoreService, type Outcome, OWNER_CONFIRM_MS } from "./claims.js"
 import { makeTenantGate, type TenantGate } from "./gate.js"
 import * as FleetMetrics from "./metrics.js"
-import { ExecRpc, fromWire, RunnerEntity, WireError, type WireEvent, type WireInput, WireResult } from "./protocol.js"
+import { answerOf, ExecRpc, fromWire, RunnerEntity, WireError, type WireEvent, type WireInput, WireResult } from "./protocol.js"
 
 /** How a worker takes work. */
 export interface WorkerSettings {
@@ -87,9 +87,7 @@ type Payload = typeof ExecRpc.payloadSchema.Type
 type WireErrorType = typeof WireError.Type
 
 const encodeResult = Schema.encodeSync(WireResult)
-const decodeResult = Schema.decodeUnknown(WireResult)
 const encodeError = Schema.encodeSync(WireError)
-const decodeError = Schema.decodeUnknown(WireError)
 
 const lost = (requestId: string, workerId: string): FleetError =>
   new FleetError({
@@ -248,10 +246,7 @@ const outcomeOf = (workerId: string, exit: Exit.Exit<ExecResult, NativeRunnerErr
     ? Option.some({ _tag: "Done", result: encodeResult({ ...exit.value, worker: workerId }) })
     : Option.map(Cause.failureOption(exit.cause), (error) => ({ _tag: "Failed", error: encodeError(error) }))
 
-const answer = (outcome: Outcome): Effect.Effect<WireResult, WireErrorType> =>
-  outcome._tag === "Done"
-    ? Effect.orDie(decodeResult(outcome.result))
-    : Effect.flatMap(Effect.orDie(decodeError(outcome.error)), Effect.fail)
+const answer = (outcome: Outcome): Effect.Effect<WireResult, WireErrorType> => answerOf(outcome)
 
 /** Records the run's outcome durably, then for repeats waiting on this worker; None when the run was interrupted. */
 const record = (ctx: HandlerContext, key: string, exit: Exit.Exit<ExecResult, NativeRunnerError>) =>

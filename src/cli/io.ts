@@ -9,7 +9,7 @@ import { fstatSync } from "node:fs"
 import { access, constants, open, readFile, stat } from "node:fs/promises"
 import { AUDIT_FILE_MODE } from "../Audit.js"
 import { UsageError } from "./failures.js"
-import { brokenPipe } from "./signals.js"
+import { brokenPipe, stdoutFailed } from "./signals.js"
 
 /** Our standard streams as the CLI uses them: everything it prints goes through here, so tests can record it. */
 export class Stdio extends Context.Tag("effect-native-runner/Cli/Stdio")<Stdio, {
@@ -41,28 +41,34 @@ const sameFile = (a: number, b: number): boolean => {
 
 const errorText = (error: unknown): string => error instanceof Error ? error.message : String(error)
 
-const writeTo = (stream: NodeJS.WriteStream) => (data: Uint8Array | string) =>
+const writeTo = (stream: NodeJS.WriteStream, onError: (error: NodeJS.ErrnoException) => void) => (data: Uint8Array | string) =>
   Effect.async<void>((resume) => {
-    // A write error (EPIPE: the reader went away) leaves nobody to tell; the stream's "error" listener acts on it.
     if (stream.destroyed) return resume(Effect.void)
-    stream.write(data, () => resume(Effect.void))
+    stream.write(data, (error) => {
+      if (error !== null && error !== undefined) onError(error)
+      resume(Effect.void)
+    })
   })
+
+/** What a failed write to our stdout means: its reader went away (EPIPE), or the output is being lost. */
+const onStdoutError = (error: NodeJS.ErrnoException) =>
+  error.code === "EPIPE" ? brokenPipe() : stdoutFailed(error.code ?? error.message)
 
 /**
  * `Stdio` over the process's own streams. Our stdout's reader going away (EPIPE) ends the run quietly, exit 141
- * (`brokenPipe`); on stderr it is ignored: there is nobody left to tell.
+ * (`brokenPipe`); any other failure to write it stops the run, exit 125 (`stdoutFailed`); on stderr a failure is
+ * ignored: there is nobody left to tell.
  */
 export const layerStdio: Layer.Layer<Stdio> = Layer.sync(Stdio, () => {
-  process.stdout.on("error", (error: NodeJS.ErrnoException) => {
-    if (error.code === "EPIPE") brokenPipe()
-  })
+  process.stdout.on("error", onStdoutError)
   process.stderr.on("error", () => undefined)
   return makeStdio()
 })
 
 const makeStdio = (): Stdio["Type"] => ({
-  stdout: writeTo(process.stdout),
-  stderr: writeTo(process.stderr),
+  stdout: writeTo(process.stdout, onStdoutError),
+  // A failed write to stderr leaves nobody to tell.
+  stderr: writeTo(process.stderr, () => undefined),
   stdin: Effect.tryPromise({
     try: async () => {
       const chunks: Array<Uint8Array> = []

@@ -29,6 +29,19 @@ export const stopSignal = (): Stop => received ?? "SIGTERM"
  */
 export const brokenPipe = (): void => stopWith?.("SIGPIPE")
 
+let exitOverride: number | undefined
+
+/**
+ * Our stdout failed otherwise (ENOSPC on a full disk, EIO): the output is being lost, so the run is stopped (its tree
+ * gets SIGTERM, then the grace, then KILL), one line says why, and we exit 125, the runner's own failure.
+ */
+export const stdoutFailed = (code: string): void => {
+  if (exitOverride !== undefined) return
+  exitOverride = 125
+  process.stderr.write(`native-runner: cannot write our stdout (${code}): the output is lost; the run was stopped\n`)
+  stopWith?.("SIGTERM")
+}
+
 /** After the first signal, exit 128+n at the latest `ms` later, whatever the cleanup is still waiting for. */
 export const setShutdownDeadline = (ms: number): Effect.Effect<void> => Effect.sync(() => (deadlineMs = ms))
 
@@ -50,7 +63,7 @@ export const runToExit = (program: Effect.Effect<number>, failed: number): void 
   const keepAlive = setInterval(() => undefined, 2 ** 31 - 1)
   fiber.addObserver((exit) => {
     clearInterval(keepAlive)
-    if (received !== undefined) return process.exit(128 + constants.signals[received])
+    if (received !== undefined) return process.exit(exitOverride ?? 128 + constants.signals[received])
     if (Exit.isSuccess(exit)) return process.exit(exit.value)
     if (!Cause.isInterruptedOnly(exit.cause)) process.stderr.write(`${Cause.pretty(exit.cause)}\n`)
     process.exit(Cause.isInterruptedOnly(exit.cause) ? 130 : failed)

@@ -31,9 +31,13 @@ const feed = (stream: Writable | null | undefined, bytes: Uint8Array) => {
 const pump = (child: ChildProcess, stream: Writable | null | undefined) => {
   if (stream === null || stream === undefined) return
   stream.on("error", ignore)
+  // Our stdin failing (a socket reset) ends the child's input, as an unsandboxed child would see its read fail.
+  const failed = () => stream.end()
+  process.stdin.on("error", failed)
   process.stdin.pipe(stream)
   const stop = () => {
     process.stdin.unpipe(stream)
+    process.stdin.off("error", failed)
     process.stdin.pause()
   }
   stream.once("close", stop)

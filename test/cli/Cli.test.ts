@@ -854,6 +854,17 @@ describe.concurrent("native-runner bin (node dist/bin.js, the bundle)", () => {
       }])
     }))
 
+  it.live("our stdout failing otherwise (ENOSPC: > /dev/full) stops the run: one line, exit 125, not a silent exit 0", () =>
+    Effect.gen(function*() {
+      for (const mode of [[], ["--json"]]) {
+        const full = yield* NativeRunner.exec({
+          argv: ["sh", "-c", `"$0" "$1" run ${mode.join(" ")} -- echo hi > /dev/full`, process.execPath, BIN]
+        }).pipe(Effect.provide(NativeRunner.layerNode()))
+        expect([mode, full.exitCode, decoder.decode(full.stderr)]).toStrictEqual([mode, 125,
+          "native-runner: cannot write our stdout (ENOSPC): the output is lost; the run was stopped\n"])
+      }
+    }))
+
   it.live("a notice after a partial last line starts on its own line when stdout and stderr share a file (2>&1)", () =>
     Effect.gen(function*() {
       const shared = yield* NativeRunner.exec({

@@ -7,6 +7,7 @@ import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import { spawn } from "node:child_process"
 import { chmodSync, chownSync, closeSync, mkdtempSync, openSync, readFileSync, writeFileSync } from "node:fs"
+import * as net from "node:net"
 import * as path from "node:path"
 import { builtBin, sandboxPreflight } from "../helpers/bin.js"
 
@@ -99,6 +100,35 @@ describe("native-runner run and our stdin", () => {
         expect(readFileSync(file, "utf8")).toBe("host data\n")
         expect(cli.out()).toMatch(/^(pipe|socket):\[\d+\]\n/)
       }),
+    30_000
+  )
+
+  it.live.runIf(sandboxUsable)(
+    "sandboxed, our stdin a socket that is reset: the command sees its input end, the run finishes and is audited",
+    () =>
+      Effect.gen(function*() {
+        const auditLog = path.join(tmp, "reset.jsonl")
+        const server = net.createServer((peer) => {
+          peer.write("partial line\n")
+          setTimeout(() => peer.resetAndDestroy(), 500)
+        })
+        yield* Effect.addFinalizer(() => Effect.sync(() => server.close()))
+        yield* Effect.async<void>((resume) => void server.listen(0, "127.0.0.1", () => resume(Effect.void)))
+        const socket = net.connect((server.address() as net.AddressInfo).port, "127.0.0.1")
+        yield* Effect.addFinalizer(() => Effect.sync(() => socket.destroy()))
+        yield* Effect.async<void>((resume) => void socket.once("connect", () => resume(Effect.void)))
+        const child = spawn(process.execPath, [
+          BIN, "run", "--audit-log", auditLog, "--sandbox", "bwrap", "--workspace", workspace(), "--", "sh", "-c", "cat; echo after"
+        ], { stdio: [socket, "pipe", "pipe"] })
+        yield* Effect.addFinalizer(() => Effect.sync(() => child.kill("SIGKILL")))
+        let out = ""
+        let err = ""
+        child.stdout.on("data", (chunk: Buffer) => (out += chunk.toString()))
+        child.stderr.on("data", (chunk: Buffer) => (err += chunk.toString()))
+        const code = yield* Effect.promise(() => new Promise<number | null>((done) => child.once("exit", (c) => done(c))))
+        expect([code, out, err]).toStrictEqual([0, "partial line\nafter\n", ""])
+        expect(readFileSync(auditLog, "utf8").trim().split("\n")).toHaveLength(1)
+      }).pipe(Effect.scoped),
     30_000
   )
 })

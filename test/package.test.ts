@@ -179,8 +179,22 @@ describe("a fresh app with `npm install effect-native-runner effect`", () => {
     const third = spawnSync(bin, ["run", "--", "true"], { cwd: app, encoding: "utf8", timeout: 60_000 })
     expect(third.status).toBe(0)
     expect([statSync(cache).ino === inode, statSync(cache).mode & 0o777]).toEqual([false, 0o644])
-    // Nor is one written into a directory others can write.
+    // A damaged cache (its bytes changed, its header kept: V8 would run it or crash on it) is not handed to V8.
+    const good = readFileSync(cache)
+    const damaged = Buffer.from(good)
+    for (let i = damaged.length - 4096; i < damaged.length - 4032; i++) damaged[i] = damaged[i]! ^ 0xff
+    writeFileSync(cache, damaged, { mode: 0o644 })
+    const afterDamage = spawnSync(bin, ["run", "--", "echo", "still"], { cwd: app, encoding: "utf8", timeout: 60_000 })
+    expect([afterDamage.status, afterDamage.stdout, afterDamage.signal]).toEqual([0, "still\n", null])
+    expect(readFileSync(cache).equals(damaged)).toBe(false)
+    // A FIFO planted at the cache's name does not hang the start.
     rmSync(cache)
+    execFileSync("mkfifo", [cache])
+    const fifo = spawnSync(bin, ["run", "--", "echo", "fifo"], { cwd: app, encoding: "utf8", timeout: 20_000 })
+    rmSync(cache, { force: true })
+    expect([fifo.status, fifo.stdout, fifo.signal]).toEqual([0, "fifo\n", null])
+    // Nor is one written into a directory others can write.
+    rmSync(cache, { force: true })
     chmodSync(path.dirname(cache), 0o777)
     const shared = spawnSync(bin, ["run", "--", "true"], { cwd: app, encoding: "utf8", timeout: 60_000 })
     chmodSync(path.dirname(cache), 0o755)

@@ -61,6 +61,15 @@ export const ExecInterrupted: typeof internal.ExecInterrupted = internal.ExecInt
 export type ExecInterrupted = internal.ExecInterrupted
 
 /**
+ * A run that ended otherwise than with exit code 0 (a non-zero code, a signal, a timeout), from
+ * `NativeRunner.execChecked` and `NativeRunner.checkExit` only: `exec` returns such a run as data. `exitCode`,
+ * `signal`, `timedOut`, the last 4 KiB of each stream (`stdoutTail`, `stderrTail`) and the whole `result`; the
+ * message names the program and how it ended, never its arguments or output.
+ */
+export const NonZeroExit: typeof internal.NonZeroExit = internal.NonZeroExit
+export type NonZeroExit = internal.NonZeroExit
+
+/**
  * Every typed failure of `NativeRunner.exec`. `FleetError` is among them because a fleet client
  * (`effect-native-runner/cluster`) provides the same service; a local layer never fails with it.
  */

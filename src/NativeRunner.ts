@@ -11,7 +11,7 @@ import type * as Scope from "effect/Scope"
 import * as Duration from "effect/Duration"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
-import type { InvalidInput, NativeRunnerError } from "./Errors.js"
+import { type InvalidInput, type NativeRunnerError, NonZeroExit } from "./Errors.js"
 import * as Exec from "./Exec.js"
 import { type ExecEvent, type ExecInput, type ExecResult, toInvalidInput } from "./Exec.js"
 import * as Sandbox from "./Sandbox.js"
@@ -124,6 +124,46 @@ export class NativeRunner extends Context.Tag("effect-native-runner/NativeRunner
  */
 export const exec = (input: ExecInput): Effect.Effect<ExecResult, NativeRunnerError, NativeRunner> =>
   Effect.flatMap(NativeRunner, (runner) => runner.exec(input))
+
+const TAIL_BYTES = 4096
+
+/**
+ * Fails with `NonZeroExit` unless the run ended with exit code 0 (execa's default), for code that wants a failed
+ * command to be a failure; the run is returned as it is otherwise. `program` names the command in the message.
+ *
+ * @example
+ * const result = yield* NativeRunner.exec({ argv: ["make"] }).pipe(NativeRunner.checkExit("make"))
+ */
+export const checkExit = (program: string) =>
+<E, R>(self: Effect.Effect<ExecResult, E, R>): Effect.Effect<ExecResult, E | NonZeroExit, R> =>
+  Effect.flatMap(self, (result) => {
+    if (result.exitCode === 0 && result.signal === undefined && !result.timedOut) return Effect.succeed(result)
+    const how = result.timedOut
+      ? `timed out (exit ${result.exitCode})`
+      : result.signal !== undefined
+      ? `was killed by ${result.signal} (exit ${result.exitCode})`
+      : `exited with code ${result.exitCode}`
+    return Effect.fail(new NonZeroExit({
+      message: `${program} ${how}`,
+      exitCode: result.exitCode,
+      signal: result.signal,
+      timedOut: result.timedOut,
+      stdoutTail: result.stdout.slice(-TAIL_BYTES),
+      stderrTail: result.stderr.slice(-TAIL_BYTES),
+      result
+    }))
+  })
+
+/**
+ * `exec`, failing with `NonZeroExit` unless the run ended with exit code 0 (see `checkExit`).
+ *
+ * @example
+ * const result = yield* NativeRunner.execChecked({ argv: ["git", "push"] }).pipe(
+ *   Effect.catchTag("NonZeroExit", (e) => Effect.logError(`${e.message}: ${new TextDecoder().decode(e.stderrTail)}`))
+ * )
+ */
+export const execChecked = (input: ExecInput): Effect.Effect<ExecResult, NativeRunnerError | NonZeroExit, NativeRunner> =>
+  exec(input).pipe(checkExit(typeof input?.argv?.[0] === "string" ? input.argv[0] : "the command"))
 
 /**
  * Runs one command as a stream of events: `Started`, then `Stdout` / `Stderr` chunks as they arrive, then `Exit` with

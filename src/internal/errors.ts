@@ -2,6 +2,8 @@
  * The runner's error classes, declared once here so internal code can construct them; `Errors.ts` re-exports each
  * under the same name with its documentation.
  */
+import * as Data from "effect/Data"
+import type { ExecResult } from "../Exec.js"
 import * as Schema from "effect/Schema"
 
 export class InvalidInput extends Schema.TaggedError<InvalidInput>("effect-native-runner/InvalidInput")(
@@ -62,3 +64,20 @@ export class ExecInterrupted extends Schema.TaggedError<ExecInterrupted>("effect
     message: Schema.String
   }
 ) {}
+
+/**
+ * A run that ended but not with exit code 0 (a non-zero code, a signal, a timeout), for callers who want that to be a
+ * failure (`NativeRunner.execChecked`, `NativeRunner.checkExit`). The message names the program and how it ended,
+ * never its arguments or output (either may hold secrets); the tails and the whole result are fields.
+ */
+export class NonZeroExit extends Data.TaggedError("NonZeroExit")<{
+  readonly message: string
+  readonly exitCode: number
+  readonly signal: string | undefined
+  readonly timedOut: boolean
+  /** The last (up to 4 KiB) kept bytes of stdout and stderr. */
+  readonly stdoutTail: Uint8Array
+  readonly stderrTail: Uint8Array
+  /** The run's whole result, as `exec` returns it. */
+  readonly result: ExecResult
+}> {}

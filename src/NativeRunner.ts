@@ -4,6 +4,8 @@
  * `toPromiseRunner` bridges to the seed's Promise `NativeRunner`.
  */
 import * as CommandExecutor from "@effect/platform/CommandExecutor"
+import type * as Config from "effect/Config"
+import type * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -20,6 +22,8 @@ import { makeSpawner } from "./internal/live.js"
 import { resolveExecutable } from "./internal/executables.js"
 import { makeLiveSpawner } from "./internal/liveSpawner.js"
 import { makeRunCgroups, type RunCgroups, watchHostDeath } from "./internal/runCgroup.js"
+import * as layerConfigInternal from "./internal/layerConfig.js"
+import type { ConfiguredOptions } from "./internal/layerConfig.js"
 import { makePolicy } from "./internal/policy.js"
 import { hostCwd, makeRunner, type RunnerService } from "./internal/runner.js"
 import { type PromiseRunner, type PromiseRunnerOptions, toPromiseRunner as promiseRunner } from "./internal/promiseRunner.js"
@@ -245,6 +249,29 @@ export const layer = (
 /** The live layer on the project's own Node spawner: no requirements, sandbox and limits supported. */
 export const layerNode = (options: Options = {}): Layer.Layer<NativeRunner, NativeRunnerError> =>
   Layer.scoped(NativeRunner, makeNode(options))
+
+/**
+ * The live layer's options from the environment (`NATIVE_RUNNER_MAX_STDOUT`, `NATIVE_RUNNER_TIMEOUT`,
+ * `NATIVE_RUNNER_SANDBOX_WORKSPACE`, ...: `configVariables` lists them), each checked as it is read: a bad value is a
+ * `ConfigError` naming its variable. Unset variables keep the defaults.
+ */
+export const optionsConfig: Config.Config<ConfiguredOptions> = layerConfigInternal.optionsConfig
+/** Each variable `optionsConfig` reads, and the option it sets. */
+export const configVariables = layerConfigInternal.VARIABLES
+export type { ConfiguredOptions } from "./internal/layerConfig.js"
+
+/**
+ * `layerNode` with its options from `Config`: by default `optionsConfig` (the `NATIVE_RUNNER_*` environment variables,
+ * or whatever `ConfigProvider` is in place), or a `Config` of options of your own.
+ *
+ * @example
+ * // NATIVE_RUNNER_TIMEOUT="30 seconds" NATIVE_RUNNER_MAX_STDOUT=64KiB node app.js
+ * Effect.runPromise(program.pipe(Effect.provide(NativeRunner.layerConfig())))
+ */
+export const layerConfig = (
+  config: Config.Config<Options> = optionsConfig
+): Layer.Layer<NativeRunner, NativeRunnerError | ConfigError.ConfigError> =>
+  Layer.unwrapEffect(Effect.map(config, (options) => layerNode(options)))
 
 export type { PromiseExecInput, PromiseExecOptions, PromiseRunner, PromiseRunnerOptions } from "./internal/promiseRunner.js"
 

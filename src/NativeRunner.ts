@@ -3,17 +3,21 @@
  * only live layer that can sandbox); `layer` runs over any `@effect/platform` `CommandExecutor` you bring;
  * `toPromiseRunner` bridges to the seed's Promise `NativeRunner`.
  */
+import type * as PlatformCommand from "@effect/platform/Command"
 import * as CommandExecutor from "@effect/platform/CommandExecutor"
 import type * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
+import * as HashMap from "effect/HashMap"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import * as Duration from "effect/Duration"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
-import { type InvalidInput, type NativeRunnerError, NonZeroExit } from "./Errors.js"
+import { InvalidInput as InvalidInputError, type NativeRunnerError, NonZeroExit } from "./Errors.js"
+import type { InvalidInput } from "./Errors.js"
 import * as Exec from "./Exec.js"
 import { type ExecEvent, type ExecInput, type ExecResult, toInvalidInput } from "./Exec.js"
 import * as Sandbox from "./Sandbox.js"
@@ -128,6 +132,68 @@ export class NativeRunner extends Context.Tag("effect-native-runner/NativeRunner
  */
 export const exec = (input: ExecInput): Effect.Effect<ExecResult, NativeRunnerError, NativeRunner> =>
   Effect.flatMap(NativeRunner, (runner) => runner.exec(input))
+
+/** The most stdin bytes a `Command`'s `feed` or `stdin(stream)` may bring to `execCommand` (they are collected first). */
+export const MAX_COMMAND_STDIN_BYTES = 64 * 1024 * 1024
+
+const commandRefused = (path: string, message: string) =>
+  new InvalidInputError({ message: `Cannot run the Command: ${path} ${message}`, issues: [{ path, message }] })
+
+/**
+ * The exec input a platform `Command` describes: program and arguments (`runInShell`: `sh -c` with them joined, as
+ * Node's `shell` option does), `env` (set on top of what the layer's `inheritEnv` lets through, whatever the
+ * command's `extendEnv`), `workingDirectory`, and its stdin (`feed`, `stdin(stream)`) collected, up to
+ * `MAX_COMMAND_STDIN_BYTES`. A piped command, and one with a `uid` or `gid`, fail with `InvalidInput`.
+ */
+export const commandInput = (command: PlatformCommand.Command): Effect.Effect<ExecInput, InvalidInput> =>
+  Effect.gen(function*() {
+    if (command._tag === "PipedCommand") {
+      return yield* commandRefused("command", "is piped (pipeTo): run each stage with execCommand, or the pipeline as `sh -c`")
+    }
+    if (Option.isSome(command.uid) || Option.isSome(command.gid)) {
+      return yield* commandRefused("uid", "and gid are not taken: the runner's sandbox user decides who a command runs as")
+    }
+    const argv = command.shell === false
+      ? [command.command, ...command.args]
+      : [command.shell === true ? "/bin/sh" : command.shell, "-c", [command.command, ...command.args].join(" ")]
+    const env = Object.fromEntries(HashMap.toEntries(command.env))
+    const stdin = typeof command.stdin === "string"
+      ? undefined
+      : yield* Stream.runFold(
+        command.stdin,
+        { chunks: [] as Array<Uint8Array>, size: 0 },
+        (acc, chunk) => ({ chunks: (acc.chunks.push(chunk), acc.chunks), size: acc.size + chunk.length })
+      ).pipe(
+        Effect.mapError((error) => commandRefused("stdin", `could not be read: ${error.message}`)),
+        Effect.filterOrFail(
+          (acc) => acc.size <= MAX_COMMAND_STDIN_BYTES,
+          () => commandRefused("stdin", `is larger than ${MAX_COMMAND_STDIN_BYTES} bytes`)
+        ),
+        Effect.map((acc) => new Uint8Array(Buffer.concat(acc.chunks)))
+      )
+    return {
+      argv,
+      ...(Object.keys(env).length === 0 ? {} : { env }),
+      ...(Option.isSome(command.cwd) ? { cwd: command.cwd.value } : {}),
+      ...(stdin === undefined ? {} : { stdin })
+    }
+  })
+
+/**
+ * Runs a platform `Command` (`Command.make("git", "log").pipe(Command.workingDirectory(dir), Command.feed(text))`)
+ * through the runner in context and returns our `ExecResult`: the runner's caps, timeouts, tree kill, audit and
+ * sandbox apply. `overrides` adds what a `Command` cannot say (`timeout`, `limits`, `keep`, `spill`, ...). See
+ * `commandInput` for how the description is read.
+ *
+ * @example
+ * const result = yield* NativeRunner.execCommand(Command.make("git", "status"), { timeout: "10 seconds" })
+ */
+export const execCommand = (
+  command: PlatformCommand.Command,
+  overrides: Omit<ExecInput, "argv" | "stdin"> = {}
+): Effect.Effect<ExecResult, NativeRunnerError, NativeRunner> =>
+  Effect.flatMap(commandInput(command), (input) =>
+    exec({ ...input, ...overrides, ...(input.env === undefined && overrides.env === undefined ? {} : { env: { ...input.env, ...overrides.env } }) }))
 
 const TAIL_BYTES = 4096
 

@@ -89,7 +89,7 @@ const limitsPolicy = (
  */
 const lookUpProgram = (
   command: PreparedCommand,
-  toHost: (file: string) => string | undefined = (file) => file
+  toHost: (file: string) => HostFile | undefined = (file) => ({ host: file, workloadWritable: false })
 ): Effect.Effect<void, SpawnError> =>
   Effect.suspend(() => {
     const [program] = command.argv
@@ -101,8 +101,14 @@ const lookUpProgram = (
         const host = toHost(file)
         return host === undefined ? [] : [host]
       })
-    if (candidates.some(isExecutableFile)) return Effect.void
-    const exists = candidates.some((file) => existsSync(file))
+    // In execvp's order. A place the workload can write (the workspace, a read-write bind) is never looked at from
+    // here: as root, following its symlinks would tell the workload whether a host path exists (PermissionDenied
+    // against NotFound). From the first such place on, the sandbox itself finds the program, or says it cannot.
+    for (const candidate of candidates) {
+      if (candidate.workloadWritable) return Effect.void
+      if (isExecutableFile(candidate.host)) return Effect.void
+    }
+    const exists = candidates.some((file) => existsSync(file.host))
     return Effect.fail(new SpawnError({
       reason: exists ? "PermissionDenied" : "NotFound",
       command: program,
@@ -110,6 +116,12 @@ const lookUpProgram = (
       message: exists ? `permission denied: ${program}` : `command not found: ${program}`
     }))
   })
+
+/** A path as the program will see it, on the host; `workloadWritable` when the workload could have changed it. */
+interface HostFile {
+  readonly host: string
+  readonly workloadWritable: boolean
+}
 
 /**
  * Prefixes for a run without a sandbox: `setpriv --pdeathsig KILL` (when given: the child then dies with the process
@@ -165,6 +177,21 @@ const bwrapSetupFailure = (command: PreparedCommand, status: BwrapStatus) => (ou
   }
   const stderr = new TextDecoder().decode(outcome.stderr.bytes())
   const lines = stderr.split("\n").filter((line) => /^(bwrap|setpriv|flock): /.test(line))
+  // The program was not found (or not executable) inside the sandbox: bwrap's own exec of it failed, before anything
+  // of the workload ran (a program that ran and wrote this line would have an exit in bwrap's status). Said as a
+  // direct spawn says it, from what the sandbox sees, never from a lookup on the host.
+  const program = command.argv[0]
+  const failedExec = lines.map((line) => /^bwrap: execvp (.*): (No such file or directory|Permission denied)$/.exec(line))
+    .find((match) => match?.[1] === program)
+  if (failedExec !== undefined && failedExec !== null) {
+    const notFound = failedExec[2] === "No such file or directory"
+    return new SpawnError({
+      reason: notFound ? "NotFound" : "PermissionDenied",
+      command: program,
+      cwd: command.cwd,
+      message: notFound ? `command not found: ${program}` : `permission denied: ${program}`
+    })
+  }
   return new SpawnError({
     reason: "SandboxSetup",
     command: command.argv[0],
@@ -187,15 +214,19 @@ const insideCwd = (hostCwd: string, layout: Layout): string => {
  * reversed); `undefined` for what the sandbox makes itself (/tmp, /proc, /dev) or does not have.
  */
 const sandboxView = (policy: Sandbox.Policy) => {
-  const mounts: ReadonlyArray<readonly [string, string]> = [
-    ...[...(policy.readWriteBinds ?? []), ...(policy.readOnlyBinds ?? [])].reverse()
-      .map((bind) => [bind.sandbox ?? bind.host, bind.host] as const),
-    [workspaceMount, policy.workspace],
-    ...systemDirs.map((dir) => [dir, dir] as const)
+  const mounts: ReadonlyArray<readonly [string, string, boolean]> = [
+    ...[
+      ...(policy.readWriteBinds ?? []).map((bind) => [bind, true] as const),
+      ...(policy.readOnlyBinds ?? []).map((bind) => [bind, false] as const)
+    ].reverse().map(([bind, writable]) => [bind.sandbox ?? bind.host, bind.host, writable] as const),
+    [workspaceMount, policy.workspace, true],
+    ...systemDirs.map((dir) => [dir, dir, false] as const)
   ]
-  return (file: string): string | undefined => {
+  return (file: string): HostFile | undefined => {
     const mount = mounts.find(([inside]) => file === inside || file.startsWith(`${inside}/`))
-    return mount === undefined ? undefined : path.join(mount[1], path.relative(mount[0], file))
+    return mount === undefined
+      ? undefined
+      : { host: path.join(mount[1], path.relative(mount[0], file)), workloadWritable: mount[2] }
   }
 }
 

@@ -112,8 +112,9 @@ export const layerWorkerWith = (options: WorkerOptions = {}, ceiling?: Ceiling) 
   )
 
 /**
- * The ceiling a worker's runner options put on requests: their output caps, timeout and kill grace (defaults
- * included), and their spill directory if any. `layerWorker` applies it to every request.
+ * The ceiling a worker's runner options put on requests: their output caps, timeout, kill grace (defaults
+ * included) and idle timeout, the variables they set (a request may not set those), and their spill directory if
+ * any. `layerWorker` applies it to every request.
  */
 export const ceilingOf = (runner: NativeRunner.Options = {}): Effect.Effect<Ceiling, NativeRunnerError> =>
   Effect.map(NativeRunner.decodeOptions(NativeRunner.Options, runner), (o) => ({
@@ -121,6 +122,8 @@ export const ceilingOf = (runner: NativeRunner.Options = {}): Effect.Effect<Ceil
     maxStderrBytes: o.maxStderrBytes,
     timeoutMs: Duration.toMillis(Duration.decode(o.timeout)),
     killGraceMs: Duration.toMillis(Duration.decode(o.killGrace)),
+    ...(o.idleTimeout === undefined ? {} : { idleTimeoutMs: Duration.toMillis(Duration.decode(o.idleTimeout)) }),
+    ...(o.env === undefined || Object.keys(o.env).length === 0 ? {} : { env: o.env }),
     ...(o.spill === undefined ? {} : { spill: o.spill })
   }))
 

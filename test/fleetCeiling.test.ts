@@ -37,6 +37,15 @@ describe("the worker's ceiling", () => {
     })).toEqual({ argv: ["true"], spill: { dir: "/var/spill", maxBytes: 1000 } })
   })
 
+  it("lowers a request's idle timeout to the worker's, and refuses variables the worker sets (its own win)", () => {
+    const idle: Ceiling = { ...ceiling, idleTimeoutMs: 60_000, env: { HTTP_PROXY: "http://proxy.internal:3128" } }
+    expect(clampToCeiling(idle, { argv: ["true"], idleTimeoutMs: 3_600_000 })).toEqual({ argv: ["true"], idleTimeoutMs: 60_000 })
+    expect(clampToCeiling(idle, { argv: ["true"], idleTimeoutMs: 500, env: { MODE: "ci" } }))
+      .toEqual({ argv: ["true"], idleTimeoutMs: 500, env: { MODE: "ci" } })
+    expect(clampToCeiling(idle, { argv: ["true"], env: { HTTP_PROXY: "http://evil:1", MODE: "ci" } }))
+      .toMatchObject({ _tag: "InvalidInput", issues: [{ path: "env.HTTP_PROXY" }] })
+  })
+
   it("without a ceiling (a cluster inside one process) a request is taken as it is", () => {
     const input = { argv: ["true"], spill: { dir: "/tmp" }, timeoutMs: 3_600_000 }
     expect(clampToCeiling(undefined, input)).toBe(input)
@@ -49,6 +58,10 @@ describe("the worker's ceiling", () => {
         maxStderrBytes: 1024 * 1024,
         timeoutMs: 2_000,
         killGraceMs: 2_000
+      })
+      expect(yield* ceilingOf({ idleTimeout: "1 minute", env: { HTTP_PROXY: "http://proxy.internal:3128" } })).toMatchObject({
+        idleTimeoutMs: 60_000,
+        env: { HTTP_PROXY: "http://proxy.internal:3128" }
       })
     }))
 })

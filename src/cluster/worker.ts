@@ -44,6 +44,10 @@ export interface Ceiling {
   readonly maxStderrBytes: number
   readonly timeoutMs: number
   readonly killGraceMs: number
+  /** The worker's idle timeout, when it has one: a request's is lowered to it. */
+  readonly idleTimeoutMs?: number | undefined
+  /** Variables the worker sets for every run: a request may not set them (the worker's win). */
+  readonly env?: Readonly<Record<string, string>> | undefined
   readonly spill?: { readonly dir: string; readonly maxBytes?: number | undefined } | undefined
 }
 
@@ -55,7 +59,14 @@ export interface Ceiling {
 export const clampToCeiling = (ceiling: Ceiling | undefined, input: WireInput): WireInput | InvalidInput => {
   if (ceiling === undefined) return input
   const atMost = (value: number | undefined, cap: number) => value === undefined ? undefined : Math.min(value, cap)
-  const { limits, spill, timeoutMs, killGraceMs, ...rest } = input
+  const { limits, spill, timeoutMs, killGraceMs, idleTimeoutMs, ...rest } = input
+  const taken = Object.keys(input.env ?? {}).filter((name) => ceiling.env !== undefined && Object.hasOwn(ceiling.env, name))
+  if (taken.length > 0) {
+    return new InvalidInput({
+      message: `invalid exec input: env ${taken.join(", ")} ${taken.length === 1 ? "is" : "are"} set by the worker`,
+      issues: taken.map((name) => ({ path: `env.${name}`, message: "refused: the worker sets this variable for every run" }))
+    })
+  }
   if (spill !== undefined && ceiling.spill === undefined) {
     return new InvalidInput({
       message: "invalid exec input: spill is the worker's setting; this worker has no spill directory",
@@ -69,6 +80,7 @@ export const clampToCeiling = (ceiling: Ceiling | undefined, input: WireInput): 
   }
   const timeout = atMost(timeoutMs, ceiling.timeoutMs)
   const grace = atMost(killGraceMs, ceiling.killGraceMs)
+  const idle = ceiling.idleTimeoutMs === undefined ? idleTimeoutMs : atMost(idleTimeoutMs, ceiling.idleTimeoutMs)
   const spillMax = spill?.maxBytes === undefined
     ? ceiling.spill?.maxBytes
     : ceiling.spill?.maxBytes === undefined ? spill.maxBytes : Math.min(spill.maxBytes, ceiling.spill.maxBytes)
@@ -77,6 +89,7 @@ export const clampToCeiling = (ceiling: Ceiling | undefined, input: WireInput): 
     ...(clampedLimits === undefined ? {} : { limits: clampedLimits }),
     ...(timeout === undefined ? {} : { timeoutMs: timeout }),
     ...(grace === undefined ? {} : { killGraceMs: grace }),
+    ...(idle === undefined ? {} : { idleTimeoutMs: idle }),
     ...(spill === undefined || ceiling.spill === undefined
       ? {}
       : { spill: { dir: ceiling.spill.dir, ...(spillMax === undefined ? {} : { maxBytes: spillMax }) } })

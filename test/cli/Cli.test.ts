@@ -854,6 +854,23 @@ describe.concurrent("native-runner bin (node dist/bin.js, the bundle)", () => {
       }])
     }))
 
+  it.live("durations as timeout(1) reads them, --help and --version, as the real bin prints them", () =>
+    Effect.gen(function*() {
+      const bare = yield* bin(["run", "--timeout", "1", "--kill-grace", "0.2", "--", "sleep", "5"])
+      expect([bare.exitCode, bare.err]).toStrictEqual([124, "native-runner: timed out after 1s (exit 124)\n"])
+      const off = yield* bin(["run", "--timeout", "0", "--", "sh", "-c", "echo off"])
+      expect([off.exitCode, off.out]).toStrictEqual([0, "off\n"])
+      const compound = yield* bin(["run", "--timeout", "1m30s", "--json", "--", "true"])
+      expect(compound.exitCode).toBe(0)
+      const help = yield* bin(["run", "--help"])
+      expect(help.exitCode).toBe(0)
+      expect(help.out.split("\n")[0]).toBe("Usage: native-runner run [OPTION]... -- COMMAND [ARG]...")
+      expect(help.out.split("\n").filter((line) => line.length > 80)).toStrictEqual([])
+      expect(help.out).not.toContain("A user-defined piece of text")
+      const version = yield* bin(["--version"])
+      expect([version.exitCode, version.out]).toStrictEqual([0, `${Cli.VERSION}\n`])
+    }))
+
   it.live("our stdout failing otherwise (ENOSPC: > /dev/full) stops the run: one line, exit 125, not a silent exit 0", () =>
     Effect.gen(function*() {
       for (const mode of [[], ["--json"]]) {

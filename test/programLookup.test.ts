@@ -3,10 +3,11 @@
  * resolved `/workspace/probe` to the host workspace and followed a symlink the workload planted there, as root: a
  * host file outside the sandbox gave `PermissionDenied` (it exists, not executable) and a missing one `NotFound`, an
  * oracle for any host path. Now the sandbox itself looks the program up: both are `NotFound`, as seen from inside.
+ * The same held for a cwd (a stat() as root through the workload's symlink): now bwrap's --chdir finds it inside.
  */
 import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
-import { chownSync, lchownSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs"
+import { chownSync, lchownSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import * as NativeRunner from "../src/NativeRunner.js"
@@ -65,6 +66,37 @@ describe.runIf(usable || inCI)("a sandboxed command's program, looked up", () =>
     }).pipe(
       Effect.provide(NativeRunner.layerNode({ sandbox: { policy: { workspace: ws } } })),
       Effect.ensuring(Effect.sync(remove))
+    )
+  }, 30_000)
+
+  it.live("a cwd through a symlink the workload planted to a host directory: CwdNotFound whether it exists or not", () => {
+    const { ws, remove } = makeTestWorkspace("enr-lookup-cwd-")
+    const secretDir = mkdtempSync(path.join(os.homedir(), ".enr-lookup-secret-"))
+    for (const [name, target] of [["cwd-exists", secretDir], ["cwd-missing", path.join(secretDir, "missing")]]) {
+      symlinkSync(target!, path.join(ws, name!))
+      if (isRoot) lchownSync(path.join(ws, name!), 65534, 65534)
+    }
+    return Effect.gen(function*() {
+      const answers = []
+      for (const name of ["cwd-exists", "cwd-missing"]) {
+        const failed = yield* Effect.flip(NativeRunner.exec({ argv: ["pwd"], cwd: path.join(ws, name) }))
+        answers.push(failed._tag === "SpawnError" ? failed.reason : failed._tag)
+      }
+      expect(answers).toStrictEqual(["CwdNotFound", "CwdNotFound"])
+      // A real directory in the workspace is the program's cwd, as seen inside.
+      const sub = path.join(ws, "sub")
+      yield* Effect.sync(() => {
+        mkdirSync(sub)
+        if (isRoot) chownSync(sub, 65534, 65534)
+      })
+      const ran = yield* NativeRunner.exec({ argv: ["pwd"], cwd: sub })
+      expect(new TextDecoder().decode(ran.stdout)).toBe("/workspace/sub\n")
+    }).pipe(
+      Effect.provide(NativeRunner.layerNode({ sandbox: { policy: { workspace: ws } } })),
+      Effect.ensuring(Effect.sync(() => {
+        remove()
+        rmSync(secretDir, { recursive: true, force: true })
+      }))
     )
   }, 30_000)
 })

@@ -43,6 +43,11 @@ interface Around {
   readonly adapt?: (proc: RunningProcess) => RunningProcess
   /** A failure of the wrapper itself, found in the outcome (bwrap's set-up). */
   readonly setupFailure: (outcome: Outcome) => SpawnError | undefined
+  /**
+   * False when the wrapper finds the cwd itself, from inside (bwrap's `--chdir`): the cwd is then never looked at on
+   * the host, where it lies in a tree the workload writes.
+   */
+  readonly checkCwd?: boolean
 }
 
 const nothingAround: Around = { acquire: Effect.void, setupFailure: () => undefined }
@@ -60,7 +65,7 @@ const limitsPolicy = (
 (command) =>
   Effect.gen(function*() {
     const [wrapped, around] = yield* wrap(command)
-    yield* checkCwd(command)
+    if (around.checkCwd !== false) yield* checkCwd(command)
     yield* around.acquire
     const cgroup = useCgroup && limits?.maxProcesses !== undefined ? yield* pidsCgroup(limits.maxProcesses) : undefined
     const run: PreparedRun = {
@@ -183,6 +188,20 @@ const bwrapSetupFailure = (command: PreparedCommand, status: BwrapStatus) => (ou
   const program = command.argv[0]
   const failedExec = lines.map((line) => /^bwrap: execvp (.*): (No such file or directory|Permission denied)$/.exec(line))
     .find((match) => match?.[1] === program)
+  // The cwd, looked for by bwrap inside the sandbox (never on the host): said as a direct spawn says it.
+  const failedChdir = lines.map((line) => /^bwrap: Can't chdir to (.*): (No such file or directory|Not a directory|Permission denied)$/.exec(line))
+    .find((match) => match !== null)
+  if (failedChdir !== undefined && failedChdir !== null) {
+    const why = failedChdir[2]
+    return why === "Not a directory"
+      ? new SpawnError({ reason: "CwdNotDirectory", command: program, cwd: command.cwd, message: `cwd ${command.cwd} is not a directory` })
+      : new SpawnError({
+        reason: why === "Permission denied" ? "PermissionDenied" : "CwdNotFound",
+        command: program,
+        cwd: command.cwd,
+        message: `cannot use cwd ${command.cwd}: ${why === "Permission denied" ? "permission denied" : "no such directory"}`
+      })
+  }
   if (failedExec !== undefined && failedExec !== null) {
     const notFound = failedExec[2] === "No such file or directory"
     return new SpawnError({
@@ -261,7 +280,9 @@ const sandboxWrap = (policy: Sandbox.Policy, host: SandboxHost): Wrap => {
       const around: Around = {
         acquire: lookUpProgram({ ...command, cwd: insideCwd(hostCwd, host.layout) }, view),
         adapt: signalInside(status),
-        setupFailure: bwrapSetupFailure(command, status)
+        setupFailure: bwrapSetupFailure(command, status),
+        // As root, stat() of a cwd in the workspace followed the workload's symlinks: a host-path existence oracle.
+        checkCwd: false
       }
       return [wrapped, around] as const
     })

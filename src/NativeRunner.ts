@@ -159,18 +159,15 @@ export const commandInput = (command: PlatformCommand.Command): Effect.Effect<Ex
     const env = Object.fromEntries(HashMap.toEntries(command.env))
     const stdin = typeof command.stdin === "string"
       ? undefined
-      : yield* Stream.runFold(
-        command.stdin,
+      : yield* Stream.runFoldEffect(
+        command.stdin.pipe(Stream.mapError((error) => commandRefused("stdin", `could not be read: ${error.message}`))),
         { chunks: [] as Array<Uint8Array>, size: 0 },
-        (acc, chunk) => ({ chunks: (acc.chunks.push(chunk), acc.chunks), size: acc.size + chunk.length })
-      ).pipe(
-        Effect.mapError((error) => commandRefused("stdin", `could not be read: ${error.message}`)),
-        Effect.filterOrFail(
-          (acc) => acc.size <= MAX_COMMAND_STDIN_BYTES,
-          () => commandRefused("stdin", `is larger than ${MAX_COMMAND_STDIN_BYTES} bytes`)
-        ),
-        Effect.map((acc) => new Uint8Array(Buffer.concat(acc.chunks)))
-      )
+        // Refused the moment it passes the cap: an endless stream is not read on.
+        (acc, chunk) =>
+          acc.size + chunk.length > MAX_COMMAND_STDIN_BYTES
+            ? Effect.fail(commandRefused("stdin", `is larger than ${MAX_COMMAND_STDIN_BYTES} bytes`))
+            : Effect.succeed({ chunks: (acc.chunks.push(chunk), acc.chunks), size: acc.size + chunk.length })
+      ).pipe(Effect.map((acc) => new Uint8Array(Buffer.concat(acc.chunks))))
     return {
       argv,
       ...(Object.keys(env).length === 0 ? {} : { env }),

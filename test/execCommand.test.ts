@@ -54,5 +54,10 @@ describe("execCommand", () => {
       const asRoot = Object.assign(Object.create(Object.getPrototypeOf(plain)), plain, { uid: Option.some(0) }) as Command.Command
       const stranger = yield* Effect.flip(NativeRunner.execCommand(asRoot))
       expect(stranger._tag === "InvalidInput" && stranger.issues[0]?.path).toBe("uid")
+      // An endless stdin is refused once past the cap, not read until memory runs out (review: 400 MiB was read first).
+      const endless = yield* Effect.flip(NativeRunner.execCommand(Command.make("cat").pipe(
+        Command.stdin(Stream.forever(Stream.succeed(new Uint8Array(1024 * 1024))))
+      )))
+      expect(endless._tag === "InvalidInput" && endless.issues[0]?.path).toBe("stdin")
     }).pipe(Effect.provide(live)))
 }, { timeout: 30_000 })

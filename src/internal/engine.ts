@@ -43,14 +43,20 @@ export const currentStopSignal: FiberRef.FiberRef<() => StopSignal> = FiberRef.u
  * the child holds a pipe of its own and never our descriptor (a sandboxed child could reopen a file's through
  * `/proc/self/fd/0`); or nothing (`/dev/null`: EOF at once).
  */
-export type SpawnStdin = Uint8Array | "inherit" | "pump" | undefined
+export type SpawnStdin = Uint8Array | OurStdin | undefined
+
+/** Our own stdin, as a run may read it (see `SpawnStdin`). */
+export type OurStdin = "inherit" | "pump"
+
+/** Whether a run reads our own stdin (inherited or pumped) rather than bytes or nothing. */
+export const isOurStdin = (stdin: SpawnStdin): stdin is OurStdin => stdin === "inherit" || stdin === "pump"
 
 /**
  * What a run given no stdin bytes reads instead of /dev/null: our own stdin, `"inherit"`ed or `"pump"`ed (see
  * `SpawnStdin`). Set by the CLI when its stdin is not a terminal, as a shell's child reads it; not part of the
  * public input.
  */
-export const currentStdinInherit: FiberRef.FiberRef<"none" | "inherit" | "pump"> = FiberRef.unsafeMake<"none" | "inherit" | "pump">("none")
+export const currentStdinInherit: FiberRef.FiberRef<"none" | OurStdin> = FiberRef.unsafeMake<"none" | OurStdin>("none")
 
 /** A started process, as a backend hands it to the engine. */
 export interface RunningProcess {

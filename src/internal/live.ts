@@ -12,7 +12,7 @@ import { stat } from "node:fs/promises"
 import type { SpawnFailure } from "../Errors.js"
 import { SpawnError } from "./errors.js"
 import { drainStreams } from "./drain.js"
-import type { KillSignal, ProcessExit, RunningProcess, Spawner } from "./engine.js"
+import { isOurStdin, type KillSignal, type ProcessExit, type RunningProcess, type Spawner } from "./engine.js"
 import type { PreparedCommand } from "./prepared.js"
 import { hostCwd } from "./runner.js"
 
@@ -127,7 +127,7 @@ export const makeSpawner = (
       const withCwd = command.cwd === cwdAtStart ? base : Command.workingDirectory(base, command.cwd)
       const platformCommand = stdin === undefined
         ? Command.stdin(withCwd, NO_INPUT)
-        : stdin === "inherit" || stdin === "pump"
+        : isOurStdin(stdin)
         ? Command.stdin(withCwd, "inherit")
         : withCwd
       const process = yield* executor.start(platformCommand).pipe(

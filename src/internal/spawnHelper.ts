@@ -21,7 +21,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { SpawnError } from "./errors.js"
-import type { Spawner } from "./engine.js"
+import { isOurStdin, type Spawner } from "./engine.js"
 import { killGroup, makeNodeSpawner, spawnFailure } from "./nodeSpawner.js"
 import type { PreparedCommand } from "./prepared.js"
 import {
@@ -221,7 +221,7 @@ const viaHelper = (table: Table): Spawner["spawn"] => (command, stdin, runWithin
   Effect.map(
     Effect.acquireRelease(
       Effect.catchAll(
-        table.request(command, stdin === "inherit" || stdin === "pump" ? undefined : stdin, runWithinMs === undefined ? undefined : runWithinMs + EXIT_REPORT_WITHIN_MS),
+        table.request(command, isOurStdin(stdin) ? undefined : stdin, runWithinMs === undefined ? undefined : runWithinMs + EXIT_REPORT_WITHIN_MS),
         (failure) => startFailure(command, failure)
       ),
       (exec: Exec) =>
@@ -348,7 +348,7 @@ export const makeHelperSpawnerWith = (
       spawn: (command, stdin, runWithinMs) =>
         Effect.flatMap(usable, (generation) =>
           // Our own stdin cannot be handed to the helper (no descriptor passing in Node): such a run spawns here.
-          generation === undefined || stdin === "inherit" || stdin === "pump"
+          generation === undefined || isOurStdin(stdin)
             ? directSpawner.spawn(command, stdin, runWithinMs)
             : generation.spawn(command, stdin, runWithinMs))
     }

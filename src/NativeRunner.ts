@@ -29,7 +29,8 @@ import { makeRunCgroups, type RunCgroups, watchHostDeath } from "./internal/runC
 import * as layerConfigInternal from "./internal/layerConfig.js"
 import type { ConfiguredOptions } from "./internal/layerConfig.js"
 import { makePolicy } from "./internal/policy.js"
-import { hostCwd, makeRunner, type RunnerService } from "./internal/runner.js"
+import { makeExecutor } from "./internal/commandExecutor.js"
+import { hostCwd, makeRunnerCore, type RunnerCore, type RunnerService } from "./internal/runner.js"
 import { type PromiseRunner, type PromiseRunnerOptions, toPromiseRunner as promiseRunner } from "./internal/promiseRunner.js"
 
 export type { RunnerService as Service } from "./internal/runner.js"
@@ -133,17 +134,15 @@ export class NativeRunner extends Context.Tag("effect-native-runner/NativeRunner
 export const exec = (input: ExecInput): Effect.Effect<ExecResult, NativeRunnerError, NativeRunner> =>
   Effect.flatMap(NativeRunner, (runner) => runner.exec(input))
 
-/** The most stdin bytes a `Command`'s `feed` or `stdin(stream)` may bring to `execCommand` (they are collected first). */
-export const MAX_COMMAND_STDIN_BYTES = 64 * 1024 * 1024
-
 const commandRefused = (path: string, message: string) =>
   new InvalidInputError({ message: `Cannot run the Command: ${path} ${message}`, issues: [{ path, message }] })
 
 /**
  * The exec input a platform `Command` describes: program and arguments (`runInShell`: `sh -c` with them joined, as
  * Node's `shell` option does), `env` (set on top of what the layer's `inheritEnv` lets through, whatever the
- * command's `extendEnv`), `workingDirectory`, and its stdin (`feed`, `stdin(stream)`) collected, up to
- * `MAX_COMMAND_STDIN_BYTES`. A piped command, and one with a `uid` or `gid`, fail with `InvalidInput`.
+ * command's `extendEnv`), `workingDirectory`, and its stdin (`feed`, `stdin(stream)`) as a stream the child pulls
+ * (see `ExecInput`). A piped command, and one with a `uid` or `gid`, fail with `InvalidInput` (`layerCommandExecutor`
+ * runs pipelines).
  */
 export const commandInput = (command: PlatformCommand.Command): Effect.Effect<ExecInput, InvalidInput> =>
   Effect.gen(function*() {
@@ -157,17 +156,8 @@ export const commandInput = (command: PlatformCommand.Command): Effect.Effect<Ex
       ? [command.command, ...command.args]
       : [command.shell === true ? "/bin/sh" : command.shell, "-c", [command.command, ...command.args].join(" ")]
     const env = Object.fromEntries(HashMap.toEntries(command.env))
-    const stdin = typeof command.stdin === "string"
-      ? undefined
-      : yield* Stream.runFoldEffect(
-        command.stdin.pipe(Stream.mapError((error) => commandRefused("stdin", `could not be read: ${error.message}`))),
-        { chunks: [] as Array<Uint8Array>, size: 0 },
-        // Refused the moment it passes the cap: an endless stream is not read on.
-        (acc, chunk) =>
-          acc.size + chunk.length > MAX_COMMAND_STDIN_BYTES
-            ? Effect.fail(commandRefused("stdin", `is larger than ${MAX_COMMAND_STDIN_BYTES} bytes`))
-            : Effect.succeed({ chunks: (acc.chunks.push(chunk), acc.chunks), size: acc.size + chunk.length })
-      ).pipe(Effect.map((acc) => new Uint8Array(Buffer.concat(acc.chunks))))
+    // A stream is pulled as the child reads it, never collected first; "pipe" and "inherit" give no stdin.
+    const stdin = typeof command.stdin === "string" ? undefined : command.stdin
     return {
       argv,
       ...(Object.keys(env).length === 0 ? {} : { env }),
@@ -256,7 +246,7 @@ const makeWith = (
   options: DecodedOptions
 ) =>
   Effect.gen(function*() {
-    return yield* makeRunner({
+    return yield* makeRunnerCore({
       spawner,
       policy: yield* makePolicy(options, capabilities),
       hostEnv: process.env,
@@ -278,7 +268,7 @@ export const make = (
 ): Effect.Effect<RunnerService, NativeRunnerError, CommandExecutor.CommandExecutor> =>
   Effect.gen(function*() {
     const decoded = yield* decodeOptions(Options, options)
-    return yield* makeWith(makeSpawner(yield* CommandExecutor.CommandExecutor), { canSandbox: false }, decoded)
+    return (yield* makeWith(makeSpawner(yield* CommandExecutor.CommandExecutor), { canSandbox: false }, decoded)).service
   })
 
 /**
@@ -290,8 +280,11 @@ export const make = (
  * const runner = yield* NativeRunner.makeNode({ sandbox: { policy: { workspace: "/srv/job" } } })
  */
 export const makeNode = (options: Options = {}): Effect.Effect<RunnerService, NativeRunnerError, Scope.Scope> =>
+  Effect.flatMap(decodeOptions(Options, options), (decoded) => Effect.map(makeNodeCore(decoded), (core) => core.service))
+
+/** `makeNode` with its options decoded, and the exec behind the service (for the `CommandExecutor`). */
+const makeNodeCore = (decoded: DecodedOptions): Effect.Effect<RunnerCore, NativeRunnerError, Scope.Scope> =>
   Effect.gen(function*() {
-    const decoded = yield* decodeOptions(Options, options)
     // The helper first, while the host is as small as it will ever be: it forks cheaply for ever after.
     const spawner = yield* makeLiveSpawner(decoded.spawnHelper)
     const made = yield* makeRunCgroups
@@ -312,6 +305,50 @@ export const layer = (
 /** The live layer on the project's own Node spawner: no requirements, sandbox and limits supported. */
 export const layerNode = (options: Options = {}): Layer.Layer<NativeRunner, NativeRunnerError> =>
   Layer.scoped(NativeRunner, makeNode(options))
+
+/**
+ * Options of `layerCommandExecutor`: the live layer's (`Options`), plus `overflow`: what a `Process`'s stdout or
+ * stderr stream does past its cap (`maxStdoutBytes`, `maxStderrBytes`): `"truncate"` (default: the stream carries the
+ * first bytes up to the cap, then ends with the run, as `exec` keeps them) or `"fail"` (it fails at its end with a
+ * `SystemError` `InvalidData`, so `Command.string` fails instead of returning a cut).
+ */
+export const CommandExecutorOptions = Schema.Struct({
+  ...Options.fields,
+  overflow: Schema.optionalWith(Schema.Literal("truncate", "fail"), { default: () => "truncate" as const })
+})
+export type CommandExecutorOptions = Given<typeof CommandExecutorOptions.Type>
+
+/**
+ * A platform `CommandExecutor` implemented by the runner, in the scope: code written with `Command` (`Command.string`,
+ * `lines`, `exitCode`, `stream`, `start`, `pipeTo`, `feed`, `stdin(stream)`, `env`, `workingDirectory`,
+ * `runInShell`) runs under the runner's caps, timeouts, tree kill, audit, metrics and sandbox. Failures are the
+ * platform's `SystemError` / `BadArgument` with the same reasons as its own executor (`NotFound`, `PermissionDenied`),
+ * the runner's typed error in `cause`; a run that timed out fails `exitCode` and its streams with `TimedOut`. The
+ * README lists where it differs from `NodeCommandExecutor` and why.
+ *
+ * @example
+ * const executor = yield* NativeRunner.makeCommandExecutor({ timeout: "30 seconds" })
+ */
+export const makeCommandExecutor = (
+  options: CommandExecutorOptions = {}
+): Effect.Effect<CommandExecutor.CommandExecutor, NativeRunnerError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const { overflow, ...rest } = yield* decodeOptions(CommandExecutorOptions, options)
+    return makeExecutor(yield* makeNodeCore(rest), { overflow })
+  })
+
+/**
+ * The `CommandExecutor` layer backed by the runner (see `makeCommandExecutor`): swap it for `NodeContext.layer`'s
+ * executor and every `Command` is capped, killed as a tree, audited and (given a `sandbox`) sandboxed.
+ *
+ * @example
+ * const program = Command.string(Command.make("git", "log", "-1"))
+ * program.pipe(Effect.provide(NativeRunner.layerCommandExecutor({ maxStdoutBytes: 1 << 20, timeout: "30 seconds" })))
+ */
+export const layerCommandExecutor = (
+  options: CommandExecutorOptions = {}
+): Layer.Layer<CommandExecutor.CommandExecutor, NativeRunnerError> =>
+  Layer.scoped(CommandExecutor.CommandExecutor, makeCommandExecutor(options))
 
 /**
  * The live layer's options from the environment (`NATIVE_RUNNER_MAX_STDOUT`, `NATIVE_RUNNER_TIMEOUT`,

@@ -92,10 +92,13 @@ export type Respond = Response | ((call: Call) => Response | Effect.Effect<Respo
 // The script
 // ---------------------------------------------------------------------------------------------------------------
 
+/** The exec input of a call: as decoded, with stdin as bytes. */
+export type CallInput = Omit<ExecInput, "stdin"> & { readonly stdin?: Uint8Array }
+
 /** One call the fake saw. */
 export interface Call {
-  /** The exec input, as decoded. */
-  readonly input: ExecInput
+  /** The exec input, as decoded; a stdin `Stream` has been read to its end (up to 64 MiB): here it is its bytes. */
+  readonly input: CallInput
   /** What would have been spawned: argv, cwd and the complete env after the env policy. */
   readonly command: PreparedCommand
 }

@@ -48,7 +48,7 @@ const secretCases: ReadonlyArray<readonly [string, unknown, Issues]> = [
     { argv, env: `OPENAI_API_KEY=${CANARY}` },
     [{ path: "env", message: "expected an object of string environment variables" }]
   ],
-  ["stdin a secret string", { argv, stdin: CANARY }, [{ path: "stdin", message: "expected a Uint8Array" }]],
+  ["stdin a secret string", { argv, stdin: CANARY }, [{ path: "stdin", message: "expected a Uint8Array or a Stream of Uint8Array" }]],
   [
     "an argument with a secret and a NUL byte",
     { argv: ["curl", "-H", `Authorization: Bearer ${CANARY}\0`] },

@@ -117,7 +117,7 @@ export const makeFleetRunners: Effect.Effect<(settings: ClientSettings) => Nativ
           requestId,
           tenant: settings.tenant,
           delivery: settings.delivery,
-          input: toWire(decoded),
+          input: yield* toWire(decoded),
           ...(settings.caps === undefined ? {} : { caps: settings.caps })
         }
         return { client: clientFor(route()), payload, requestId }

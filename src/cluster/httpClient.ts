@@ -124,7 +124,7 @@ export const make = (settings: HttpClientSettings): Effect.Effect<NativeRunner["
           requestId,
           delivery: settings.delivery,
           spread: settings.spread,
-          input: encodeInput(toWire(decoded))
+          input: encodeInput(yield* toWire(decoded))
         })
         return { requestId, body }
       })

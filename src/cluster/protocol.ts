@@ -134,22 +134,27 @@ const millis = (d: Duration.DurationInput | undefined): number | undefined =>
   d === undefined ? undefined : Duration.toMillis(Duration.decode(d))
 
 /** The decoded exec input as it travels: durations in milliseconds. */
-export const toWire = (input: ExecInput): WireInput => {
+export const toWire = (input: ExecInput): Effect.Effect<WireInput, InvalidInput> => {
   const timeoutMs = millis(input.timeout)
   const killGraceMs = millis(input.killGrace)
   const idleTimeoutMs = millis(input.idleTimeout)
-  return {
+  const stdin = input.stdin
+  if (stdin !== undefined && !(stdin instanceof Uint8Array)) {
+    const message = "a Stream cannot be sent to a fleet worker: give the bytes"
+    return Effect.fail(new InvalidInput({ message: `invalid exec input: stdin ${message}`, issues: [{ path: "stdin", message }] }))
+  }
+  return Effect.succeed({
     argv: input.argv,
     ...(input.cwd !== undefined ? { cwd: input.cwd } : {}),
     ...(input.env !== undefined ? { env: input.env } : {}),
-    ...(input.stdin !== undefined ? { stdin: input.stdin } : {}),
+    ...(stdin !== undefined ? { stdin } : {}),
     ...(input.limits !== undefined ? { limits: input.limits } : {}),
     ...(timeoutMs !== undefined ? { timeoutMs } : {}),
     ...(killGraceMs !== undefined ? { killGraceMs } : {}),
     ...(idleTimeoutMs !== undefined ? { idleTimeoutMs } : {}),
     ...(input.keep !== undefined ? { keep: input.keep } : {}),
     ...(input.spill !== undefined ? { spill: input.spill } : {})
-  }
+  })
 }
 
 /** The wire input back as the local runner's input (the worker's runner decodes it again, at its own edge). */

@@ -10,6 +10,7 @@ import * as Fiber from "effect/Fiber"
 import * as FiberRef from "effect/FiberRef"
 import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
+import type * as Stream from "effect/Stream"
 import { constants } from "node:os"
 import { SpawnError } from "./errors.js"
 import { type Capture, makeCapture } from "./capture.js"
@@ -33,17 +34,32 @@ export type StopSignal = "SIGTERM" | "SIGINT" | "SIGHUP" | "SIGPIPE"
 /**
  * The first signal an interrupted run's tree gets (a timeout always sends SIGTERM, as `timeout(1)` does), read when
  * the interruption is handled. The CLI sets it to the signal it received itself, so Ctrl-C reaches the command as
- * SIGINT; everything else leaves the default, SIGTERM.
+ * SIGINT; a `Command`'s `Process.kill(signal)` sets the signal it was given; everything else leaves the default, SIGTERM.
  */
-export const currentStopSignal: FiberRef.FiberRef<() => StopSignal> = FiberRef.unsafeMake<() => StopSignal>(() => "SIGTERM")
+export const currentStopSignal: FiberRef.FiberRef<() => KillSignal> = FiberRef.unsafeMake<() => KillSignal>(() => "SIGTERM")
 
 /**
- * What the child reads: bytes written then closed; `"inherit"`, our own stdin's descriptor itself (streamed with no
+ * What the child reads: bytes written then closed; a stream of bytes (`StreamStdin`), written as it comes with
+ * backpressure, then closed; `"inherit"`, our own stdin's descriptor itself (streamed with no
  * copy, as a shell's child reads it); `"pump"`, our own stdin copied into a pipe as it arrives (with backpressure), so
  * the child holds a pipe of its own and never our descriptor (a sandboxed child could reopen a file's through
  * `/proc/self/fd/0`); or nothing (`/dev/null`: EOF at once).
  */
-export type SpawnStdin = Uint8Array | OurStdin | undefined
+export type SpawnStdin = Uint8Array | StreamStdin | OurStdin | undefined
+
+/**
+ * Stdin from a `Stream`: pulled only as fast as the child reads (one chunk in flight), ended at the stream's end;
+ * a child that exits or closes its stdin stops the pull (EPIPE is how that looks, not an error); a stream that fails
+ * ends the child's stdin there.
+ */
+export interface StreamStdin {
+  readonly _tag: "StreamStdin"
+  readonly stream: Stream.Stream<Uint8Array, unknown>
+}
+
+/** Whether a run's stdin comes from a `Stream`. */
+export const isStreamStdin = (stdin: SpawnStdin): stdin is StreamStdin =>
+  typeof stdin === "object" && !(stdin instanceof Uint8Array)
 
 /** Our own stdin, as a run may read it (see `SpawnStdin`). */
 export type OurStdin = "inherit" | "pump"
@@ -139,7 +155,7 @@ export const exitCodeOf = (exit: ProcessExit): number =>
  * TERM (or `first`) to the tree, up to `grace` for the process to exit, then KILL. Also KILLs leftover members of the
  * tree that ignored TERM after the leader died. Interruptible waits inside so it also works from a finalizer.
  */
-export const terminate = (proc: RunningProcess, grace: Duration.Duration, first: StopSignal = "SIGTERM"): Effect.Effect<ProcessExit> =>
+export const terminate = (proc: RunningProcess, grace: Duration.Duration, first: KillSignal = "SIGTERM"): Effect.Effect<ProcessExit> =>
   Effect.gen(function*() {
     yield* proc.kill(first)
     const exited = yield* Effect.interruptible(proc.exit).pipe(Effect.timeoutOption(grace))

@@ -7,6 +7,7 @@ import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Ref from "effect/Ref"
 import * as Schema from "effect/Schema"
+import * as Stream from "effect/Stream"
 import type { Call, Entry, Match, RecorderService, Respond, Response } from "../NativeRunnerTest.js"
 import type { Spawner } from "./engine.js"
 import { checkCwdNow, defaultSpawnMessage, isSpawnFails, startFake } from "./fakeProcess.js"
@@ -87,6 +88,19 @@ const answer = (respond: Respond, call: Call, command: PreparedCommand) =>
     return yield* startFake(response)
   })
 
+/** The most bytes the fake reads from a stdin `Stream` before the script sees the call. */
+export const MAX_FAKE_STDIN_BYTES = 64 * 1024 * 1024
+
+/** A stdin `Stream` read to its end, so the script sees its bytes; one that fails or never fits dies loudly. */
+const collectStdin = (stream: Stream.Stream<Uint8Array, unknown>) =>
+  Stream.runFoldEffect(stream, { chunks: [] as Array<Uint8Array>, size: 0 }, (acc, chunk) =>
+    acc.size + chunk.length > MAX_FAKE_STDIN_BYTES
+      ? Effect.dieMessage(`NativeRunnerTest: a stdin stream larger than ${MAX_FAKE_STDIN_BYTES} bytes`)
+      : Effect.succeed({ chunks: (acc.chunks.push(chunk), acc.chunks), size: acc.size + chunk.length })).pipe(
+    Effect.map((acc) => new Uint8Array(Buffer.concat(acc.chunks))),
+    Effect.catchAll((error) => Effect.dieMessage(`NativeRunnerTest: the stdin stream failed: ${String(error)}`))
+  )
+
 /** The spawner answering calls from `script`, and the recorder of what it saw. */
 export const makeFakeSpawner = (
   script: ReadonlyArray<Entry>,
@@ -99,7 +113,9 @@ export const makeFakeSpawner = (
           // The runner hands every spawn the decoded input it came from; the call records them apart.
           const { input, ...prepared } = command
           if (input === undefined) return yield* Effect.dieMessage("NativeRunnerTest: spawn outside of exec")
-          const call: Call = { input, command: prepared }
+          const { stdin, ...rest } = input
+          const bytes = stdin === undefined || stdin instanceof Uint8Array ? stdin : yield* collectStdin(stdin)
+          const call: Call = { input: bytes === undefined ? rest : { ...rest, stdin: bytes }, command: prepared }
           yield* Ref.update(state, (s) => ({ ...s, calls: [...s.calls, call] }))
           if (checkCwd) yield* checkCwdNow(command)
           const found = yield* takeEntry(script, state, call)

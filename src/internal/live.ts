@@ -5,6 +5,7 @@
 import * as Command from "@effect/platform/Command"
 import type * as CommandExecutor from "@effect/platform/CommandExecutor"
 import type { PlatformError } from "@effect/platform/Error"
+import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
@@ -12,7 +13,7 @@ import { stat } from "node:fs/promises"
 import type { SpawnFailure } from "../Errors.js"
 import { SpawnError } from "./errors.js"
 import { drainStreams } from "./drain.js"
-import { isOurStdin, type KillSignal, type ProcessExit, type RunningProcess, type Spawner } from "./engine.js"
+import { isOurStdin, isStreamStdin, type KillSignal, type ProcessExit, type RunningProcess, type Spawner } from "./engine.js"
 import type { PreparedCommand } from "./prepared.js"
 import { hostCwd } from "./runner.js"
 
@@ -110,6 +111,17 @@ const spawnDefect = (command: PreparedCommand) => (defect: unknown): Option.Opti
   return Option.some(classifyFailure(command, spawnError(command, "Unknown", message)))
 }
 
+const EMPTY = new Uint8Array(0)
+
+/**
+ * The platform's stdin sink (platform-node-shared 0.5x, `writeEffect`) waits for "drain" only between the items of a
+ * chunk, never after the last: a stream of one-item chunks is written with no backpressure at all (measured: an
+ * endless stream into `true` blocked the event loop while Node buffered it). An empty item after each one makes it
+ * wait for "drain" after every write; writing zero bytes is a no-op.
+ */
+const withBackpressure = (stream: Stream.Stream<Uint8Array, unknown>) =>
+  Stream.mapChunks(stream, Chunk.flatMap((bytes) => Chunk.make(bytes, EMPTY)))
+
 /**
  * A `Spawner` over a `CommandExecutor`. Kept cheap per exec (each item measured with `npm run bench`): the cwd is
  * only examined after a failed start; a cwd equal to the host's is not passed (the platform would check it again);
@@ -134,10 +146,14 @@ export const makeSpawner = (
         Effect.catchAll((error) => classifyFailure(command, fromPlatformError(command)(error))),
         Effect.catchSomeDefect(spawnDefect(command))
       )
-      if (stdin instanceof Uint8Array) {
+      if (stdin instanceof Uint8Array || isStreamStdin(stdin)) {
         // Our own writer, in the run's scope: written then closed, and interrupted when the run ends whatever the
         // child did with its stdin (one that exits without reading is not an error).
-        yield* Effect.forkScoped(Effect.interruptible(Stream.run(Stream.succeed(stdin), process.stdin).pipe(Effect.ignore)))
+        const source = stdin instanceof Uint8Array ? Stream.succeed(stdin) : withBackpressure(stdin.stream)
+        // Stopped at the exit too: after EPIPE the platform's sink waits for a "drain" that never comes.
+        yield* Effect.forkScoped(Effect.interruptible(
+          Effect.raceFirst(Stream.run(source, process.stdin).pipe(Effect.ignore), exitOf(process))
+        ))
       }
       const running: RunningProcess = {
         pid: process.pid,

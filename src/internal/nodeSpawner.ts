@@ -10,10 +10,11 @@ import * as FiberId from "effect/FiberId"
 import { type ChildProcess, spawn, type StdioOptions } from "node:child_process"
 import { existsSync } from "node:fs"
 import type { Readable, Writable } from "node:stream"
-import type { KillSignal, ProcessExit, RunningProcess, SpawnStdin, Spawner } from "./engine.js"
+import { isStreamStdin, type KillSignal, type ProcessExit, type RunningProcess, type SpawnStdin, type Spawner } from "./engine.js"
 import { classifyFailure, errnoOf, spawnError } from "./live.js"
 import type { ExtraFd, PreparedCommand } from "./prepared.js"
 import { moveSelf } from "./runCgroup.js"
+import { writeStdin } from "./stdinWriter.js"
 
 const ignore = () => {}
 
@@ -181,6 +182,13 @@ export const makeNodeSpawner = (): Spawner => ({
         start(command, stdin).pipe(Effect.catchAll(({ error }) => spawnFailure(command, error))),
         ({ exited, pid }) =>
           Effect.flatMap(Deferred.isDone(exited), (done) => done ? Effect.void : Effect.sync(() => killGroup(pid, "SIGKILL")))
+      ).pipe(
+        // The writer lives in the run's scope: it stops when the run ends, whatever the child did with its stdin.
+        Effect.tap(({ child }) =>
+          isStreamStdin(stdin) && child.stdin !== null
+            ? Effect.forkScoped(Effect.interruptible(writeStdin(child.stdin, stdin.stream)))
+            : Effect.void
+        )
       ),
       ({ child, exited, pid }): RunningProcess => ({
         pid,

@@ -15,7 +15,7 @@ import type { InvalidInput, NativeRunnerError, SandboxUnavailable, SpawnError } 
 import type { AuditRecord, ExecEvent, ExecInput, ExecResult, LimitExceeded } from "../Exec.js"
 import type * as NativeRunnerModule from "../NativeRunner.js"
 import { Audit } from "./audit.js"
-import { currentStdinInherit, type Outcome, type RunHooks, runProcess, type RunningProcess, type RunSettings, type Spawner } from "./engine.js"
+import { currentStdinInherit, type OurStdin, type Outcome, type RunHooks, runProcess, type RunningProcess, type RunSettings, type SpawnStdin, type Spawner } from "./engine.js"
 import { buildEnv, type InheritEnv } from "./env.js"
 import { execStreamOf } from "./exec/events.js"
 import { decodeInput } from "./exec/input.js"
@@ -110,13 +110,38 @@ interface RunnerShared {
 }
 
 /**
+ * What a `Command` run asks of an exec beyond its input (`NativeRunner.layerCommandExecutor`): `exactEnv`, the env is
+ * the input's alone on top of the policy's base (the platform's `extendEnv: false`: nothing inherited, no layer
+ * `env`); `stdin`, our own stdin when the input gives none (the platform's `stdin: "inherit"`).
+ */
+export interface RunControls {
+  readonly exactEnv?: boolean | undefined
+  readonly stdin?: OurStdin | undefined
+}
+
+/** The service, and the exec behind it for code in this package that listens to runs (the `CommandExecutor`). */
+export interface RunnerCore {
+  readonly service: RunnerService
+  readonly options: RunnerOptions
+  /** Whether runs are sandboxed (our own stdin then reaches them pumped, never as our descriptor). */
+  readonly sandboxed: boolean
+  readonly run: (input: ExecInput, listener: RunListener | undefined, controls: RunControls) => Effect.Effect<ExecResult, NativeRunnerError>
+}
+
+/**
  * Builds the runner service; publishes audits to the `Audit` service if one is in the context. An exec is a short
  * pipeline: decode -> settings -> prepare (env, cwd, policy) -> run (engine) -> record -> result.
  */
 export const makeRunner = (
   context: RunnerContext,
   options: RunnerOptions
-): Effect.Effect<RunnerService> =>
+): Effect.Effect<RunnerService> => Effect.map(makeRunnerCore(context, options), (core) => core.service)
+
+/** `makeRunner`, with the exec behind the service. */
+export const makeRunnerCore = (
+  context: RunnerContext,
+  options: RunnerOptions
+): Effect.Effect<RunnerCore> =>
   Effect.gen(function*() {
     const audit = yield* Effect.serviceOption(Audit)
     const shared: RunnerShared = {
@@ -128,37 +153,44 @@ export const makeRunner = (
       publish: (record) => Option.isSome(audit) ? Effect.uninterruptible(audit.value.publish(record)) : Effect.void
     }
     const exec = Effect.fn("NativeRunner.exec")(function*(raw: ExecInput) {
-      return yield* runExec(shared, raw, undefined)
+      return yield* runExec(shared, raw, undefined, {})
     })
-    return { exec, execStream: (raw) => execStreamOf((listener) => runExec(shared, raw, listener)) }
+    const service: RunnerService = {
+      exec,
+      execStream: (raw) => execStreamOf((listener) => runExec(shared, raw, listener, {}))
+    }
+    return {
+      service,
+      options,
+      sandboxed: context.policy.sandbox !== "none",
+      run: Effect.fn("NativeRunner.exec")(function*(raw: ExecInput, listener: RunListener | undefined, controls: RunControls) {
+        return yield* runExec(shared, raw, listener, controls)
+      })
+    }
   })
 
 /** One exec: decode -> settings -> prepare -> run -> record -> result. */
-const runExec = (shared: RunnerShared, raw: ExecInput, listener: RunListener | undefined) =>
+const runExec = (shared: RunnerShared, raw: ExecInput, listener: RunListener | undefined, controls: RunControls) =>
   Effect.gen(function*() {
     const input = yield* decodeInput(raw).pipe(Effect.tapError(() => metrics.recordOutcome("invalid_input")))
     const settings = settingsOf(input, shared.options)
-    const { command, meta } = yield* prepare(shared, input)
-    const [outcome, extras] = yield* runScoped(shared, meta, command, input, settings, listener).pipe(
+    const { command, meta } = yield* prepare(shared, input, controls)
+    const [outcome, extras] = yield* runScoped(shared, meta, command, input, settings, listener, controls).pipe(
       Effect.tapError((error) => error._tag === "SpawnError" ? auditSpawnFailure(shared, meta, error) : Effect.void)
     )
     return yield* recordRun(shared, meta, outcome, extras)
   })
 
 /** The command after the env policy and the cwd, and what every record of the exec shares. */
-const prepare = (shared: RunnerShared, input: ExecInput) =>
+const prepare = (shared: RunnerShared, input: ExecInput, controls: RunControls) =>
   Effect.gen(function*() {
     const { context, options } = shared
     const { policy } = context
     const [program = "", ...args] = input.argv
     const cwd = yield* resolveCwd(shared.baseCwd, input.cwd, program)
-    const env = buildEnv(
-      options.inheritEnv ?? policy.defaultInheritEnv ?? "core",
-      context.hostEnv,
-      policy.baseEnv,
-      options.env,
-      input.env
-    )
+    const env = controls.exactEnv === true
+      ? buildEnv("none", context.hostEnv, policy.baseEnv, input.env)
+      : buildEnv(options.inheritEnv ?? policy.defaultInheritEnv ?? "core", context.hostEnv, policy.baseEnv, options.env, input.env)
     const startedMillis = yield* Clock.currentTimeMillis
     const meta: RunMeta = {
       runId: randomUUID(),
@@ -181,13 +213,14 @@ const runScoped = (
   command: PreparedCommand,
   input: ExecInput,
   settings: RunSettings,
-  listener: RunListener | undefined
+  listener: RunListener | undefined,
+  controls: RunControls
 ) =>
   Effect.scoped(Effect.gen(function*() {
     const spill = input.spill ?? shared.options.spill
     const files = spill === undefined ? undefined : yield* openSpillFiles(spill, meta.runId, meta.cmd, meta.cwd)
     const prepared = yield* shared.context.policy.prepare(command)
-    const outcome = yield* runInSlot(shared, meta, prepared, input, settings, hooksOf(meta.runId, listener, files))
+    const outcome = yield* runInSlot(shared, meta, prepared, input, settings, hooksOf(meta.runId, listener, files), controls)
     const extras: RunExtras = {
       limitExceeded: yield* prepared.finish(outcome),
       stdoutFile: files?.stdoutFile,
@@ -204,13 +237,14 @@ const runInSlot = (
   prepared: PreparedRun,
   input: ExecInput,
   settings: RunSettings,
-  hooks: RunHooks
+  hooks: RunHooks,
+  controls: RunControls
 ) =>
   shared.slots.withPermits(1)(Effect.acquireUseRelease(
     Metric.increment(metrics.inFlight),
     () =>
       Effect.flatMap(FiberRef.get(currentStdinInherit), (inherit) =>
-        runProcess(adapted(shared.context.spawner, prepared.adapt), prepared.command, input.stdin ?? (inherit === "none" ? undefined : inherit), settings, {
+        runProcess(adapted(shared.context.spawner, prepared.adapt), prepared.command, stdinOf(input, controls.stdin ?? inherit), settings, {
           ...hooks,
           onInterrupt: (partial) => {
             const record = auditOf(meta, partial)
@@ -219,6 +253,16 @@ const runInSlot = (
         })),
     () => Metric.incrementBy(metrics.inFlight, -1)
   ))
+
+/** What the child reads: the input's bytes or stream, else our own stdin where the caller set that up, else nothing. */
+const stdinOf = (input: ExecInput, inherit: "none" | OurStdin): SpawnStdin =>
+  input.stdin instanceof Uint8Array
+    ? input.stdin
+    : input.stdin !== undefined
+    ? { _tag: "StreamStdin", stream: input.stdin }
+    : inherit === "none"
+    ? undefined
+    : inherit
 
 /** Nothing ran, but the attempt is audited all the same. */
 const auditSpawnFailure = (shared: RunnerShared, meta: RunMeta, error: SpawnError) =>

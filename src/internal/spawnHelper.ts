@@ -16,12 +16,14 @@ import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import { type ChildProcess, spawn } from "node:child_process"
 import { existsSync, mkdtempSync, rmSync } from "node:fs"
-import { createServer, type Server } from "node:net"
+import { createServer, type Server, type Socket } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { SpawnError } from "./errors.js"
-import { isOurStdin, type Spawner } from "./engine.js"
+import { isOurStdin, isStreamStdin, type Spawner } from "./engine.js"
+import { takeInput } from "./spawnHelper/output.js"
+import { writeStdin } from "./stdinWriter.js"
 import { killGroup, makeNodeSpawner, spawnFailure } from "./nodeSpawner.js"
 import type { PreparedCommand } from "./prepared.js"
 import {
@@ -221,7 +223,11 @@ const viaHelper = (table: Table): Spawner["spawn"] => (command, stdin, runWithin
   Effect.map(
     Effect.acquireRelease(
       Effect.catchAll(
-        table.request(command, isOurStdin(stdin) ? undefined : stdin, runWithinMs === undefined ? undefined : runWithinMs + EXIT_REPORT_WITHIN_MS),
+        table.request(
+          command,
+          isOurStdin(stdin) ? undefined : isStreamStdin(stdin) ? "connection" : stdin,
+          runWithinMs === undefined ? undefined : runWithinMs + EXIT_REPORT_WITHIN_MS
+        ),
         (failure) => startFailure(command, failure)
       ),
       (exec: Exec) =>
@@ -229,9 +235,26 @@ const viaHelper = (table: Table): Spawner["spawn"] => (command, stdin, runWithin
           if (!exec.exitKnown) killGroup(exec.pid, "SIGKILL")
           forget(table, exec)
         })
+    ).pipe(
+      // The writer lives in the run's scope; the connection reaches the host just before (or just after) "spawned".
+      Effect.tap((exec) =>
+        isStreamStdin(stdin)
+          ? Effect.forkScoped(Effect.interruptible(Effect.flatMap(inputOf(exec), (socket) => writeStdin(socket, stdin.stream))))
+          : Effect.void
+      )
     ),
     (exec) => runningOf(table, exec)
   )
+
+/** The exec's stdin connection, once the helper has opened it. */
+const inputOf = (exec: Exec): Effect.Effect<Socket> =>
+  Effect.async<Socket>((resume) => {
+    exec.input.take = (socket) => resume(Effect.succeed(socket))
+    takeInput(exec.input)
+    return Effect.sync(() => {
+      exec.input.take = undefined
+    })
+  })
 
 /** Options of `makeHelperSpawnerWith`. */
 export interface HelperOptions {

@@ -88,9 +88,9 @@ const helperRunner = (options: NativeRunner.Options) => Effect.map(helperRunnerW
 
 /**
  * A program that floods the host socket for `seconds`: 16 connections at a time, each with a header naming one of
- * the exec ids 1..200 (stdout) and a random token, then "INJECTED". Run as the runner's own child, as a workload would.
+ * the exec ids 1..200 and `stream` (1 stdout by default, 0 a streamed stdin) and a random token, then "INJECTED". Run as the runner's own child, as a workload would.
  */
-const flood = (socketPath: string, seconds: number) => [
+const flood = (socketPath: string, seconds: number, stream = 1) => [
   process.execPath,
   "-e",
   `const net = require("node:net"), crypto = require("node:crypto");
@@ -100,7 +100,7 @@ const flood = (socketPath: string, seconds: number) => [
     const s = net.connect(${JSON.stringify(socketPath)});
     s.on("error", () => {});
     s.on("connect", () => {
-      const header = Buffer.alloc(21); header.writeUInt32BE(1 + (n++ % 200), 0); header[4] = 1;
+      const header = Buffer.alloc(21); header.writeUInt32BE(1 + (n++ % 200), 0); header[4] = ${stream};
       crypto.randomFillSync(header, 5); sent++;
       s.end(Buffer.concat([header, Buffer.from("INJECTED\\n")]));
     });
@@ -219,6 +219,43 @@ describe("helper spawner", () => {
       // The flood reached the socket (thousands of forged connections), and the host dropped every one of them.
       expect(Number(text(attacker.stdout).trim())).toBeGreaterThan(1000)
       expect(helper.rejectedConnections()).toBeGreaterThan(1000)
+    })), { timeout: 30_000 })
+
+  it.live("forged stdin connections (stream 0) are dropped: every concurrent run with a streamed stdin reads its own bytes", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const { helper, runner } = yield* helperRunnerWith({ maxConcurrent: 16 })
+      const attack = yield* Effect.fork(runner.exec({ argv: flood(path.join(helper.socketDir, "host.sock"), 3, 0) }))
+      const deadline = Date.now() + 3000
+      const seen = new Map<string, number>()
+      for (let batch = 0; Date.now() < deadline; batch++) {
+        const results = yield* Effect.forEach(Array.from({ length: 8 }, (_, i) => `${batch}.${i}`), (tag) =>
+          Effect.map(runner.exec({ argv: ["cat"], stdin: Stream.make(new TextEncoder().encode(`genuine ${tag}\n`)) }), (result) =>
+            `${result.exitCode} ${text(result.stdout) === `genuine ${tag}\n` ? "own bytes" : JSON.stringify(text(result.stdout))}`), {
+          concurrency: "unbounded"
+        })
+        for (const outcome of results) seen.set(outcome, (seen.get(outcome) ?? 0) + 1)
+      }
+      const attacker = yield* Fiber.join(attack)
+      expect([...seen.keys()]).toEqual(["0 own bytes"])
+      expect(seen.get("0 own bytes")).toBeGreaterThan(40)
+      expect(Number(text(attacker.stdout).trim())).toBeGreaterThan(1000)
+      expect(helper.rejectedConnections()).toBeGreaterThan(1000)
+    })), { timeout: 30_000 })
+
+  it.live("a streamed stdin goes through the helper: 64 MiB counted whole, and a child that never reads ends the pull", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const { helper, runner } = yield* helperRunnerWith({})
+      const mib = new Uint8Array(1024 * 1024)
+      const counted = yield* runner.exec({ argv: ["wc", "-c"], stdin: Stream.range(1, 64).pipe(Stream.map(() => mib)) })
+      expect(text(counted.stdout).trim()).toBe(String(64 * 1024 * 1024))
+      let pulled = 0
+      const endless = Stream.repeatEffect(Effect.sync(() => (pulled++, mib)))
+      const ignored = yield* runner.exec({ argv: ["true"], stdin: endless })
+      expect(ignored.exitCode).toBe(0)
+      expect(pulled).toBeLessThan(8)
+      // Started by the helper (its parent), not directly by this process.
+      const parent = yield* runner.exec({ argv: ["sh", "-c", "cat; echo \" $PPID\""], stdin: Stream.make(new TextEncoder().encode("in")) })
+      expect(text(parent.stdout)).toBe(`in ${helper.helperPid}\n`)
     })), { timeout: 30_000 })
 
   it.live("spawn failures are reported as the direct spawner reports them", () =>

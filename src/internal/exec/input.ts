@@ -6,6 +6,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
+import * as Stream from "effect/Stream"
 import type { InvalidInput } from "../errors.js"
 import { toInvalidInput } from "../invalidInput.js"
 
@@ -111,6 +112,12 @@ export const Spill = Schema.Struct({
   ))
 })
 
+/** A `Stream` of stdin bytes: pulled as the child reads it (see `ExecInput`). */
+export const StdinStream = Schema.declare(
+  (u: unknown): u is Stream.Stream<Uint8Array, unknown> => typeof u === "object" && u !== null && Stream.StreamTypeId in u,
+  { description: "a Stream of Uint8Array" }
+)
+
 export const ExecInput = Schema.Struct({
   argv: Schema.Array(ArgString).pipe(
     Schema.filter((argv) =>
@@ -119,7 +126,7 @@ export const ExecInput = Schema.Struct({
   ),
   cwd: Schema.optional(ArgString.pipe(Schema.nonEmptyString({ message: () => "must not be empty" }))),
   env: Schema.optional(Env),
-  stdin: Schema.optional(Schema.Uint8ArrayFromSelf.annotations({ description: "a Uint8Array" })),
+  stdin: Schema.optional(Schema.Union(Schema.Uint8ArrayFromSelf.annotations({ description: "a Uint8Array" }), StdinStream)),
   limits: Schema.optional(Limits),
   timeout: Schema.optional(PositiveDuration),
   killGrace: Schema.optional(DurationInput),

@@ -172,22 +172,24 @@ function helperOpen(h, id, stream, token, tries = 0) {
 }
 
 /**
- * One request: both output connections opened, then the child started on them.
+ * One request: both output connections (and the stdin connection, when the host streams stdin) opened, then the
+ * child started on them.
  * @param {Helper} h
  * @param {HelperRequest} request
  */
 export function helperExec(h, request) {
-  Promise.allSettled([helperOpen(h, request.id, 1, request.token), helperOpen(h, request.id, 2, request.token)]).then(
+  const streams = request.stdin === "connection" ? [1, 2, 0] : [1, 2]
+  Promise.allSettled(streams.map((stream) => helperOpen(h, request.id, stream, request.token))).then(
     (opened) => {
       const sockets = opened.flatMap((result) => result.status === "fulfilled" ? [result.value] : [])
-      const [out, err] = sockets
-      if (out === undefined || err === undefined) {
+      const [out, err, input] = sockets
+      if (out === undefined || err === undefined || sockets.length < streams.length) {
         for (const socket of sockets) socket.destroy()
         const refused = opened.find((result) => result.status === "rejected")
         const reason = refused?.status === "rejected" ? String(refused.reason) : "unknown"
         return helperSend(h, { k: "failed", id: request.id, code: undefined, message: `no connection to the host: ${reason}` })
       }
-      helperStart(h, request, out, err)
+      helperStart(h, request, out, err, input)
     }
   )
 }
@@ -197,8 +199,9 @@ export function helperExec(h, request) {
  * @param {HelperRequest} request
  * @param {Socket} out
  * @param {Socket} err
+ * @param {Socket | undefined} input The stdin connection, when the host streams the child's stdin itself.
  */
-function helperStart(h, request, out, err) {
+function helperStart(h, request, out, err, input) {
   const { argv, cgroup } = request
   /** @type {ChildProcess} */
   let child
@@ -220,7 +223,7 @@ function helperStart(h, request, out, err) {
       cwd: request.cwd,
       env: request.env,
       detached: true,
-      stdio: [request.stdin === undefined ? "ignore" : "pipe", out, err, ...extra]
+      stdio: [input ?? (request.stdin === undefined ? "ignore" : "pipe"), out, err, ...extra]
     })
   } catch (error) {
     // Some errnos (E2BIG, ENOTDIR for a cwd that is a file) are thrown instead of emitted.
@@ -231,6 +234,7 @@ function helperStart(h, request, out, err) {
     // The child holds its own copies (or never will): the host sees EOF once the last holder has closed.
     out.destroy()
     err.destroy()
+    input?.destroy()
   }
   helperWatch(h, request, child)
 }
@@ -288,7 +292,7 @@ function helperWatch(h, request, child) {
  */
 function helperRelay(h, request, child, status) {
   const { id } = request
-  if (request.stdin !== undefined) helperFeed(child.stdin, request.stdin)
+  if (request.stdin instanceof Uint8Array) helperFeed(child.stdin, request.stdin)
   request.fds.forEach((bytes, index) => {
     const stream = child.stdio[3 + index]
     if (stream === null || stream === undefined || bytes === "inherited") return

@@ -27,6 +27,28 @@ export interface OutputStream {
 
 export const emptyStream = (): OutputStream => ({ socket: undefined, rest: undefined, failure: undefined, reader: undefined })
 
+/**
+ * The stdin connection of an exec whose stdin the host streams: `take` receives the socket once the helper has
+ * connected (at most once). Whatever the child writes into it is read and dropped: it is not output.
+ */
+export interface InputStream {
+  readonly _tag: "Input"
+  /** Set when the request asked for a stdin connection; a connection for one that did not is dropped. */
+  wanted: boolean
+  socket: Socket | undefined
+  take: ((socket: Socket) => void) | undefined
+}
+
+export const emptyInput = (): InputStream => ({ _tag: "Input", wanted: false, socket: undefined, take: undefined })
+
+/** Hands a stdin connection to its writer once both are there. */
+export const takeInput = (input: InputStream) => {
+  const { socket, take } = input
+  if (socket === undefined || take === undefined) return
+  input.take = undefined
+  take(socket)
+}
+
 /** Feeds a connection into its reader once both are there; the reader's `closed` runs when the connection closes. */
 export const pipeInto = (stream: OutputStream) => {
   const { reader, socket } = stream
@@ -42,13 +64,13 @@ export const pipeInto = (stream: OutputStream) => {
 }
 
 /**
- * Reads the header of a new output connection and hands the connection to the stream `streamFor` gives for its id,
+ * Reads the header of a new connection and hands the connection to the stream `streamFor` gives for its id,
  * stream and token (none: a wrong token, an id not in flight, a stream already connected, or no header in time: the
  * connection is dropped and `rejected` is called).
  */
 export const route = (
   socket: Socket,
-  streamFor: (id: number, which: number | undefined, token: Uint8Array) => OutputStream | undefined,
+  streamFor: (id: number, which: number | undefined, token: Uint8Array) => OutputStream | InputStream | undefined,
   rejected: () => void
 ) => {
   let routed: OutputStream | undefined
@@ -77,6 +99,12 @@ export const route = (
     if (stream === undefined) {
       rejected()
       return socket.destroy()
+    }
+    if ("_tag" in stream) {
+      stream.socket = socket
+      socket.on("data", () => {})
+      socket.resume()
+      return takeInput(stream)
     }
     stream.socket = socket
     stream.rest = head.length > HEADER_BYTES ? head.subarray(HEADER_BYTES) : undefined

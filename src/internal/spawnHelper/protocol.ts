@@ -2,16 +2,16 @@
  * The messages the spawn helper (./helperProgram.mjs) and the host exchange. Per exec: one IPC request
  * (`HelperRequest`); the helper opens two connections to the host's Unix socket, each starting with a 21-byte header
  * (exec id as uint32 BE, then 1 for stdout or 2 for stderr, then the exec's 16-byte token), and starts the child with
- * those sockets as its stdout
- * and stderr, so output never passes through the helper. Replies: `spawned` (or `failed`), `data` for each chunk of
- * an Output descriptor, then `exit`.
+ * those sockets as its stdout and stderr, so output never passes through the helper; a streamed stdin is a third
+ * connection (stream 0), which the host writes and the child reads. Replies: `spawned` (or `failed`), `data` for each
+ * chunk of an Output descriptor, then `exit`.
  */
 
 /** Bytes of the unguessable per-exec token that proves an output connection belongs to its exec. */
 export const TOKEN_BYTES = 16
 
 /**
- * Bytes of the header that opens each output connection: exec id (uint32 BE), stream (1 stdout, 2 stderr), token.
+ * Bytes of the header that opens each connection: exec id (uint32 BE), stream (1 stdout, 2 stderr, 0 stdin), token.
  * Anything on this machine that can reach the socket (a run's own program, unsandboxed as root) could connect; only
  * the helper knows the tokens, and a connection with a wrong one is dropped, never attached to a run.
  */
@@ -23,7 +23,8 @@ export interface HelperRequest {
   readonly argv: readonly [string, ...Array<string>]
   readonly cwd: string
   readonly env: Readonly<Record<string, string>>
-  readonly stdin: Uint8Array | undefined
+  /** Bytes written whole; `"connection"`: the child reads a third connection the host writes as it goes. */
+  readonly stdin: Uint8Array | "connection" | undefined
   /** The exec's token (`TOKEN_BYTES` random bytes), written by the helper in both output headers. */
   readonly token: Uint8Array
   /**

@@ -12,7 +12,7 @@ import { killGroup } from "../nodeSpawner.js"
 import type { PreparedCommand } from "../prepared.js"
 import { randomBytes, timingSafeEqual } from "node:crypto"
 import { type HelperRequest, isReply, TOKEN_BYTES } from "./protocol.js"
-import { emptyStream, type OutputStream, pipeInto, route } from "./output.js"
+import { emptyInput, emptyStream, type InputStream, type OutputStream, pipeInto, route } from "./output.js"
 
 /**
  * What the helper reported about a failed start: Node's errno code, and the error as text. `lost`: the helper went
@@ -38,6 +38,8 @@ export interface Exec {
   exitKnown: boolean
   readonly exited: Deferred.Deferred<ProcessExit>
   readonly streams: readonly [OutputStream, OutputStream]
+  /** The stdin connection, when the host streams the child's stdin (`"connection"` in the request). */
+  readonly input: InputStream
   outputStopped: boolean
   /** Set once the host sent SIGKILL itself: fires if the helper then reports no exit (`watchKill`). */
   killWatch: ReturnType<typeof setTimeout> | undefined
@@ -65,7 +67,7 @@ export interface Table {
    */
   readonly request: (
     command: PreparedCommand,
-    stdin: Uint8Array | undefined,
+    stdin: Uint8Array | "connection" | undefined,
     answerWithinMs?: number | undefined
   ) => Effect.Effect<Exec, StartFailure>
   /** Reads the header of a new output connection and hands the connection to its exec. */
@@ -103,6 +105,7 @@ const settle = (exec: Exec, exit: ProcessExit) => {
 const stopOutput = (exec: Exec) => {
   exec.outputStopped = true
   for (const stream of exec.streams) stream.socket?.destroy()
+  exec.input.socket?.destroy()
 }
 
 export const track = (table: Table, exec: Exec) => {
@@ -207,6 +210,7 @@ const makeExec = (
   exitKnown: false,
   exited: Deferred.unsafeMake<ProcessExit>(FiberId.none),
   streams: [emptyStream(), emptyStream()],
+  input: emptyInput(),
   outputStopped: false,
   killWatch: undefined,
   token: randomBytes(TOKEN_BYTES)
@@ -219,11 +223,12 @@ const makeExec = (
 const sendRequest = (
   table: Table,
   exec: Exec,
-  stdin: Uint8Array | undefined,
+  stdin: Uint8Array | "connection" | undefined,
   answerWithinMs: number,
   resume: (started: Effect.Effect<Exec, StartFailure>) => void
 ) => {
   const { command } = exec
+  exec.input.wanted = stdin === "connection"
   track(table, exec)
   exec.watchdog = setTimeout(() => {
     table.goneAway(`the spawn helper did not answer in ${answerWithinMs} ms and was killed`, true)
@@ -264,10 +269,21 @@ const sendRequest = (
   })
 }
 
-/** The stream an output connection's header names, while its exec still takes output; else `undefined`. */
-const streamFor = (table: Table, id: number, which: number | undefined, token: Uint8Array): OutputStream | undefined => {
+/** The stream a connection's header names, while its exec still takes output; else `undefined`. */
+const streamFor = (
+  table: Table,
+  id: number,
+  which: number | undefined,
+  token: Uint8Array
+): OutputStream | InputStream | undefined => {
   const exec = table.execs.get(id)
-  const stream = which === 1 ? exec?.streams[0] : which === 2 ? exec?.streams[1] : undefined
+  const stream = which === 1
+    ? exec?.streams[0]
+    : which === 2
+    ? exec?.streams[1]
+    : which === 0 && exec?.input.wanted === true
+    ? exec.input
+    : undefined
   if (exec === undefined || stream === undefined || stream.socket !== undefined || exec.outputStopped) return undefined
   // Constant time: how much of a guess was right must not show in how long the check took.
   return token.length === exec.token.length && timingSafeEqual(token, exec.token) ? stream : undefined

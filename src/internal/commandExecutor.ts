@@ -1,0 +1,426 @@
+/**
+ * `NativeRunner.layerCommandExecutor`: `@effect/platform`'s `CommandExecutor` implemented by the runner. Each
+ * `StandardCommand` is one run (caps, timeouts, tree kill, audit, metrics and sandbox, as `exec`); a pipeline is one
+ * run per stage, stdout to stdin, the stages killed as a whole. What differs from the platform's executor is said at
+ * each step and in the README.
+ */
+import * as Command from "@effect/platform/Command"
+import * as CommandExecutor from "@effect/platform/CommandExecutor"
+import { BadArgument, type PlatformError, SystemError } from "@effect/platform/Error"
+import * as Cause from "effect/Cause"
+import * as Chunk from "effect/Chunk"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as FiberId from "effect/FiberId"
+import * as HashMap from "effect/HashMap"
+import * as Inspectable from "effect/Inspectable"
+import * as Option from "effect/Option"
+import * as Queue from "effect/Queue"
+import type * as Scope from "effect/Scope"
+import * as Sink from "effect/Sink"
+import * as Stream from "effect/Stream"
+import type { NativeRunnerError } from "../Errors.js"
+import type { ExecInput, ExecResult } from "../Exec.js"
+import { currentStopSignal, type KillSignal } from "./engine.js"
+import type { RunControls, RunListener, RunnerCore } from "./runner.js"
+
+/** What the layer adds to the runner's options: whether a stream past its cap ends quietly or fails at its end. */
+export interface ExecutorSettings {
+  readonly overflow: "truncate" | "fail"
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Errors: ours, in the platform's shapes (the same reason, module, method, syscall and text as its own executor
+// gives where callers match on them); ours is the `cause`.
+// ---------------------------------------------------------------------------------------------------------------
+
+const describe = (command: Command.StandardCommand) => `${command.command} ${command.args.join(" ")}`
+
+const programOf = (command: Command.StandardCommand) =>
+  command.shell === false ? command.command : command.shell === true ? "/bin/sh" : command.shell
+
+/** Our typed failure as the platform's `PlatformError`, ours in its `cause`. */
+export const toPlatformError = (command: Command.StandardCommand, error: NativeRunnerError): PlatformError => {
+  const program = programOf(command)
+  const spawn = (reason: SystemError["reason"], errno: string) =>
+    new SystemError({
+      reason,
+      module: "Command",
+      method: "spawn",
+      pathOrDescriptor: describe(command),
+      syscall: `spawn ${program}`,
+      description: `spawn ${program} ${errno}`,
+      cause: error
+    })
+  switch (error._tag) {
+    case "InvalidInput":
+      return new BadArgument({ module: "Command", method: "spawn", description: error.message, cause: error })
+    case "SpawnError":
+      switch (error.reason) {
+        case "NotFound":
+          return spawn("NotFound", "ENOENT")
+        case "PermissionDenied":
+          return spawn("PermissionDenied", "EACCES")
+        case "CwdNotFound":
+          // As the platform's executor reports it: its access() check on the directory, before the spawn.
+          return new SystemError({
+            reason: "NotFound",
+            module: "FileSystem",
+            method: "access",
+            pathOrDescriptor: error.cwd,
+            syscall: "access",
+            description: `ENOENT: no such file or directory, access '${error.cwd}'`,
+            cause: error
+          })
+        case "CwdNotDirectory":
+          return spawn("BadResource", "ENOTDIR")
+        default:
+          return new SystemError({
+            reason: "Unknown",
+            module: "Command",
+            method: "spawn",
+            pathOrDescriptor: describe(command),
+            description: error.message,
+            cause: error
+          })
+      }
+    default:
+      return new SystemError({
+        reason: "Unknown",
+        module: "Command",
+        method: "spawn",
+        pathOrDescriptor: describe(command),
+        description: error.message,
+        cause: error
+      })
+  }
+}
+
+const endedBy = (command: Command.StandardCommand, method: string, reason: SystemError["reason"], description: string) =>
+  new SystemError({ reason, module: "Command", method, pathOrDescriptor: describe(command), description })
+
+/** A run stopped by its timeout (or by its pipeline's): `TimedOut`, where the platform's would have waited on. */
+const timedOut = (command: Command.StandardCommand, method: string) =>
+  endedBy(command, method, "TimedOut", `${describe(command)}: the run timed out and its process tree was killed`)
+
+/** The platform's own text for a process that ended by a signal. */
+const bySignal = (command: Command.StandardCommand, signal: string) =>
+  endedBy(command, "exitCode", "Unknown", `Process interrupted due to receipt of signal: ${signal}`)
+
+// ---------------------------------------------------------------------------------------------------------------
+// Output: each stream carries the bytes the run's cap keeps from the head, as they arrive, and ends when the run does
+// (after its exit and drain). The child is never slowed by a slow reader: the cap bounds what waits.
+// ---------------------------------------------------------------------------------------------------------------
+
+type Item = Uint8Array | { readonly end: PlatformError | undefined }
+
+interface Output {
+  /** Called from the pipe's own events: keep it cheap. */
+  readonly push: (bytes: Uint8Array) => void
+  readonly truncated: () => boolean
+  readonly end: (failure: PlatformError | undefined) => void
+  readonly stream: Stream.Stream<Uint8Array, PlatformError>
+}
+
+const makeOutput = (cap: number, forward: NodeJS.WritableStream | undefined): Effect.Effect<Output> =>
+  Effect.map(Queue.unbounded<Item>(), (queue) => {
+    let kept = 0
+    let truncated = false
+    let ended = false
+    let done = false
+    let failure: PlatformError | undefined
+    const pull: Effect.Effect<Chunk.Chunk<Uint8Array>, Option.Option<PlatformError>> = Effect.suspend(() => {
+      if (done) return failure === undefined ? Effect.fail(Option.none()) : Effect.fail(Option.some(failure))
+      return Effect.map(Queue.takeBetween(queue, 1, Number.MAX_SAFE_INTEGER), (items) => {
+        const bytes: Array<Uint8Array> = []
+        for (const item of items) {
+          if (item instanceof Uint8Array) bytes.push(item)
+          else {
+            done = true
+            failure = item.end
+          }
+        }
+        return Chunk.unsafeFromArray(bytes)
+      })
+    })
+    return {
+      push: (bytes) => {
+        if (ended || bytes.length === 0) return
+        if (kept >= cap) {
+          truncated = true
+          return
+        }
+        const piece = bytes.length <= cap - kept ? bytes : bytes.subarray(0, cap - kept)
+        if (piece.length < bytes.length) truncated = true
+        kept += piece.length
+        if (forward !== undefined) forward.write(piece)
+        else queue.unsafeOffer(piece)
+      },
+      truncated: () => truncated,
+      end: (end) => {
+        if (ended) return
+        ended = true
+        queue.unsafeOffer({ end })
+      },
+      stream: Stream.repeatEffectChunkOption(pull)
+    }
+  })
+
+// ---------------------------------------------------------------------------------------------------------------
+// Stdin: `Process.stdin` is a sink into a small queue the run's stdin stream pulls from, with backpressure; it ends
+// the child's stdin when it completes (as the platform's does). Once the run has ended, writes are dropped.
+// ---------------------------------------------------------------------------------------------------------------
+
+interface StdinPipe {
+  readonly sink: Sink.Sink<void, Uint8Array, never, PlatformError>
+  readonly stream: Stream.Stream<Uint8Array>
+  readonly close: Effect.Effect<void>
+}
+
+const makeStdinPipe: Effect.Effect<StdinPipe> = Effect.gen(function*() {
+  const queue = yield* Queue.bounded<Uint8Array | null>(16)
+  const closed = yield* Deferred.make<void>()
+  const offer = (items: Iterable<Uint8Array | null>) => Effect.asVoid(Effect.raceFirst(Queue.offerAll(queue, items), Deferred.await(closed)))
+  return {
+    sink: Sink.forEachChunk((chunk: Chunk.Chunk<Uint8Array>) => offer(chunk)).pipe(Sink.mapEffect(() => offer([null]))),
+    stream: Stream.fromQueue(queue).pipe(
+      Stream.takeWhile((item) => item !== null),
+      Stream.filter((item): item is Uint8Array => item !== null)
+    ),
+    close: Deferred.succeed(closed, undefined)
+  }
+})
+
+// ---------------------------------------------------------------------------------------------------------------
+// One stage: a run forked in the caller's scope (closing it kills the tree), its process handed out once started.
+// ---------------------------------------------------------------------------------------------------------------
+
+/** How a stage is started: whether anyone can write its stdin, and the previous stage's output when piped. */
+interface StartHow {
+  /** `Command.start`: a `"pipe"` stdin is a real pipe. The executor's own `string`, `lines`, ...: nobody could write it, so /dev/null. */
+  readonly writable: boolean
+  readonly stdin?: Stream.Stream<Uint8Array, unknown> | undefined
+}
+
+const KILL_SIGNALS: ReadonlySet<string> = new Set<KillSignal>(["SIGTERM", "SIGINT", "SIGHUP", "SIGPIPE", "SIGKILL"])
+
+const isKillSignal = (signal: string): signal is KillSignal => KILL_SIGNALS.has(signal)
+
+/** Why a stage's run was interrupted, when we did it. */
+interface Stop {
+  signal: KillSignal
+  /** `Process.kill(signal)` did it. */
+  killed: KillSignal | undefined
+  /** A stage of its pipeline timed out. */
+  timedOut: boolean
+}
+
+interface Stage {
+  readonly process: CommandExecutor.Process
+  readonly fiber: Fiber.RuntimeFiber<ExecResult, NativeRunnerError>
+  readonly stop: Stop
+  /** Ends the run as its pipeline's timeout: kills the tree, streams and exit code fail with `TimedOut`. */
+  readonly abort: Effect.Effect<void>
+}
+
+type ProcessFields = Omit<CommandExecutor.Process, typeof CommandExecutor.ProcessTypeId | keyof Inspectable.Inspectable>
+
+const makeProcess = (fields: ProcessFields): CommandExecutor.Process => ({
+  [CommandExecutor.ProcessTypeId]: CommandExecutor.ProcessTypeId,
+  ...fields,
+  toJSON: () => ({ _id: "@effect/platform/CommandExecutor/Process", pid: fields.pid }),
+  toString: () => Inspectable.format({ _id: "@effect/platform/CommandExecutor/Process", pid: fields.pid }),
+  [Inspectable.NodeInspectSymbol]: () => ({ _id: "@effect/platform/CommandExecutor/Process", pid: fields.pid })
+})
+
+/** The exec input a `StandardCommand` describes (the stdin decided by the caller). */
+const inputOf = (command: Command.StandardCommand, stdin: Stream.Stream<Uint8Array, unknown> | undefined): ExecInput => {
+  const argv = command.shell === false
+    ? [command.command, ...command.args]
+    : [programOf(command), "-c", [command.command, ...command.args].join(" ")]
+  const env = Object.fromEntries(HashMap.toEntries(command.env))
+  return {
+    argv,
+    ...(Object.keys(env).length === 0 ? {} : { env }),
+    ...(Option.isSome(command.cwd) ? { cwd: command.cwd.value } : {}),
+    ...(stdin === undefined ? {} : { stdin })
+  }
+}
+
+/** How a run's end shows on its streams: a timeout (ours or the pipeline's) or, with `overflow: "fail"`, a cut. */
+const streamEnd = (
+  command: Command.StandardCommand,
+  settings: ExecutorSettings,
+  stop: Stop,
+  exit: Exit.Exit<ExecResult, NativeRunnerError>,
+  output: Output,
+  name: "stdout" | "stderr"
+): PlatformError | undefined => {
+  if (Exit.isSuccess(exit)) {
+    if (exit.value.timedOut) return timedOut(command, `read(${name})`)
+    if (settings.overflow === "fail" && output.truncated()) {
+      return endedBy(command, `read(${name})`, "InvalidData", `${describe(command)}: ${name} passed the runner's cap; the rest was dropped`)
+    }
+    return undefined
+  }
+  if (stop.timedOut) return timedOut(command, `read(${name})`)
+  const failure = failureOf(exit)
+  return failure === undefined ? undefined : toPlatformError(command, failure)
+}
+
+/** The run's typed failure, when it failed with one (not interrupted). */
+const failureOf = (exit: Exit.Exit<ExecResult, NativeRunnerError>): NativeRunnerError | undefined =>
+  Exit.isFailure(exit) ? Option.getOrUndefined(Cause.failureOption(exit.cause)) : undefined
+
+const exitCodeOf = (command: Command.StandardCommand, stop: Stop) =>
+(exit: Exit.Exit<ExecResult, NativeRunnerError>): Effect.Effect<CommandExecutor.ExitCode, PlatformError> => {
+  if (Exit.isSuccess(exit)) {
+    const result = exit.value
+    if (result.timedOut) return Effect.fail(timedOut(command, "exitCode"))
+    if (result.signal !== undefined) return Effect.fail(bySignal(command, result.signal))
+    return Effect.succeed(CommandExecutor.ExitCode(result.exitCode))
+  }
+  if (stop.timedOut) return Effect.fail(timedOut(command, "exitCode"))
+  if (stop.killed !== undefined) return Effect.fail(bySignal(command, stop.killed))
+  const failure = failureOf(exit)
+  return failure !== undefined
+    ? Effect.fail(toPlatformError(command, failure))
+    : Effect.fail(endedBy(command, "exitCode", "Unknown", `${describe(command)}: the run was interrupted (its scope closed)`))
+}
+
+const startStage = (
+  core: RunnerCore,
+  settings: ExecutorSettings,
+  command: Command.StandardCommand,
+  how: StartHow
+): Effect.Effect<Stage, PlatformError, Scope.Scope> =>
+  Effect.gen(function*() {
+    if (Option.isSome(command.uid) || Option.isSome(command.gid)) {
+      return yield* Effect.fail(
+        new BadArgument({
+          module: "Command",
+          method: "spawn",
+          description: "uid and gid are not taken: the runner's sandbox user decides who a command runs as"
+        })
+      )
+    }
+    const pipe = command.stdin === "pipe" && how.writable && how.stdin === undefined ? yield* makeStdinPipe : undefined
+    const stdin = how.stdin ?? (typeof command.stdin === "string" ? pipe?.stream : command.stdin)
+    const controls: RunControls = {
+      exactEnv: !command.extendEnv,
+      ...(command.stdin === "inherit" && how.stdin === undefined ? { stdin: core.sandboxed ? "pump" as const : "inherit" as const } : {})
+    }
+    const stdout = yield* makeOutput(core.options.maxStdoutBytes, command.stdout === "inherit" ? process.stdout : undefined)
+    const stderr = yield* makeOutput(core.options.maxStderrBytes, command.stderr === "inherit" ? process.stderr : undefined)
+    const started = yield* Deferred.make<number, PlatformError>()
+    const listener: RunListener = {
+      onStarted: (_runId, pid) => Deferred.unsafeDone(started, Exit.succeed(pid)),
+      onChunk: (stream, bytes) => (stream === "stdout" ? stdout : stderr).push(bytes)
+    }
+    const stop: Stop = { signal: "SIGTERM", killed: undefined, timedOut: false }
+    const run = core.run(inputOf(command, stdin), listener, controls).pipe(
+      Effect.locally(currentStopSignal, () => stop.signal),
+      Effect.onExit((exit) =>
+        Effect.zipRight(
+          pipe?.close ?? Effect.void,
+          Effect.sync(() => {
+            stdout.end(streamEnd(command, settings, stop, exit, stdout, "stdout"))
+            stderr.end(streamEnd(command, settings, stop, exit, stderr, "stderr"))
+            const failure = failureOf(exit)
+            Deferred.unsafeDone(
+              started,
+              failure !== undefined ? Exit.fail(toPlatformError(command, failure)) : Exit.interrupt(FiberId.none)
+            )
+          })
+        )
+      )
+    )
+    const fiber = yield* Effect.forkScoped(run)
+    const pid = yield* Deferred.await(started)
+    const interrupt = Effect.asVoid(Fiber.interrupt(fiber))
+    const kill = (signal: CommandExecutor.Signal = "SIGTERM"): Effect.Effect<void, PlatformError> => {
+      if (!isKillSignal(signal)) {
+        return Effect.fail(
+          new BadArgument({
+            module: "Command",
+            method: "kill",
+            description: `${signal} is not sent by the runner: it stops a run with SIGTERM, SIGINT, SIGHUP, SIGPIPE or SIGKILL (then SIGKILL after the grace)`
+          })
+        )
+      }
+      return Effect.suspend(() => {
+        if (fiber.unsafePoll() !== null) return Effect.void
+        stop.signal = signal
+        stop.killed = signal
+        return interrupt
+      })
+    }
+    const stdoutStream = typeof command.stdout === "string" ? stdout.stream : Stream.transduce(stdout.stream, command.stdout)
+    const handle = makeProcess({
+      pid: CommandExecutor.ProcessId(pid),
+      exitCode: Effect.flatMap(Fiber.await(fiber), exitCodeOf(command, stop)),
+      isRunning: Effect.map(Fiber.poll(fiber), Option.isNone),
+      kill,
+      stdin: pipe?.sink ?? Sink.drain,
+      stdout: stdoutStream,
+      stderr: stderr.stream
+    })
+    return {
+      process: handle,
+      fiber,
+      stop,
+      abort: Effect.suspend(() => {
+        if (fiber.unsafePoll() !== null) return Effect.void
+        stop.timedOut = true
+        return interrupt
+      })
+    }
+  })
+
+// ---------------------------------------------------------------------------------------------------------------
+// Pipelines: stage i reads stage i-1's stdout (its capped stream); one stage timing out kills them all; killing the
+// pipeline's process kills every stage; closing the scope kills what is left.
+// ---------------------------------------------------------------------------------------------------------------
+
+const startCommand = (core: RunnerCore, settings: ExecutorSettings, writable: boolean) =>
+(command: Command.Command): Effect.Effect<CommandExecutor.Process, PlatformError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const [first, ...rest] = Command.flatten(command)
+    if (rest.length === 0) return (yield* startStage(core, settings, first, { writable })).process
+    const stages: Array<Stage> = [yield* startStage(core, settings, first, { writable })]
+    for (const stage of rest) {
+      const previous = stages[stages.length - 1]
+      stages.push(yield* startStage(core, settings, stage, { writable: false, stdin: previous?.process.stdout }))
+    }
+    const abortAll = Effect.forEach(stages, (stage) => stage.abort, { concurrency: "unbounded", discard: true })
+    for (const stage of stages) {
+      yield* Effect.forkScoped(Effect.flatMap(Fiber.await(stage.fiber), (exit) =>
+        Exit.isSuccess(exit) && exit.value.timedOut ? abortAll : Effect.void))
+    }
+    const last = stages[stages.length - 1]
+    if (last === undefined) return yield* Effect.dieMessage("a pipeline without stages")
+    return makeProcess({
+      ...last.process,
+      kill: (signal) => Effect.forEach(stages, (stage) => stage.process.kill(signal), { concurrency: "unbounded", discard: true })
+    })
+  })
+
+/**
+ * The executor: `start` as the platform's (a `"pipe"` stdin is a pipe `Process.stdin` writes); `string`, `lines`,
+ * `exitCode`, `stream` and `streamLines` give a `"pipe"` stdin /dev/null, since nothing could ever write it (the
+ * platform's leaves it open: a program that reads it waits for ever).
+ */
+export const makeExecutor = (core: RunnerCore, settings: ExecutorSettings): CommandExecutor.CommandExecutor => {
+  const started = CommandExecutor.makeExecutor(startCommand(core, settings, true))
+  const quiet = CommandExecutor.makeExecutor(startCommand(core, settings, false))
+  return {
+    ...started,
+    exitCode: quiet.exitCode,
+    string: quiet.string,
+    lines: quiet.lines,
+    stream: quiet.stream,
+    streamLines: quiet.streamLines
+  }
+}

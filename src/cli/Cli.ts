@@ -33,6 +33,7 @@ import { afterLive, droppedNotice, liveEvents, notices, toJsonError, toJsonlEven
 import { type RunRequest, toExecInput, toRunnerOptions, toRunRequest } from "./request.js"
 import * as NativeRunner from "../NativeRunner.js"
 import { currentStdinInherit, currentStopSignal } from "../internal/engine.js"
+import { ourStdin } from "../internal/stdinWriter.js"
 import { stopSignal } from "./signals.js"
 
 export {
@@ -221,11 +222,12 @@ const runRequest = (config: RunConfig, request: RunRequest) =>
         return yield* new UsageError({ message: `${fleetOnly} only applies with --cluster`, command: "run" })
       }
       // Interrupted by a signal: the command's tree gets that signal first (SIGINT for Ctrl-C), as with timeout(1).
-      // Our stdin goes to a sandboxed command through a pipe of its own, never as our descriptor (a file's could be
-      // reopened for writing through /proc/self/fd/0).
-      const result = yield* Effect.provide(print(local), runnerLayer(request, toRunnerOptions(request))).pipe(
+      // Our stdin goes to a sandboxed command as a stream, through a pipe of its own, never as our descriptor (a
+      // file's could be reopened for writing through /proc/self/fd/0); to any other as the descriptor itself.
+      const sandboxedPass = passLocal && request.sandbox.backend === "bwrap"
+      const result = yield* Effect.provide(print(sandboxedPass ? { ...local, stdin: ourStdin } : local), runnerLayer(request, toRunnerOptions(request))).pipe(
         Effect.locally(currentStopSignal, stopSignal),
-        Effect.locally(currentStdinInherit, passLocal ? (request.sandbox.backend === "bwrap" ? "pump" : "inherit") : "none")
+        Effect.locally(currentStdinInherit, passLocal && !sandboxedPass ? "inherit" : "none")
       )
       return yield* Ref.set(exitCode, result.exitCode)
     }

@@ -25,6 +25,7 @@ import type { NativeRunnerError } from "../Errors.js"
 import type { ExecInput, ExecResult } from "../Exec.js"
 import { currentStopSignal, type KillSignal } from "./engine.js"
 import type { RunControls, RunListener, RunnerCore } from "./runner.js"
+import { ourStdin } from "./stdinWriter.js"
 
 /** What the layer adds to the runner's options: whether a stream past its cap ends quietly or fails at its end. */
 export interface ExecutorSettings {
@@ -307,10 +308,13 @@ const startStage = (
       )
     }
     const pipe = command.stdin === "pipe" && how.writable && how.stdin === undefined ? yield* makeStdinPipe : undefined
-    const stdin = how.stdin ?? (typeof command.stdin === "string" ? pipe?.stream : command.stdin)
+    // Our own stdin ("inherit"): its descriptor, or for a sandboxed run a stream of it (never our descriptor).
+    const inherit = command.stdin === "inherit" && how.stdin === undefined
+    const stdin = how.stdin ??
+      (inherit && core.sandboxed ? ourStdin : typeof command.stdin === "string" ? pipe?.stream : command.stdin)
     const controls: RunControls = {
       exactEnv: !command.extendEnv,
-      ...(command.stdin === "inherit" && how.stdin === undefined ? { stdin: core.sandboxed ? "pump" as const : "inherit" as const } : {})
+      ...(inherit && !core.sandboxed ? { stdin: "inherit" as const } : {})
     }
     const stdout = yield* makeOutput(core.options.maxStdoutBytes, command.stdout === "inherit" ? process.stdout : undefined)
     const stderr = yield* makeOutput(core.options.maxStderrBytes, command.stderr === "inherit" ? process.stderr : undefined)

@@ -40,10 +40,9 @@ export const currentStopSignal: FiberRef.FiberRef<() => KillSignal> = FiberRef.u
 
 /**
  * What the child reads: bytes written then closed; a stream of bytes (`StreamStdin`), written as it comes with
- * backpressure, then closed; `"inherit"`, our own stdin's descriptor itself (streamed with no
- * copy, as a shell's child reads it); `"pump"`, our own stdin copied into a pipe as it arrives (with backpressure), so
- * the child holds a pipe of its own and never our descriptor (a sandboxed child could reopen a file's through
- * `/proc/self/fd/0`); or nothing (`/dev/null`: EOF at once).
+ * backpressure, then closed (our own stdin reaches a sandboxed child so, through a pipe of its own: with our
+ * descriptor it could reopen a file's for writing through `/proc/self/fd/0`); `"inherit"`, our own stdin's
+ * descriptor itself (streamed with no copy, as a shell's child reads it); or nothing (`/dev/null`: EOF at once).
  */
 export type SpawnStdin = Uint8Array | StreamStdin | OurStdin | undefined
 
@@ -61,16 +60,16 @@ export interface StreamStdin {
 export const isStreamStdin = (stdin: SpawnStdin): stdin is StreamStdin =>
   typeof stdin === "object" && !(stdin instanceof Uint8Array)
 
-/** Our own stdin, as a run may read it (see `SpawnStdin`). */
-export type OurStdin = "inherit" | "pump"
+/** Our own stdin's descriptor, handed to the child (see `SpawnStdin`). */
+export type OurStdin = "inherit"
 
-/** Whether a run reads our own stdin (inherited or pumped) rather than bytes or nothing. */
-export const isOurStdin = (stdin: SpawnStdin): stdin is OurStdin => stdin === "inherit" || stdin === "pump"
+/** Whether a run reads our own stdin's descriptor rather than bytes, a stream or nothing. */
+export const isOurStdin = (stdin: SpawnStdin): stdin is OurStdin => stdin === "inherit"
 
 /**
- * What a run given no stdin bytes reads instead of /dev/null: our own stdin, `"inherit"`ed or `"pump"`ed (see
- * `SpawnStdin`). Set by the CLI when its stdin is not a terminal, as a shell's child reads it; not part of the
- * public input.
+ * What a run given no stdin reads instead of /dev/null: our own stdin's descriptor (see `SpawnStdin`). Set by the CLI
+ * when its stdin is not a terminal and the run is not sandboxed, as a shell's child reads it; not part of the public
+ * input.
  */
 export const currentStdinInherit: FiberRef.FiberRef<"none" | OurStdin> = FiberRef.unsafeMake<"none" | OurStdin>("none")
 

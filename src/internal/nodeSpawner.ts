@@ -26,26 +26,6 @@ const feed = (stream: Writable | null | undefined, bytes: Uint8Array) => {
 }
 
 /**
- * Copies our stdin into the child's as it arrives, pausing while the child's pipe is full; ends it at our EOF. A child
- * that exits or closes its stdin stops the copy (EPIPE is how that looks, not an error).
- */
-const pump = (child: ChildProcess, stream: Writable | null | undefined) => {
-  if (stream === null || stream === undefined) return
-  stream.on("error", ignore)
-  // Our stdin failing (a socket reset) ends the child's input, as an unsandboxed child would see its read fail.
-  const failed = () => stream.end()
-  process.stdin.on("error", failed)
-  process.stdin.pipe(stream)
-  const stop = () => {
-    process.stdin.unpipe(stream)
-    process.stdin.off("error", failed)
-    process.stdin.pause()
-  }
-  stream.once("close", stop)
-  child.once("exit", stop)
-}
-
-/**
  * Signals the process group led by `pid`. ESRCH (gone) and EPERM (no longer ours to signal) are outcomes. Once the
  * leader has been reaped (`reaped`), a live process whose pid is `pid` cannot be ours: the kernel does not hand out a
  * pid still in use as a group id, so that process proves our group empty and the id reused; it is never signalled.
@@ -130,7 +110,6 @@ const start = (command: PreparedCommand, stdin: SpawnStdin) =>
       const pid = child.pid
       if (pid === undefined) return resume(Effect.fail({ error: new Error("spawned without a pid") }))
       if (stdin instanceof Uint8Array) feed(child.stdin, stdin)
-      else if (stdin === "pump") pump(child, child.stdin)
       ;(command.extraFds ?? []).forEach((fd, index) => {
         const stream = child.stdio[3 + index]
         if (fd._tag === "Input") feed(isWritable(stream) ? stream : undefined, fd.bytes)

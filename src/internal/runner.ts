@@ -123,7 +123,7 @@ export interface RunControls {
 export interface RunnerCore {
   readonly service: RunnerService
   readonly options: RunnerOptions
-  /** Whether runs are sandboxed (our own stdin then reaches them pumped, never as our descriptor). */
+  /** Whether runs are sandboxed (our own stdin then reaches them as a stream, never as our descriptor). */
   readonly sandboxed: boolean
   readonly run: (input: ExecInput, listener: RunListener | undefined, controls: RunControls) => Effect.Effect<ExecResult, NativeRunnerError>
 }

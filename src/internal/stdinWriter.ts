@@ -46,3 +46,14 @@ export const writeStdin = (writable: Writable, stream: Stream.Stream<Uint8Array,
     Effect.onInterrupt(() => Effect.sync(() => writable.destroy()))
   )
 }
+
+/**
+ * Our own stdin as a stream, read only as the run pulls it. Ending early leaves it open (`destroyOnReturn: false`):
+ * the host's stdin is not ours to close. A read error (a socket reset) fails the stream, which ends the child's stdin.
+ */
+export const ourStdin: Stream.Stream<Uint8Array, Error> = Stream.suspend(() =>
+  Stream.fromAsyncIterable(
+    process.stdin.iterator({ destroyOnReturn: false }),
+    (error) => error instanceof Error ? error : new Error(String(error))
+  ).pipe(Stream.map((chunk: unknown) => chunk instanceof Uint8Array ? chunk : new TextEncoder().encode(String(chunk))))
+)

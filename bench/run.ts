@@ -7,7 +7,7 @@
  *   BENCH_SCALE=0.1 npm run bench        quick run (iteration counts scaled; sizes are not)
  *   BENCH_ONLY=a,d npm run bench         some scenarios only (a: per exec, b: concurrency, c: large output, d: kill,
  *                                        e: CLI cold start, f: execStream throughput, g: fleet on loopback,
- *                                        mem: host memory)
+ *                                        h: Command.string through each CommandExecutor, mem: host memory)
  *
  * Writes every table, with machine info, to bench/results/latest.json.
  */
@@ -16,6 +16,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
+import * as NodeContext from "@effect/platform-node/NodeContext"
 import * as NativeRunner from "../src/NativeRunner.js"
 import * as C from "./lib/contenders.js"
 import { pool, roundRobin, scale, scaled, timed } from "./lib/harness.js"
@@ -31,7 +32,7 @@ const repoRoot = (() => {
   while (!existsSync(path.join(dir, "package.json")) && path.dirname(dir) !== dir) dir = path.dirname(dir)
   return dir
 })()
-const only = new Set((process.env["BENCH_ONLY"] ?? "a,b,c,d,e,f,g").split(",").map((s) => s.trim()))
+const only = new Set((process.env["BENCH_ONLY"] ?? "a,b,c,d,e,f,g,h").split(",").map((s) => s.trim()))
 
 interface Row {
   readonly contender: string
@@ -344,6 +345,55 @@ const scenarioF = async () => {
   for (const c of contenders) await c.dispose()
 }
 
+/** (h) `Command.string` of /bin/echo, sequential: the same Effect code through the platform's executor and ours. */
+const scenarioH = async () => {
+  const total = scaled(600, 20)
+  const batch = 10
+  const rounds = Math.max(2, Math.round(total / batch))
+  const contenders = [
+    C.raw(),
+    C.commandString("Command.string, NodeCommandExecutor", NodeContext.layer),
+    C.commandString("Command.string, ours (layerCommandExecutor)", NativeRunner.layerCommandExecutor()),
+    C.commandString("Command.string, ours direct (spawnHelper off)", NativeRunner.layerCommandExecutor({ spawnHelper: "off" }))
+  ]
+  await roundRobin(contenders, 2, async (c) => {
+    for (let i = 0; i < 10; i++) check(c.name, await c.run(echoSpec), { exitCode: 0, stdoutBytes: 6 })
+  })
+  const samples = await roundRobin(contenders, rounds, async (c) => {
+    const times: Array<number> = []
+    for (let i = 0; i < batch; i++) times.push(await timed(() => c.run(echoSpec)))
+    return times
+  })
+  const medians = samples.map((s) => median(s.flat()))
+  const base = medians[0] ?? Number.NaN
+  const platform = medians[1] ?? Number.NaN
+  const rows: Array<Row> = contenders.map((c, i) => ({
+    contender: c.name,
+    medianMs: medians[i] ?? Number.NaN,
+    p90Ms: quantile(samples[i]?.flat() ?? [], 0.9),
+    ratio: (medians[i] ?? Number.NaN) / base,
+    vsPlatform: (medians[i] ?? Number.NaN) / platform
+  }))
+  const sh = put("h", {
+    title: "(h) Command.string(/bin/echo hello), sequential: NodeCommandExecutor vs layerCommandExecutor",
+    params: { execsPerContender: rounds * batch, batch },
+    rows,
+    targets: [],
+    notes: [
+      "no issue sets a target here; ratio is to raw spawn, vsPlatform to the platform's own executor",
+      "ours also caps, times out, kills the tree and audits each run; the platform's does none of these"
+    ]
+  })
+  print(sh, ["contender", "median ms", "p90 ms", "ratio", "vs platform"], (r) => [
+    r.contender,
+    fmt(Number(r["medianMs"])),
+    fmt(Number(r["p90Ms"])),
+    `${fmt(Number(r["ratio"]))}x`,
+    `${fmt(Number(r["vsPlatform"]))}x`
+  ])
+  for (const c of contenders) await c.dispose()
+}
+
 const scenarioE = async () => {
   // The bin as `npm start` would run it: rebuilt first if src/ changed since the last build.
   execFileSync(process.execPath, [path.join(repoRoot, "bench", "build-bin.mjs"), "--if-stale"], { stdio: "inherit" })
@@ -455,6 +505,7 @@ const main = async () => {
   if (only.has("e")) await scenarioE()
   if (only.has("f")) await scenarioF()
   if (only.has("g")) put("g", await fleetScenario({ repoRoot }))
+  if (only.has("h")) await scenarioH()
   // Not in the default set (a minute or two, and a 2 GiB host): BENCH_ONLY=mem; see bench/hostMemory.ts.
   if (only.has("mem")) put("mem", await hostMemoryScenario({ here, repoRoot }))
   const after = machine()

@@ -38,6 +38,8 @@ export const AuditRecord = Schema.Struct({
   stderrBytes: Count,
   truncatedStdout: Schema.Boolean,
   truncatedStderr: Schema.Boolean,
+  /** With `all`: bytes kept in the combined capture (`result.all`). */
+  allKeptBytes: Schema.optionalWith(Count, { exact: true }),
   /** True when the calling fiber was interrupted and the process tree was killed. */
   interrupted: Schema.Boolean,
   /** "none" or the sandbox backend ("bwrap"). */

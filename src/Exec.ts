@@ -121,6 +121,13 @@ export interface ExecResult {
   /** Where bytes were cut out of `stdout` (`keep` tail or both, or head past the cap): at `offset`, `bytes` of them. */
   stdoutOmitted?: Omitted
   stderrOmitted?: Omitted
+  /**
+   * With `all`: stdout and stderr together, chunk by chunk in the order they reached the runner (within each stream,
+   * byte order; across the two, the order their reads completed), capped at `maxAllBytes` with the run's `keep`.
+   */
+  all?: Uint8Array
+  /** Where bytes were cut out of `all`, as `stdoutOmitted` says it for stdout. */
+  allOmitted?: Omitted
   /** The spill files (`spill`), with every byte up to `spill.maxBytes`. */
   stdoutFile?: string
   stderrFile?: string

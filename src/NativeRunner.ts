@@ -44,7 +44,9 @@ export const DEFAULTS = {
   drainTimeout: Duration.seconds(1),
   inheritEnv: "core",
   maxConcurrent: 32,
-  keep: "head"
+  keep: "head",
+  all: false,
+  maxAllBytes: 2 * 1024 * 1024
 } as const
 
 const RedactArgv = Schema.declare(
@@ -55,7 +57,8 @@ const RedactArgv = Schema.declare(
 /**
  * The options every runner layer shares (live and test), each optional with a default in `DEFAULTS`:
  * `maxStdoutBytes`, `maxStderrBytes`, `timeout`, `killGrace`, `drainTimeout` (how long output is still read after the
- * exit, for pipes held by escaped grandchildren), `idleTimeout` (none), `keep`, `spill` (none), `cwd` (default: the
+ * exit, for pipes held by escaped grandchildren), `idleTimeout` (none), `keep`, `all` (false: no combined capture)
+ * and `maxAllBytes` (its cap, 2 MiB), `spill` (none), `cwd` (default: the
  * host's, read when the layer is built), `inheritEnv`, `env` (the input's wins), `maxConcurrent`, `redactArgv`
  * (rewrites argv in audits, e.g. `Audit.redactAfter(["--password"])`).
  */
@@ -67,6 +70,8 @@ export const runnerFields = {
   drainTimeout: Schema.optionalWith(Exec.DurationInput, { default: () => DEFAULTS.drainTimeout }),
   idleTimeout: Schema.optional(Exec.PositiveDuration),
   keep: Schema.optionalWith(Exec.Keep, { default: () => DEFAULTS.keep }),
+  all: Schema.optionalWith(Schema.Boolean, { default: () => DEFAULTS.all }),
+  maxAllBytes: Schema.optionalWith(Exec.ByteCap, { default: () => DEFAULTS.maxAllBytes }),
   spill: Schema.optional(Exec.Spill),
   cwd: Schema.optional(Sandbox.AbsolutePath),
   inheritEnv: Schema.optional(Schema.Literal("none", "core", "all")),

@@ -120,6 +120,7 @@ export const ceilingOf = (runner: NativeRunner.Options = {}): Effect.Effect<Ceil
   Effect.map(NativeRunner.decodeOptions(NativeRunner.Options, runner), (o) => ({
     maxStdoutBytes: o.maxStdoutBytes,
     maxStderrBytes: o.maxStderrBytes,
+    maxAllBytes: o.maxAllBytes,
     timeoutMs: Duration.toMillis(Duration.decode(o.timeout)),
     killGraceMs: Duration.toMillis(Duration.decode(o.killGrace)),
     ...(o.idleTimeout === undefined ? {} : { idleTimeoutMs: Duration.toMillis(Duration.decode(o.idleTimeout)) }),

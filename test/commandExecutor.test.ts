@@ -173,6 +173,58 @@ describe("layerCommandExecutor: pipelines", () => {
     }))
 })
 
+describe("layerCommandExecutor: pipelines and slots", () => {
+  it.live("the pipeline's Process.stdin writes the first stage, and ending it ends the pipeline", () =>
+    Effect.gen(function*() {
+      const out = yield* run(
+        Effect.scoped(Effect.gen(function*() {
+          const proc = yield* Command.start(Command.make("cat").pipe(Command.pipeTo(Command.make("tr", "a-z", "A-Z"))))
+          yield* Stream.run(Stream.make(new TextEncoder().encode("piped in")), proc.stdin)
+          return new TextDecoder().decode(Buffer.concat(Chunk.toReadonlyArray(yield* Stream.runCollect(proc.stdout))))
+        })),
+        ours({ timeout: "10 seconds" })
+      )
+      expect(out).toBe("PIPED IN")
+    }))
+
+  it.live("a pipeline takes a slot per stage, all at once: no stage waits on another (yes | head, two at a time)", () =>
+    Effect.gen(function*() {
+      const pipeline = Command.make("yes").pipe(Command.pipeTo(Command.make("head", "-n", "1")))
+      const started = Date.now()
+      const both = yield* run(Effect.all([Command.string(pipeline), Command.string(pipeline)], { concurrency: 2 }), ours({ maxConcurrent: 2, timeout: "20 seconds" }))
+      expect(both).toStrictEqual(["y\n", "y\n"])
+      expect(Date.now() - started).toBeLessThan(10_000)
+      const refused = yield* run(Effect.flip(Command.string(pipeline)), ours({ maxConcurrent: 1 }))
+      expect(refused).toMatchObject({ _tag: "BadArgument", method: "spawn" })
+    }))
+})
+
+describe("layerCommandExecutor: pipelines, cut and failed starts (review)", () => {
+  it.live("a stage's stdout past the cap on its way to the next fails the pipeline with InvalidData, never a wrong answer", () =>
+    Effect.gen(function*() {
+      const count = (bytes: number) => Command.make("head", "-c", String(bytes), "/dev/zero").pipe(Command.pipeTo(Command.make("wc", "-c")))
+      const layer = ours({ maxStdoutBytes: 1 << 20 })
+      const cut = yield* run(Effect.flip(Command.string(count(3 << 20))), layer)
+      expect(cut).toMatchObject({ _tag: "SystemError", reason: "InvalidData" })
+      expect(cut.message).toContain("head -c 3145728 /dev/zero")
+      expect((yield* run(Command.string(count(1 << 20)), layer)).trim()).toBe(String(1 << 20))
+    }))
+
+  it.live("a stage that cannot start fails the start, and the stages already started are gone at once", () =>
+    Effect.gen(function*() {
+      const mark = marker()
+      const outcome = yield* run(
+        Effect.scoped(Effect.gen(function*() {
+          const failed = yield* Effect.flip(Command.start(Command.make("sleep", mark).pipe(Command.pipeTo(Command.make("enr-no-such-program")))))
+          // Still in the caller's scope: nothing of the pipeline may run on in it.
+          return { reason: failed._tag === "SystemError" ? failed.reason : failed._tag, left: pidsWithCmdlineContaining(mark) }
+        })),
+        ours()
+      )
+      expect(outcome).toStrictEqual({ reason: "NotFound", left: [] })
+    }))
+})
+
 describe("layerCommandExecutor: stdin", () => {
   it.live("a 100 MiB stdin stream goes through, pulled as the child reads (no 64 MiB collect)", () =>
     Effect.gen(function*() {

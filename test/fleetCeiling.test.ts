@@ -28,6 +28,18 @@ describe("the worker's ceiling", () => {
     expect(clampToCeiling(ceiling, { argv: ["true"], timeoutMs: 10 })).toEqual({ argv: ["true"], timeoutMs: 10 })
   })
 
+  it("lowers a request's combined-capture cap (all) to the worker's; a worker without one caps it at stdout + stderr", () => {
+    expect(clampToCeiling({ ...ceiling, maxAllBytes: 2048 }, {
+      argv: ["true"],
+      all: true,
+      limits: { maxAllBytes: 4 * 1024 * 1024 * 1024 }
+    })).toEqual({ argv: ["true"], all: true, limits: { maxAllBytes: 2048 } })
+    expect(clampToCeiling(ceiling, { argv: ["true"], all: true, limits: { maxAllBytes: 1e9 } }))
+      .toEqual({ argv: ["true"], all: true, limits: { maxAllBytes: 1536 } })
+    expect(clampToCeiling(ceiling, { argv: ["true"], all: true, limits: { maxAllBytes: 100 } }))
+      .toEqual({ argv: ["true"], all: true, limits: { maxAllBytes: 100 } })
+  })
+
   it("refuses a client's spill when the worker has no spill directory; with one, the worker's directory is used", () => {
     const refused = clampToCeiling(ceiling, { argv: ["true"], spill: { dir: "/etc" } })
     expect(refused).toMatchObject({ _tag: "InvalidInput", issues: [{ path: "spill" }] })
@@ -56,6 +68,7 @@ describe("the worker's ceiling", () => {
       expect(yield* ceilingOf({ maxStdoutBytes: 1024, timeout: "2 seconds" })).toEqual({
         maxStdoutBytes: 1024,
         maxStderrBytes: 1024 * 1024,
+        maxAllBytes: 2 * 1024 * 1024,
         timeoutMs: 2_000,
         killGraceMs: 2_000
       })

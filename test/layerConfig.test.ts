@@ -37,6 +37,12 @@ describe("layerConfig", () => {
       NATIVE_RUNNER_SPAWN_HELPER: "off"
     }))))
 
+  it.live("NATIVE_RUNNER_ALL and NATIVE_RUNNER_MAX_ALL turn on the combined capture and cap it", () =>
+    Effect.gen(function*() {
+      const result = yield* NativeRunner.exec({ argv: ["sh", "-c", "printf abc; sleep 0.2; printf def >&2"] })
+      expect([result.all === undefined ? undefined : text(result.all), result.allOmitted]).toStrictEqual(["abcd", { offset: 4, bytes: 2 }])
+    }).pipe(Effect.provide(withVariables({ NATIVE_RUNNER_ALL: "true", NATIVE_RUNNER_MAX_ALL: "4" }))))
+
   it.live("none set: the defaults (1 MiB caps, 60 s timeout)", () =>
     Effect.gen(function*() {
       const result = yield* NativeRunner.exec({ argv: ["sh", "-c", "head -c 2000000 /dev/zero"] })
@@ -49,6 +55,8 @@ describe("layerConfig", () => {
     ["NATIVE_RUNNER_TIMEOUT", "soon"],
     ["NATIVE_RUNNER_TIMEOUT", "0 seconds"],
     ["NATIVE_RUNNER_KEEP", "middle"],
+    ["NATIVE_RUNNER_ALL", "yes"],
+    ["NATIVE_RUNNER_MAX_ALL", "5 apples"],
     ["NATIVE_RUNNER_MAX_CONCURRENT", "0"],
     ["NATIVE_RUNNER_SPILL_DIR", "relative/dir"],
     ["NATIVE_RUNNER_SANDBOX_NETWORK", "host"]

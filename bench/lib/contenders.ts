@@ -4,6 +4,7 @@
  * Each keeps at most `maxStdoutBytes` / `maxStderrBytes` of output and drains the rest, as ours does.
  */
 import * as Command from "@effect/platform/Command"
+import type * as CommandExecutor from "@effect/platform/CommandExecutor"
 import * as NodeContext from "@effect/platform-node/NodeContext"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -140,6 +141,28 @@ export const command = (): Contender => {
         return { exitCode, stdoutBytes: out.total(), keptStdoutBytes: out.kept(), timedOut: false }
       }))
       return runtime.runPromise(program)
+    },
+    dispose: () => runtime.dispose()
+  }
+}
+
+/**
+ * `Command.string` as Effect code writes it, through whichever `CommandExecutor` the layer provides: the platform's
+ * own `NodeCommandExecutor`, or ours (`NativeRunner.layerCommandExecutor`). Only stdout is returned, no exit code.
+ */
+export const commandString = (
+  name: string,
+  layer: Layer.Layer<CommandExecutor.CommandExecutor, unknown>
+): Contender => {
+  const runtime = ManagedRuntime.make(layer)
+  return {
+    name,
+    run: (spec) => {
+      const [file, ...args] = spec.argv
+      return runtime.runPromise(Effect.map(Command.string(Command.make(file, ...args)), (out) => {
+        const bytes = Buffer.byteLength(out)
+        return { exitCode: 0, stdoutBytes: bytes, keptStdoutBytes: bytes, timedOut: false }
+      }))
     },
     dispose: () => runtime.dispose()
   }

@@ -171,6 +171,8 @@ const asRunConfig = (config: WorkerRunConfig): RunConfig => ({
   jsonl: false,
   idleTimeout: Option.none(),
   keep: Option.none(),
+  all: false,
+  maxAll: Option.none(),
   spillDir: Option.none(),
   spillMax: Option.none(),
   cwd: Option.none(),

@@ -215,6 +215,13 @@ export const runConfig = {
     Options.mapEffect(Effect.forEach(checked("--redact-after", (flag) =>
       flag === "" ? Either.left("the flag must not be empty") : Either.right(flag))))
   ),
+  all: Options.boolean("all").pipe(
+    Options.withDescription(
+      "With --json or --jsonl: also keep stdout and stderr together, in the order they arrived (the view an agent " +
+        "shows a model), as all, allEncoding and allOmitted in the result, up to --max-all."
+    )
+  ),
+  maxAll: sizeOption("max-all", MAX_BYTES_CAP, "Bytes kept of stdout and stderr together with --all (default 2MiB)."),
   json: Options.boolean("json").pipe(
     Options.withDescription(
       "Print one JSON object (exit, signal, timing, output as UTF-8 or base64, audits) instead of the output."

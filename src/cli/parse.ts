@@ -109,11 +109,12 @@ export const RUN_OPTION_NAMES: ReadonlyArray<string> = [
   "--timeout", "--kill-grace", "--max-stdout", "--max-stderr", "--cwd", "--env", "--inherit-env", "--stdin-file", "--stdin",
   "--sandbox", "--workspace", "--network", "--max-procs", "--max-memory", "--max-file-size", "--max-cpu",
   "--max-open-files", "--audit-log", "--redact-after", "--sandbox-user", "--no-seccomp", "--json", "--jsonl",
-  "--idle-timeout", "--keep", "--spill-dir", "--spill-max", "--cluster", "--credentials", "--request-id"
+  "--idle-timeout", "--keep", "--spill-dir", "--spill-max", "--cluster", "--credentials", "--request-id", "--all",
+  "--max-all"
 ]
 
 // Our flags that take no value: given twice, the second one is left over as an argument.
-const BOOLEAN_OPTION_NAMES: ReadonlyArray<string> = ["--json", "--jsonl", "--no-seccomp"]
+const BOOLEAN_OPTION_NAMES: ReadonlyArray<string> = ["--json", "--jsonl", "--no-seccomp", "--all"]
 
 /**
  * Checks that the parsed argv is exactly what follows `--` in the raw arguments, and says what is wrong if not.

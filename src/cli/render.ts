@@ -46,6 +46,10 @@ export const CliJsonResult = Schema.Struct({
   /** Where the cap cut bytes out of `stdout` (the end for head, 0 for tail, the middle for both). */
   stdoutOmitted: Schema.NullOr(CliJsonOmitted),
   stderrOmitted: Schema.NullOr(CliJsonOmitted),
+  /** With `--all`: stdout and stderr together in arrival order (UTF-8 or base64), and where its cap cut; else null. */
+  all: Schema.NullOr(Schema.String),
+  allEncoding: Schema.NullOr(OutputEncoding),
+  allOmitted: Schema.NullOr(CliJsonOmitted),
   /** The `--spill-dir` files, with every byte up to `--spill-max`. */
   stdoutFile: Schema.NullOr(Schema.String),
   stderrFile: Schema.NullOr(Schema.String),
@@ -74,6 +78,7 @@ export const encodeOutput = (bytes: Uint8Array): { readonly text: string; readon
 export const toJsonResult = (result: ExecResult): CliJsonResult => {
   const stdout = encodeOutput(result.stdout)
   const stderr = encodeOutput(result.stderr)
+  const all = result.all === undefined ? undefined : encodeOutput(result.all)
   return {
     exitCode: result.exitCode,
     signal: result.signal ?? null,
@@ -90,6 +95,9 @@ export const toJsonResult = (result: ExecResult): CliJsonResult => {
     stderrEncoding: stderr.encoding,
     stdoutOmitted: result.stdoutOmitted ?? null,
     stderrOmitted: result.stderrOmitted ?? null,
+    all: all?.text ?? null,
+    allEncoding: all?.encoding ?? null,
+    allOmitted: result.allOmitted ?? null,
     stdoutFile: result.stdoutFile ?? null,
     stderrFile: result.stderrFile ?? null,
     spillError: result.spillError ?? null,

@@ -42,6 +42,9 @@ export interface RunRequest {
   readonly maxStderrBytes?: number | undefined
   /** Absent means the runner's default (head). */
   readonly keep?: Keep | undefined
+  /** `--all`: the combined capture, in the JSON result; `--max-all` its cap (absent: the runner's default). */
+  readonly all: boolean
+  readonly maxAllBytes?: number | undefined
   /** The spill directory is absolute; it is checked to exist just before the run (`checkSpillDir`). */
   readonly spill?: Spill | undefined
   readonly cwd?: string | undefined
@@ -75,6 +78,8 @@ const usageProblem = (config: RunConfig, raw: ReadonlyArray<string>): string | u
   if (config.json && config.jsonl) return "use either --json or --jsonl, not both"
   if (Option.isSome(config.stdin) && Option.isSome(config.stdinFile)) return "use either --stdin or --stdin-file, not both"
   if (Option.isSome(config.spillMax) && Option.isNone(config.spillDir)) return "--spill-max only applies with --spill-dir"
+  if (config.all && !config.json && !config.jsonl) return "--all only applies with --json or --jsonl"
+  if (Option.isSome(config.maxAll) && !config.all) return "--max-all only applies with --all"
   const maxCpu = Option.getOrUndefined(config.maxCpu)
   if (maxCpu !== undefined && maxCpu % 1000 !== 0) return `--max-cpu must be whole seconds (got ${formatMillis(maxCpu)})`
   return undefined
@@ -115,6 +120,8 @@ export const toRunRequest = (
     maxStdoutBytes: Option.getOrUndefined(config.maxStdout),
     maxStderrBytes: Option.getOrUndefined(config.maxStderr),
     keep: Option.getOrUndefined(config.keep),
+    all: config.all,
+    maxAllBytes: Option.getOrUndefined(config.maxAll),
     spill: Option.getOrUndefined(Option.map(config.spillDir, (dir) => ({
       dir: path.resolve(hostCwd, dir),
       ...only(config.spillMax, (maxBytes) => ({ maxBytes }))
@@ -176,5 +183,7 @@ export const toExecInput = (request: RunRequest, stdin: Uint8Array | undefined):
   ...(stdin === undefined ? {} : { stdin }),
   ...(request.idleTimeoutMs === undefined ? {} : { idleTimeout: Duration.millis(request.idleTimeoutMs) }),
   ...(request.keep === undefined ? {} : { keep: request.keep }),
-  ...(request.spill === undefined ? {} : { spill: request.spill })
+  ...(request.spill === undefined ? {} : { spill: request.spill }),
+  ...(request.all ? { all: true } : {}),
+  ...(request.maxAllBytes === undefined ? {} : { limits: { maxAllBytes: request.maxAllBytes } })
 })

@@ -43,6 +43,7 @@ export const WireInput = Schema.Struct({
     Schema.Struct({
       maxStdoutBytes: Schema.optional(Schema.Number),
       maxStderrBytes: Schema.optional(Schema.Number),
+      maxAllBytes: Schema.optional(Schema.Number),
       timeoutMs: Schema.optional(Schema.Number)
     }),
     { exact: true }
@@ -54,7 +55,8 @@ export const WireInput = Schema.Struct({
   spill: Schema.optionalWith(
     Schema.Struct({ dir: Schema.String, maxBytes: Schema.optional(Schema.Number) }),
     { exact: true }
-  )
+  ),
+  all: Schema.optionalWith(Schema.Boolean, { exact: true })
 })
 export type WireInput = typeof WireInput.Type
 
@@ -75,6 +77,8 @@ export const WireResult = Schema.Struct({
   stderrBytes: Schema.Number,
   stdoutOmitted: Schema.optionalWith(Omitted, { exact: true }),
   stderrOmitted: Schema.optionalWith(Omitted, { exact: true }),
+  all: Schema.optionalWith(Base64Bytes, { exact: true }),
+  allOmitted: Schema.optionalWith(Omitted, { exact: true }),
   stdoutFile: Schema.optionalWith(Schema.String, { exact: true }),
   stderrFile: Schema.optionalWith(Schema.String, { exact: true }),
   spillError: Schema.optionalWith(Schema.String, { exact: true }),
@@ -153,7 +157,8 @@ export const toWire = (input: ExecInput): Effect.Effect<WireInput, InvalidInput>
     ...(killGraceMs !== undefined ? { killGraceMs } : {}),
     ...(idleTimeoutMs !== undefined ? { idleTimeoutMs } : {}),
     ...(input.keep !== undefined ? { keep: input.keep } : {}),
-    ...(input.spill !== undefined ? { spill: input.spill } : {})
+    ...(input.spill !== undefined ? { spill: input.spill } : {}),
+    ...(input.all !== undefined ? { all: input.all } : {})
   })
 }
 
@@ -168,7 +173,8 @@ export const fromWire = (wire: WireInput): ExecInput => ({
   ...(wire.killGraceMs !== undefined ? { killGrace: Duration.millis(wire.killGraceMs) } : {}),
   ...(wire.idleTimeoutMs !== undefined ? { idleTimeout: Duration.millis(wire.idleTimeoutMs) } : {}),
   ...(wire.keep !== undefined ? { keep: wire.keep } : {}),
-  ...(wire.spill !== undefined ? { spill: wire.spill } : {})
+  ...(wire.spill !== undefined ? { spill: wire.spill } : {}),
+  ...(wire.all !== undefined ? { all: wire.all } : {})
 })
 
 /** The result as the caller sees it (mutable arrays, as `ExecResult` declares them). */

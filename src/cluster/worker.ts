@@ -42,6 +42,8 @@ export interface WorkerSettings {
 export interface Ceiling {
   readonly maxStdoutBytes: number
   readonly maxStderrBytes: number
+  /** The worker's cap of the combined capture (`all`): a request's is lowered to it. */
+  readonly maxAllBytes?: number | undefined
   readonly timeoutMs: number
   readonly killGraceMs: number
   /** The worker's idle timeout, when it has one: a request's is lowered to it. */
@@ -76,6 +78,9 @@ export const clampToCeiling = (ceiling: Ceiling | undefined, input: WireInput): 
   const clampedLimits = limits === undefined ? undefined : {
     ...(limits.maxStdoutBytes === undefined ? {} : { maxStdoutBytes: Math.min(limits.maxStdoutBytes, ceiling.maxStdoutBytes) }),
     ...(limits.maxStderrBytes === undefined ? {} : { maxStderrBytes: Math.min(limits.maxStderrBytes, ceiling.maxStderrBytes) }),
+    ...(limits.maxAllBytes === undefined
+      ? {}
+      : { maxAllBytes: Math.min(limits.maxAllBytes, ceiling.maxAllBytes ?? ceiling.maxStdoutBytes + ceiling.maxStderrBytes) }),
     ...(limits.timeoutMs === undefined ? {} : { timeoutMs: Math.min(limits.timeoutMs, ceiling.timeoutMs) })
   }
   const timeout = atMost(timeoutMs, ceiling.timeoutMs)

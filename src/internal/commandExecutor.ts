@@ -203,11 +203,25 @@ interface StartHow {
   /** `Command.start`: a `"pipe"` stdin is a real pipe. The executor's own `string`, `lines`, ...: nobody could write it, so /dev/null. */
   readonly writable: boolean
   readonly stdin?: Stream.Stream<Uint8Array, unknown> | undefined
+  /** A stage of a pipeline, which holds the slots of all its stages. */
+  readonly slotHeld?: boolean | undefined
+  /** The pipeline it is a stage of, and whether its stdout feeds another stage. */
+  readonly pipeline?: Pipeline | undefined
+  readonly feedsNext?: boolean | undefined
 }
 
 const KILL_SIGNALS: ReadonlySet<string> = new Set<KillSignal>(["SIGTERM", "SIGINT", "SIGHUP", "SIGPIPE", "SIGKILL"])
 
 const isKillSignal = (signal: string): signal is KillSignal => KILL_SIGNALS.has(signal)
+
+/**
+ * What the stages of one pipeline share: `cut` is set (to the stage's description) when a stage's stdout passed its
+ * cap on the way to the next stage. A cut in the middle of a pipeline is a wrong answer, not a shorter one (`head -c
+ * 3MiB | wc -c` would answer 1 MiB), so the pipeline then fails with `InvalidData`, whatever `overflow` says.
+ */
+interface Pipeline {
+  cut: string | undefined
+}
 
 /** Why a stage's run was interrupted, when we did it. */
 interface Stop {
@@ -251,14 +265,25 @@ const inputOf = (command: Command.StandardCommand, stdin: Stream.Stream<Uint8Arr
 }
 
 /** How a run's end shows on its streams: a timeout (ours or the pipeline's) or, with `overflow: "fail"`, a cut. */
+/** The failure of every stage of a pipeline that was cut between two stages. */
+const cutBetween = (command: Command.StandardCommand, method: string, stage: string) =>
+  endedBy(
+    command,
+    method,
+    "InvalidData",
+    `${stage}: its stdout passed the runner's cap (maxStdoutBytes) on its way to the next stage; the pipeline's answer would be wrong`
+  )
+
 const streamEnd = (
   command: Command.StandardCommand,
   settings: ExecutorSettings,
   stop: Stop,
   exit: Exit.Exit<ExecResult, NativeRunnerError>,
   output: Output,
-  name: "stdout" | "stderr"
+  name: "stdout" | "stderr",
+  pipeline: Pipeline | undefined
 ): PlatformError | undefined => {
+  if (pipeline?.cut !== undefined) return cutBetween(command, `read(${name})`, pipeline.cut)
   if (Exit.isSuccess(exit)) {
     if (exit.value.timedOut) return timedOut(command, `read(${name})`)
     if (settings.overflow === "fail" && output.truncated()) {
@@ -275,8 +300,9 @@ const streamEnd = (
 const failureOf = (exit: Exit.Exit<ExecResult, NativeRunnerError>): NativeRunnerError | undefined =>
   Exit.isFailure(exit) ? Option.getOrUndefined(Cause.failureOption(exit.cause)) : undefined
 
-const exitCodeOf = (command: Command.StandardCommand, stop: Stop) =>
+const exitCodeOf = (command: Command.StandardCommand, stop: Stop, pipeline: Pipeline | undefined) =>
 (exit: Exit.Exit<ExecResult, NativeRunnerError>): Effect.Effect<CommandExecutor.ExitCode, PlatformError> => {
+  if (pipeline?.cut !== undefined) return Effect.fail(cutBetween(command, "exitCode", pipeline.cut))
   if (Exit.isSuccess(exit)) {
     const result = exit.value
     if (result.timedOut) return Effect.fail(timedOut(command, "exitCode"))
@@ -314,6 +340,7 @@ const startStage = (
       (inherit && core.sandboxed ? ourStdin : typeof command.stdin === "string" ? pipe?.stream : command.stdin)
     const controls: RunControls = {
       exactEnv: !command.extendEnv,
+      slotHeld: how.slotHeld,
       ...(inherit && !core.sandboxed ? { stdin: "inherit" as const } : {})
     }
     const stdout = yield* makeOutput(core.options.maxStdoutBytes, command.stdout === "inherit" ? process.stdout : undefined)
@@ -330,8 +357,10 @@ const startStage = (
         Effect.zipRight(
           pipe?.close ?? Effect.void,
           Effect.sync(() => {
-            stdout.end(streamEnd(command, settings, stop, exit, stdout, "stdout"))
-            stderr.end(streamEnd(command, settings, stop, exit, stderr, "stderr"))
+            // Set before this stage's stdout ends: the next stage reads EOF only after it, so its end sees the cut.
+            if (how.feedsNext === true && how.pipeline !== undefined && stdout.truncated()) how.pipeline.cut ??= describe(command)
+            stdout.end(streamEnd(command, settings, stop, exit, stdout, "stdout", how.pipeline))
+            stderr.end(streamEnd(command, settings, stop, exit, stderr, "stderr", how.pipeline))
             const failure = failureOf(exit)
             Deferred.unsafeDone(
               started,
@@ -364,7 +393,7 @@ const startStage = (
     const stdoutStream = typeof command.stdout === "string" ? stdout.stream : Stream.transduce(stdout.stream, command.stdout)
     const handle = makeProcess({
       pid: CommandExecutor.ProcessId(pid),
-      exitCode: Effect.flatMap(Fiber.await(fiber), exitCodeOf(command, stop)),
+      exitCode: Effect.flatMap(Fiber.await(fiber), exitCodeOf(command, stop, how.pipeline)),
       isRunning: Effect.map(Fiber.poll(fiber), Option.isNone),
       kill,
       stdin: pipe?.sink ?? Sink.drain,
@@ -388,16 +417,60 @@ const startStage = (
 // pipeline's process kills every stage; closing the scope kills what is left.
 // ---------------------------------------------------------------------------------------------------------------
 
+/** Takes `count` slots in the scope; the effect returned gives them back (once: later calls, and the scope's end, do nothing). */
+const takeSlots = (slots: Effect.Semaphore, count: number): Effect.Effect<Effect.Effect<void>, never, Scope.Scope> =>
+  Effect.map(
+    Effect.acquireRelease(
+      // Interruptible while it waits: a pipeline that never got its slots gives nothing back.
+      Effect.as(Effect.interruptible(slots.take(count)), { held: true }),
+      (state) => state.held ? Effect.asVoid(slots.release(count)) : Effect.void
+    ),
+    (state) =>
+      Effect.suspend(() => {
+        if (!state.held) return Effect.void
+        state.held = false
+        return Effect.asVoid(slots.release(count))
+      })
+  )
+
 const startCommand = (core: RunnerCore, settings: ExecutorSettings, writable: boolean) =>
 (command: Command.Command): Effect.Effect<CommandExecutor.Process, PlatformError, Scope.Scope> =>
   Effect.gen(function*() {
     const [first, ...rest] = Command.flatten(command)
     if (rest.length === 0) return (yield* startStage(core, settings, first, { writable })).process
-    const stages: Array<Stage> = [yield* startStage(core, settings, first, { writable })]
-    for (const stage of rest) {
-      const previous = stages[stages.length - 1]
-      stages.push(yield* startStage(core, settings, stage, { writable: false, stdin: previous?.process.stdout }))
+    // Every stage at once or none: stages each waiting for a slot would wait on each other (`yes | head` under
+    // `maxConcurrent: 1` never ends). The slots are given back when the last stage has ended, or with the scope.
+    const count = rest.length + 1
+    if (count > core.options.maxConcurrent) {
+      return yield* Effect.fail(
+        new BadArgument({
+          module: "Command",
+          method: "spawn",
+          description: `a pipeline of ${count} stages needs ${count} of the runner's slots at once; maxConcurrent is ${core.options.maxConcurrent}`
+        })
+      )
     }
+    const release = yield* takeSlots(core.slots, count)
+    const pipeline: Pipeline = { cut: undefined }
+    const stages: Array<Stage> = []
+    const startAll = Effect.gen(function*() {
+      stages.push(yield* startStage(core, settings, first, { writable, slotHeld: true, pipeline, feedsNext: true }))
+      for (const [i, stage] of rest.entries()) {
+        const previous = stages[stages.length - 1]
+        stages.push(yield* startStage(core, settings, stage, {
+          writable: false,
+          stdin: previous?.process.stdout,
+          slotHeld: true,
+          pipeline,
+          feedsNext: i < rest.length - 1
+        }))
+      }
+    })
+    // A stage that cannot start fails the start, and the stages already running go with it (nothing is left behind).
+    yield* startAll.pipe(
+      Effect.onError(() => Effect.zipRight(Effect.forEach(stages, (stage) => Fiber.interrupt(stage.fiber), { discard: true }), release))
+    )
+    yield* Effect.forkScoped(Effect.zipRight(Effect.forEach(stages, (stage) => Fiber.await(stage.fiber), { discard: true }), release))
     const abortAll = Effect.forEach(stages, (stage) => stage.abort, { concurrency: "unbounded", discard: true })
     for (const stage of stages) {
       yield* Effect.forkScoped(Effect.flatMap(Fiber.await(stage.fiber), (exit) =>
@@ -405,8 +478,11 @@ const startCommand = (core: RunnerCore, settings: ExecutorSettings, writable: bo
     }
     const last = stages[stages.length - 1]
     if (last === undefined) return yield* Effect.dieMessage("a pipeline without stages")
+    const head = stages[0]
     return makeProcess({
       ...last.process,
+      // What the pipeline's Process.stdin writes is the first stage's input (the last one reads the stage before it).
+      stdin: head?.process.stdin ?? last.process.stdin,
       kill: (signal) => Effect.forEach(stages, (stage) => stage.process.kill(signal), { concurrency: "unbounded", discard: true })
     })
   })

@@ -113,6 +113,8 @@ export interface RunSettings {
   readonly idleTimeout?: Duration.Duration | undefined
   /** Which bytes of each stream the caps keep (default `"head"`). */
   readonly keep?: Keep | undefined
+  /** Set: also keep stdout and stderr together, in arrival order, up to this many bytes (same `keep`). */
+  readonly maxAllBytes?: number | undefined
 }
 
 /** What a caller sees of a run while it runs. Called synchronously, from the pipe's own events: keep them cheap. */
@@ -135,6 +137,8 @@ export interface Outcome {
   readonly interrupted: boolean
   readonly stdout: Capture
   readonly stderr: Capture
+  /** Both streams together in arrival order, when `RunSettings.maxAllBytes` asked for it. */
+  readonly all: Capture | undefined
   readonly durationMs: number
 }
 
@@ -171,14 +175,21 @@ const observed = (
   stream: "stdout" | "stderr",
   onChunk: RunHooks["onChunk"],
   activity: { last: number } | undefined,
+  all: Capture | undefined,
   clock: Clock.Clock
 ): Capture =>
-  onChunk === undefined && activity === undefined ? capture : {
+  onChunk === undefined && activity === undefined && all === undefined ? capture : {
     ...capture,
     push: (chunk) => {
       if (activity !== undefined) activity.last = clock.unsafeCurrentTimeMillis()
       capture.push(chunk)
+      all?.push(chunk)
       onChunk?.(stream, chunk)
+    },
+    // A stream that could not be read to its end leaves the combined capture incomplete too.
+    fail: (reason) => {
+      capture.fail(reason)
+      all?.fail(`${stream}: ${reason}`)
     }
   }
 
@@ -211,22 +222,26 @@ const awaitExit = (
  * The two captures of a run, the sinks the backend feeds (the captures, observed when someone listens), and when
  * output last arrived (for the idle timeout).
  */
-interface RunCaptures {
+export interface RunCaptures {
   readonly stdout: Capture
   readonly stderr: Capture
+  /** Both streams in the order their chunks arrived (`maxAllBytes`), fed by the sinks. */
+  readonly all: Capture | undefined
   readonly sinks: readonly [Capture, Capture]
   readonly activity: { last: number } | undefined
 }
 
-const capturesOf = (settings: RunSettings, onChunk: RunHooks["onChunk"], clock: Clock.Clock, started: number) => {
+/** The captures of one run and the sinks a backend feeds. Exported for the property tests of the combined capture. */
+export const capturesOf = (settings: RunSettings, onChunk: RunHooks["onChunk"], clock: Clock.Clock, started: number) => {
   const stdout = makeCapture(settings.maxStdoutBytes, settings.keep)
   const stderr = makeCapture(settings.maxStderrBytes, settings.keep)
+  const all = settings.maxAllBytes === undefined ? undefined : makeCapture(settings.maxAllBytes, settings.keep)
   const activity = settings.idleTimeout === undefined ? undefined : { last: started }
   const sinks = [
-    observed(stdout, "stdout", onChunk, activity, clock),
-    observed(stderr, "stderr", onChunk, activity, clock)
+    observed(stdout, "stdout", onChunk, activity, all, clock),
+    observed(stderr, "stderr", onChunk, activity, all, clock)
   ] as const
-  return { stdout, stderr, sinks, activity } satisfies RunCaptures
+  return { stdout, stderr, all, sinks, activity } satisfies RunCaptures
 }
 
 /** The outcome from how the run ended; an exit never seen (interrupted before it) counts as SIGKILL. */
@@ -249,6 +264,7 @@ const outcomeOf = (
     interrupted,
     stdout: captures.stdout,
     stderr: captures.stderr,
+    all: captures.all,
     durationMs: now - started
   }))
 

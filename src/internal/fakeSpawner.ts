@@ -91,15 +91,24 @@ const answer = (respond: Respond, call: Call, command: PreparedCommand) =>
 /** The most bytes the fake reads from a stdin `Stream` before the script sees the call. */
 export const MAX_FAKE_STDIN_BYTES = 64 * 1024 * 1024
 
-/** A stdin `Stream` read to its end, so the script sees its bytes; one that fails or never fits dies loudly. */
+/**
+ * A stdin `Stream` read to its end, so the script sees its bytes. One that fails ends there, as a live child's stdin
+ * does (the script sees the bytes before the failure); one that never fits dies loudly.
+ */
 const collectStdin = (stream: Stream.Stream<Uint8Array, unknown>) =>
-  Stream.runFoldEffect(stream, { chunks: [] as Array<Uint8Array>, size: 0 }, (acc, chunk) =>
-    acc.size + chunk.length > MAX_FAKE_STDIN_BYTES
-      ? Effect.dieMessage(`NativeRunnerTest: a stdin stream larger than ${MAX_FAKE_STDIN_BYTES} bytes`)
-      : Effect.succeed({ chunks: (acc.chunks.push(chunk), acc.chunks), size: acc.size + chunk.length })).pipe(
-    Effect.map((acc) => new Uint8Array(Buffer.concat(acc.chunks))),
-    Effect.catchAll((error) => Effect.dieMessage(`NativeRunnerTest: the stdin stream failed: ${String(error)}`))
-  )
+  Effect.gen(function*() {
+    const chunks: Array<Uint8Array> = []
+    let size = 0
+    yield* Stream.runForEach(stream, (chunk) => {
+      size += chunk.length
+      if (size > MAX_FAKE_STDIN_BYTES) {
+        return Effect.dieMessage(`NativeRunnerTest: a stdin stream larger than ${MAX_FAKE_STDIN_BYTES} bytes`)
+      }
+      chunks.push(chunk)
+      return Effect.void
+    }).pipe(Effect.ignore)
+    return new Uint8Array(Buffer.concat(chunks))
+  })
 
 /** The spawner answering calls from `script`, and the recorder of what it saw. */
 export const makeFakeSpawner = (

@@ -63,6 +63,8 @@ export const VARIABLES = {
   NATIVE_RUNNER_KILL_GRACE: "killGrace",
   NATIVE_RUNNER_IDLE_TIMEOUT: "idleTimeout",
   NATIVE_RUNNER_KEEP: "keep",
+  NATIVE_RUNNER_ALL: "all",
+  NATIVE_RUNNER_MAX_ALL: "maxAllBytes",
   NATIVE_RUNNER_INHERIT_ENV: "inheritEnv",
   NATIVE_RUNNER_MAX_CONCURRENT: "maxConcurrent",
   NATIVE_RUNNER_SPAWN_HELPER: "spawnHelper",
@@ -80,6 +82,8 @@ export interface ConfiguredOptions {
   readonly killGrace?: Duration.DurationInput
   readonly idleTimeout?: Duration.DurationInput
   readonly keep?: "head" | "tail" | "both"
+  readonly all?: boolean
+  readonly maxAllBytes?: number
   readonly inheritEnv?: "none" | "core" | "all"
   readonly maxConcurrent?: number
   readonly spawnHelper?: "always" | "auto" | "off"
@@ -101,6 +105,8 @@ export const optionsConfig: Config.Config<ConfiguredOptions> = Config.all({
   killGrace: variable("NATIVE_RUNNER_KILL_GRACE", duration(false)),
   idleTimeout: variable("NATIVE_RUNNER_IDLE_TIMEOUT", duration(true)),
   keep: variable("NATIVE_RUNNER_KEEP", oneOf(["head", "tail", "both"])),
+  all: variable("NATIVE_RUNNER_ALL", (text) => Either.map(oneOf(["true", "false"])(text), (value) => value === "true")),
+  maxAllBytes: variable("NATIVE_RUNNER_MAX_ALL", bytes),
   inheritEnv: variable("NATIVE_RUNNER_INHERIT_ENV", oneOf(["none", "core", "all"])),
   maxConcurrent: variable("NATIVE_RUNNER_MAX_CONCURRENT", wholeAtLeastOne),
   spawnHelper: variable("NATIVE_RUNNER_SPAWN_HELPER", oneOf(["always", "auto", "off"])),
@@ -121,6 +127,8 @@ export const optionsConfig: Config.Config<ConfiguredOptions> = Config.all({
       ...some("killGrace", read.killGrace),
       ...some("idleTimeout", read.idleTimeout),
       ...some("keep", read.keep),
+      ...some("all", read.all),
+      ...some("maxAllBytes", read.maxAllBytes),
       ...some("inheritEnv", read.inheritEnv),
       ...some("maxConcurrent", read.maxConcurrent),
       ...some("spawnHelper", read.spawnHelper),

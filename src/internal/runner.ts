@@ -117,6 +117,8 @@ interface RunnerShared {
 export interface RunControls {
   readonly exactEnv?: boolean | undefined
   readonly stdin?: OurStdin | undefined
+  /** The caller already holds this run's `maxConcurrent` slot (a pipeline takes one per stage, all at once). */
+  readonly slotHeld?: boolean | undefined
 }
 
 /** The service, and the exec behind it for code in this package that listens to runs (the `CommandExecutor`). */
@@ -125,6 +127,8 @@ export interface RunnerCore {
   readonly options: RunnerOptions
   /** Whether runs are sandboxed (our own stdin then reaches them as a stream, never as our descriptor). */
   readonly sandboxed: boolean
+  /** The `maxConcurrent` slots the runs share, for callers that take several at once (`RunControls.slotHeld`). */
+  readonly slots: Effect.Semaphore
   readonly run: (input: ExecInput, listener: RunListener | undefined, controls: RunControls) => Effect.Effect<ExecResult, NativeRunnerError>
 }
 
@@ -163,6 +167,7 @@ export const makeRunnerCore = (
       service,
       options,
       sandboxed: context.policy.sandbox !== "none",
+      slots: shared.slots,
       run: Effect.fn("NativeRunner.exec")(function*(raw: ExecInput, listener: RunListener | undefined, controls: RunControls) {
         return yield* runExec(shared, raw, listener, controls)
       })
@@ -240,7 +245,7 @@ const runInSlot = (
   hooks: RunHooks,
   controls: RunControls
 ) =>
-  shared.slots.withPermits(1)(Effect.acquireUseRelease(
+  (controls.slotHeld === true ? <A, E, R>(self: Effect.Effect<A, E, R>) => self : shared.slots.withPermits(1))(Effect.acquireUseRelease(
     Metric.increment(metrics.inFlight),
     () =>
       Effect.flatMap(FiberRef.get(currentStdinInherit), (inherit) =>

@@ -155,6 +155,7 @@ const request = (overrides: Partial<Cli.RunRequest> = {}): Cli.RunRequest => ({
   argv: ["true"],
   json: false,
   jsonl: false,
+  all: false,
   env: {},
   inheritEnv: "core",
   redactAfter: [],
@@ -200,13 +201,15 @@ describe("toRunRequest", () => {
         "--kill-grace", "0ms", "--max-stdout", "64KiB", "--max-stderr", "1000", "--env", "A=1", "--env", "B=",
         "--inherit-env", "all", "--cwd", "sub", "--audit-log", "/var/log/a.jsonl", "--stdin-file", "-", "--json",
         "--redact-after", "--token", "--redact-after", "-p", "--sandbox-user", "1000:1001", "--no-seccomp",
-        "--idle-timeout", "30s", "--keep", "both", "--spill-dir", "spills", "--spill-max", "1GiB",
-        "--", "make", "-j4", "--json"
+        "--idle-timeout", "30s", "--keep", "both", "--spill-dir", "spills", "--spill-max", "1GiB", "--all",
+        "--max-all", "8KiB", "--", "make", "-j4", "--json"
       ])
       expect(request).toStrictEqual(Either.right({
         argv: ["make", "-j4", "--json"],
         json: true,
         jsonl: false,
+        all: true,
+        maxAllBytes: 8192,
         env: { A: "1", B: "" },
         inheritEnv: "all",
         timeoutMs: 1500,
@@ -289,6 +292,23 @@ describe("toRunRequest", () => {
       const ran = yield* mainOf(["run", "--sandbox", "bwrap", "--sandbox-user", user, "--", "true"])
       expect(ran.code).toBe(2)
       expect(ran.err).toStrictEqual([line, Cli.usageHint("run")])
+    }))
+
+  it.live("--all with --json asks for the combined capture (--max-all its cap); without --json or --jsonl it is bad usage", () =>
+    Effect.gen(function*() {
+      const request = yield* parseRun(["--json", "--all", "--max-all", "4KiB", "--", "true"])
+      expect(Either.map(request, (r) => Cli.toExecInput(r, undefined))).toStrictEqual(Either.right({
+        argv: ["true"],
+        all: true,
+        limits: { maxAllBytes: 4096 }
+      }))
+      for (const [args, message] of [
+        [["--all"], "--all only applies with --json or --jsonl"],
+        [["--json", "--max-all", "1KiB"], "--max-all only applies with --all"]
+      ] as const) {
+        const refused = yield* parseRun([...args, "--", "true"])
+        expect(Either.flip(Either.map(refused, () => "parsed"))).toStrictEqual(Either.right(new Cli.UsageError({ message, command: "run" })))
+      }
     }))
 
   it.live("live output flags: --jsonl, --keep, --idle-timeout, an absolute --spill-dir without --spill-max", () =>

@@ -96,6 +96,8 @@ export const DurationInput = Schema.declare(isDurationInput, {
 export const Limits = Schema.Struct({
   maxStdoutBytes: Schema.optional(ByteCap),
   maxStderrBytes: Schema.optional(ByteCap),
+  /** The cap of the combined capture (`all`). */
+  maxAllBytes: Schema.optional(ByteCap),
   timeoutMs: Schema.optional(TimeoutMs)
 })
 
@@ -132,7 +134,8 @@ export const ExecInput = Schema.Struct({
   killGrace: Schema.optional(DurationInput),
   idleTimeout: Schema.optional(PositiveDuration),
   keep: Schema.optional(Keep),
-  spill: Schema.optional(Spill)
+  spill: Schema.optional(Spill),
+  all: Schema.optional(Schema.Boolean)
 })
 
 const decodeExecInput = Schema.decodeUnknown(ExecInput, { errors: "all", onExcessProperty: "error" })

@@ -68,6 +68,7 @@ export const auditOf = (meta: RunMeta, outcome: Outcome, extras: RunExtras = {})
     stderrBytes: outcome.stderr.total(),
     truncatedStdout: outcome.stdout.truncated(),
     truncatedStderr: outcome.stderr.truncated(),
+    ...(outcome.all === undefined ? {} : { allKeptBytes: outcome.all.kept() }),
     interrupted: outcome.interrupted,
     ...(extras.limitExceeded === undefined ? {} : { limitExceeded: extras.limitExceeded }),
     ...readErrorOf(outcome)
@@ -111,6 +112,7 @@ export const recordMetrics = (record: AuditRecord, outcome: Outcome): Effect.Eff
 export const resultOf = (outcome: Outcome, record: AuditRecord, extras: RunExtras = {}): ExecResult => {
   const stdoutOmitted = outcome.stdout.omitted()
   const stderrOmitted = outcome.stderr.omitted()
+  const allOmitted = outcome.all?.omitted()
   return {
   exitCode: outcome.exitCode,
   stdout: outcome.stdout.bytes(),
@@ -125,6 +127,8 @@ export const resultOf = (outcome: Outcome, record: AuditRecord, extras: RunExtra
   stderrBytes: record.stderrBytes,
   ...(stdoutOmitted === undefined ? {} : { stdoutOmitted }),
   ...(stderrOmitted === undefined ? {} : { stderrOmitted }),
+  ...(outcome.all === undefined ? {} : { all: outcome.all.bytes() }),
+  ...(allOmitted === undefined ? {} : { allOmitted }),
   ...(extras.stdoutFile === undefined ? {} : { stdoutFile: extras.stdoutFile }),
   ...(extras.stderrFile === undefined ? {} : { stderrFile: extras.stderrFile }),
   ...(extras.spillError === undefined ? {} : { spillError: extras.spillError }),

@@ -21,7 +21,8 @@ export const settingsOf = (input: ExecInput, options: RunnerOptions): RunSetting
     killGrace: Duration.decode(input.killGrace ?? options.killGrace),
     drainTimeout: Duration.decode(options.drainTimeout),
     ...(idle === undefined ? {} : { idleTimeout: Duration.decode(idle) }),
-    keep: input.keep ?? options.keep
+    keep: input.keep ?? options.keep,
+    ...((input.all ?? options.all) ? { maxAllBytes: input.limits?.maxAllBytes ?? options.maxAllBytes } : {})
   }
 }
 

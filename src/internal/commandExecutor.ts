@@ -78,26 +78,23 @@ export const toPlatformError = (command: Command.StandardCommand, error: NativeR
         case "CwdNotDirectory":
           return spawn("BadResource", "ENOTDIR")
         default:
-          return new SystemError({
-            reason: "Unknown",
-            module: "Command",
-            method: "spawn",
-            pathOrDescriptor: describe(command),
-            description: error.message,
-            cause: error
-          })
+          return unknown(command, error)
       }
     default:
-      return new SystemError({
-        reason: "Unknown",
-        module: "Command",
-        method: "spawn",
-        pathOrDescriptor: describe(command),
-        description: error.message,
-        cause: error
-      })
+      return unknown(command, error)
   }
 }
+
+/** Any other failure of ours (sandbox setup, a lost helper, ...): `Unknown`, with our message and error. */
+const unknown = (command: Command.StandardCommand, error: NativeRunnerError) =>
+  new SystemError({
+    reason: "Unknown",
+    module: "Command",
+    method: "spawn",
+    pathOrDescriptor: describe(command),
+    description: error.message,
+    cause: error
+  })
 
 const endedBy = (command: Command.StandardCommand, method: string, reason: SystemError["reason"], description: string) =>
   new SystemError({ reason, module: "Command", method, pathOrDescriptor: describe(command), description })

@@ -43,6 +43,17 @@ describe("NativeRunnerCluster: what only the fleet does (in-memory cluster, live
   })
   afterAll(() => rmSync(dir, { recursive: true, force: true }))
 
+  it.live("all crosses the wire: a remote exec asked for it gets all and allOmitted, byte-exact, and the audit's size", () =>
+    Effect.gen(function*() {
+      const result = yield* NativeRunner.exec({
+        argv: ["sh", "-c", "printf 'out '; sleep 0.2; printf 'err ' >&2; sleep 0.2; printf tail"],
+        all: true,
+        limits: { maxAllBytes: 10 }
+      })
+      expect([new TextDecoder().decode(result.all), result.allOmitted, result.audits[0]?.allKeptBytes])
+        .toStrictEqual(["out err ta", { offset: 10, bytes: 2 }, 10])
+    }).pipe(Effect.provide(NativeRunnerCluster.layerMemory(NativeRunner.layerNode()))))
+
   it.live("a full line fails at once with FleetError Busy; the refused run never starts", () => {
     const started = marker()
     const run = NativeRunner.exec({ argv: ["sh", "-c", `echo x >> ${started}; sleep 0.5`] })

@@ -120,7 +120,8 @@ export const ceilingOf = (runner: NativeRunner.Options = {}): Effect.Effect<Ceil
   Effect.map(NativeRunner.decodeOptions(NativeRunner.Options, runner), (o) => ({
     maxStdoutBytes: o.maxStdoutBytes,
     maxStderrBytes: o.maxStderrBytes,
-    maxAllBytes: o.maxAllBytes,
+    // A worker that keeps no combined capture itself keeps no more for a request than its two streams' caps.
+    maxAllBytes: o.all ? o.maxAllBytes : Math.min(o.maxAllBytes, o.maxStdoutBytes + o.maxStderrBytes),
     timeoutMs: Duration.toMillis(Duration.decode(o.timeout)),
     killGraceMs: Duration.toMillis(Duration.decode(o.killGrace)),
     ...(o.idleTimeout === undefined ? {} : { idleTimeoutMs: Duration.toMillis(Duration.decode(o.idleTimeout)) }),

@@ -68,7 +68,7 @@ describe("the worker's ceiling", () => {
       expect(yield* ceilingOf({ maxStdoutBytes: 1024, timeout: "2 seconds" })).toEqual({
         maxStdoutBytes: 1024,
         maxStderrBytes: 1024 * 1024,
-        maxAllBytes: 2 * 1024 * 1024,
+        maxAllBytes: 1024 + 1024 * 1024,
         timeoutMs: 2_000,
         killGraceMs: 2_000
       })

@@ -133,6 +133,8 @@ export const clusterInput = (request: RunRequest, config: RunConfig, local: Exec
   ...(request.killGraceMs === undefined ? {} : { killGrace: Duration.millis(request.killGraceMs) }),
   ...(request.maxStdoutBytes === undefined && request.maxStderrBytes === undefined ? {} : {
     limits: {
+      // What the local input already has (`--max-all`), then the caps that are the worker's for a local run.
+      ...local.limits,
       ...(request.maxStdoutBytes === undefined ? {} : { maxStdoutBytes: request.maxStdoutBytes }),
       ...(request.maxStderrBytes === undefined ? {} : { maxStderrBytes: request.maxStderrBytes })
     }

@@ -75,13 +75,18 @@ export const clampToCeiling = (ceiling: Ceiling | undefined, input: WireInput): 
       issues: [{ path: "spill", message: "refused: the worker names no spill directory" }]
     })
   }
-  const clampedLimits = limits === undefined ? undefined : {
-    ...(limits.maxStdoutBytes === undefined ? {} : { maxStdoutBytes: Math.min(limits.maxStdoutBytes, ceiling.maxStdoutBytes) }),
-    ...(limits.maxStderrBytes === undefined ? {} : { maxStderrBytes: Math.min(limits.maxStderrBytes, ceiling.maxStderrBytes) }),
-    ...(limits.maxAllBytes === undefined
-      ? {}
-      : { maxAllBytes: Math.min(limits.maxAllBytes, ceiling.maxAllBytes ?? ceiling.maxStdoutBytes + ceiling.maxStderrBytes) }),
-    ...(limits.timeoutMs === undefined ? {} : { timeoutMs: Math.min(limits.timeoutMs, ceiling.timeoutMs) })
+  // With `all`, its cap is always set: without one the worker's runner would use its own default, which may be more.
+  const allCap = ceiling.maxAllBytes ?? ceiling.maxStdoutBytes + ceiling.maxStderrBytes
+  const allBytes = limits?.maxAllBytes !== undefined
+    ? Math.min(limits.maxAllBytes, allCap)
+    : input.all === true
+    ? allCap
+    : undefined
+  const clampedLimits = limits === undefined && allBytes === undefined ? undefined : {
+    ...(limits?.maxStdoutBytes === undefined ? {} : { maxStdoutBytes: Math.min(limits.maxStdoutBytes, ceiling.maxStdoutBytes) }),
+    ...(limits?.maxStderrBytes === undefined ? {} : { maxStderrBytes: Math.min(limits.maxStderrBytes, ceiling.maxStderrBytes) }),
+    ...(allBytes === undefined ? {} : { maxAllBytes: allBytes }),
+    ...(limits?.timeoutMs === undefined ? {} : { timeoutMs: Math.min(limits.timeoutMs, ceiling.timeoutMs) })
   }
   const timeout = atMost(timeoutMs, ceiling.timeoutMs)
   const grace = atMost(killGraceMs, ceiling.killGraceMs)

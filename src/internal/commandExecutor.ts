@@ -122,15 +122,28 @@ interface Output {
   readonly stream: Stream.Stream<Uint8Array, PlatformError>
 }
 
-const makeOutput = (cap: number, forward: NodeJS.WritableStream | undefined): Effect.Effect<Output> =>
+/**
+ * One output stream of a run. `onEndDelivered` runs once, when a reader pulls the stream's end: for a pipeline stage,
+ * the moment the next stage's stdin is closed after the last byte (a reader that stopped earlier never gets there).
+ */
+const makeOutput = (
+  cap: number,
+  forward: NodeJS.WritableStream | undefined,
+  onEndDelivered?: () => void
+): Effect.Effect<Output> =>
   Effect.map(Queue.unbounded<Item>(), (queue) => {
     let kept = 0
     let truncated = false
     let ended = false
     let done = false
     let failure: PlatformError | undefined
+    let delivered = onEndDelivered
     const pull: Effect.Effect<Chunk.Chunk<Uint8Array>, Option.Option<PlatformError>> = Effect.suspend(() => {
-      if (done) return failure === undefined ? Effect.fail(Option.none()) : Effect.fail(Option.some(failure))
+      if (done) {
+        delivered?.()
+        delivered = undefined
+        return failure === undefined ? Effect.fail(Option.none()) : Effect.fail(Option.some(failure))
+      }
       return Effect.map(Queue.takeBetween(queue, 1, Number.MAX_SAFE_INTEGER), (items) => {
         const bytes: Array<Uint8Array> = []
         for (const item of items) {
@@ -212,9 +225,12 @@ const KILL_SIGNALS: ReadonlySet<string> = new Set<KillSignal>(["SIGTERM", "SIGIN
 const isKillSignal = (signal: string): signal is KillSignal => KILL_SIGNALS.has(signal)
 
 /**
- * What the stages of one pipeline share: `cut` is set (to the stage's description) when a stage's stdout passed its
- * cap on the way to the next stage. A cut in the middle of a pipeline is a wrong answer, not a shorter one (`head -c
- * 3MiB | wc -c` would answer 1 MiB), so the pipeline then fails with `InvalidData`, whatever `overflow` says.
+ * What the stages of one pipeline share: `cut` is set (to the stage's description) when the next stage read a stage's
+ * stdout to an end that came after its cap: it took the cut for the end of its input. A cut in the middle of a
+ * pipeline is a wrong answer, not a shorter one (`head -c 3MiB | wc -c` would answer 1 MiB), so the stages that end
+ * after it fail with `InvalidData`, whatever `overflow` says. A next stage that stopped reading before the cut (`cat
+ * big | head`) never sees it: nothing fails. (Left open: one that stops right after the last kept byte, its input
+ * already written to its pipe, when the end is handed over, counts as having read to the cut.)
  */
 interface Pipeline {
   cut: string | undefined
@@ -227,6 +243,8 @@ interface Stop {
   killed: KillSignal | undefined
   /** A stage of its pipeline timed out. */
   timedOut: boolean
+  /** The pipeline's cut as it was when this stage ended (so its exit code and streams never change afterwards). */
+  cut: string | undefined
 }
 
 interface Stage {
@@ -277,10 +295,9 @@ const streamEnd = (
   stop: Stop,
   exit: Exit.Exit<ExecResult, NativeRunnerError>,
   output: Output,
-  name: "stdout" | "stderr",
-  pipeline: Pipeline | undefined
+  name: "stdout" | "stderr"
 ): PlatformError | undefined => {
-  if (pipeline?.cut !== undefined) return cutBetween(command, `read(${name})`, pipeline.cut)
+  if (stop.cut !== undefined) return cutBetween(command, `read(${name})`, stop.cut)
   if (Exit.isSuccess(exit)) {
     if (exit.value.timedOut) return timedOut(command, `read(${name})`)
     if (settings.overflow === "fail" && output.truncated()) {
@@ -297,9 +314,9 @@ const streamEnd = (
 const failureOf = (exit: Exit.Exit<ExecResult, NativeRunnerError>): NativeRunnerError | undefined =>
   Exit.isFailure(exit) ? Option.getOrUndefined(Cause.failureOption(exit.cause)) : undefined
 
-const exitCodeOf = (command: Command.StandardCommand, stop: Stop, pipeline: Pipeline | undefined) =>
+const exitCodeOf = (command: Command.StandardCommand, stop: Stop) =>
 (exit: Exit.Exit<ExecResult, NativeRunnerError>): Effect.Effect<CommandExecutor.ExitCode, PlatformError> => {
-  if (pipeline?.cut !== undefined) return Effect.fail(cutBetween(command, "exitCode", pipeline.cut))
+  if (stop.cut !== undefined) return Effect.fail(cutBetween(command, "exitCode", stop.cut))
   if (Exit.isSuccess(exit)) {
     const result = exit.value
     if (result.timedOut) return Effect.fail(timedOut(command, "exitCode"))
@@ -340,24 +357,33 @@ const startStage = (
       slotHeld: how.slotHeld,
       ...(inherit && !core.sandboxed ? { stdin: "inherit" as const } : {})
     }
-    const stdout = yield* makeOutput(core.options.maxStdoutBytes, command.stdout === "inherit" ? process.stdout : undefined)
+    const pipeline = how.pipeline
+    const stdout: Output = yield* makeOutput(
+      core.options.maxStdoutBytes,
+      command.stdout === "inherit" ? process.stdout : undefined,
+      how.feedsNext === true && pipeline !== undefined
+        ? () => {
+          if (stdout.truncated()) pipeline.cut ??= describe(command)
+        }
+        : undefined
+    )
     const stderr = yield* makeOutput(core.options.maxStderrBytes, command.stderr === "inherit" ? process.stderr : undefined)
     const started = yield* Deferred.make<number, PlatformError>()
     const listener: RunListener = {
       onStarted: (_runId, pid) => Deferred.unsafeDone(started, Exit.succeed(pid)),
       onChunk: (stream, bytes) => (stream === "stdout" ? stdout : stderr).push(bytes)
     }
-    const stop: Stop = { signal: "SIGTERM", killed: undefined, timedOut: false }
+    const stop: Stop = { signal: "SIGTERM", killed: undefined, timedOut: false, cut: undefined }
     const run = core.run(inputOf(command, stdin), listener, controls).pipe(
       Effect.locally(currentStopSignal, () => stop.signal),
       Effect.onExit((exit) =>
         Effect.zipRight(
           pipe?.close ?? Effect.void,
           Effect.sync(() => {
-            // Set before this stage's stdout ends: the next stage reads EOF only after it, so its end sees the cut.
-            if (how.feedsNext === true && how.pipeline !== undefined && stdout.truncated()) how.pipeline.cut ??= describe(command)
-            stdout.end(streamEnd(command, settings, stop, exit, stdout, "stdout", how.pipeline))
-            stderr.end(streamEnd(command, settings, stop, exit, stderr, "stderr", how.pipeline))
+            // A cut before this stage: the stage before it handed over its end (EOF) after it, before this one ended.
+            stop.cut = pipeline?.cut
+            stdout.end(streamEnd(command, settings, stop, exit, stdout, "stdout"))
+            stderr.end(streamEnd(command, settings, stop, exit, stderr, "stderr"))
             const failure = failureOf(exit)
             Deferred.unsafeDone(
               started,
@@ -368,7 +394,8 @@ const startStage = (
       )
     )
     const fiber = yield* Effect.forkScoped(run)
-    const pid = yield* Deferred.await(started)
+    // Interrupted (or failed) before the process started: the run goes too, not when the caller's scope closes.
+    const pid = yield* Deferred.await(started).pipe(Effect.onError(() => Fiber.interrupt(fiber)))
     const interrupt = Effect.asVoid(Fiber.interrupt(fiber))
     const kill = (signal: CommandExecutor.Signal = "SIGTERM"): Effect.Effect<void, PlatformError> => {
       if (!isKillSignal(signal)) {
@@ -390,7 +417,7 @@ const startStage = (
     const stdoutStream = typeof command.stdout === "string" ? stdout.stream : Stream.transduce(stdout.stream, command.stdout)
     const handle = makeProcess({
       pid: CommandExecutor.ProcessId(pid),
-      exitCode: Effect.flatMap(Fiber.await(fiber), exitCodeOf(command, stop, how.pipeline)),
+      exitCode: Effect.flatMap(Fiber.await(fiber), exitCodeOf(command, stop)),
       isRunning: Effect.map(Fiber.poll(fiber), Option.isNone),
       kill,
       stdin: pipe?.sink ?? Sink.drain,

@@ -9,6 +9,7 @@ import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Stream from "effect/Stream"
+import { readdirSync } from "node:fs"
 import { NativeRunner, NativeRunnerTest } from "../src/index.js"
 import { toWire } from "../src/cluster/protocol.js"
 
@@ -52,6 +53,24 @@ for (const [name, layer] of Object.entries(layers)) {
       }).pipe(Effect.provide(layer)))
   })
 }
+
+describe("stdin stream: nothing left behind", () => {
+  it.live("300 runs with a streamed stdin through the spawn helper leave the host's descriptors where they were", () =>
+    Effect.gen(function*() {
+      const fds = () => readdirSync("/proc/self/fd").length
+      const once = NativeRunner.exec({ argv: ["cat"], stdin: Stream.make(bytes("x")) })
+      yield* Effect.repeatN(once, 20)
+      const before = fds()
+      for (let i = 0; i < 300; i++) {
+        const result = yield* i % 3 === 0
+          ? NativeRunner.exec({ argv: ["true"], stdin: Stream.repeatEffect(Effect.succeed(mib)) })
+          : once
+        expect(result.exitCode).toBe(0)
+      }
+      // A few descriptors of Node's own may come and go; a leaked connection per run would be hundreds.
+      expect(fds() - before).toBeLessThan(10)
+    }).pipe(Effect.provide(NativeRunner.layerNode())), 60_000)
+})
 
 describe("stdin stream: elsewhere", () => {
   it.effect("the test layer reads the stream to its end: the script sees call.input.stdin as bytes", () =>

@@ -315,5 +315,12 @@ describe.skipIf(!sandbox.usable && !sandbox.inCI)("layerCommandExecutor: sandbox
       // Streamed stdin reaches a sandboxed child too.
       const fed = yield* run(Command.string(Command.make("cat").pipe(Command.feed("into the sandbox"))), layer)
       expect(fed).toBe("into the sandbox")
+      // A pipeline: every stage sandboxed, the bytes between them streamed from one sandbox into the next.
+      const piped = yield* run(
+        Command.lines(Command.make("sh", "-c", "id -u; echo b; echo a").pipe(Command.pipeTo(Command.make("sort")))),
+        layer
+      )
+      const uid = String(process.getuid?.() === 0 ? 65534 : process.getuid?.())
+      expect(piped).toStrictEqual([uid, "a", "b"])
     }))
 })

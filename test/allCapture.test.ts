@@ -4,16 +4,14 @@
  * test layer, a real process and the CLI's `--json --all`.
  */
 import { describe, expect, it } from "@effect/vitest"
-import * as NodeContext from "@effect/platform-node/NodeContext"
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as Layer from "effect/Layer"
 import * as fc from "fast-check"
-import * as Cli from "../src/cli/Cli.js"
 import type { Keep } from "../src/Exec.js"
 import { capturesOf } from "../src/internal/engine.js"
 import { NativeRunner, NativeRunnerTest } from "../src/index.js"
+import { cliStdout } from "./helpers/cliOut.js"
 
 const text = (bytes: Uint8Array | undefined) => bytes === undefined ? undefined : new TextDecoder().decode(bytes)
 
@@ -110,21 +108,10 @@ describe("all: through the runner", () => {
   it.live("the CLI: --json --all prints all, allEncoding and allOmitted; without --all they are null", () =>
     Effect.gen(function*() {
       const run = (args: ReadonlyArray<string>) =>
-        Effect.gen(function*() {
-          const out: Array<string> = []
-          const stdio = Layer.succeed(Cli.Stdio, {
-            stdout: (data) => Effect.sync(() => void out.push(typeof data === "string" ? data : new TextDecoder().decode(data))),
-            stderr: () => Effect.void,
-            stdin: Effect.succeed(new Uint8Array()),
-            stdoutIsTerminal: false,
-            stdinKind: "recorded",
-            sharedSink: false
-          })
-          yield* Cli.main(["run", "--json", ...args, "--", "sh", "-c", "printf abc; sleep 0.2; printf def >&2"]).pipe(
-            Effect.provide([stdio, NodeContext.layer])
-          )
-          return JSON.parse(out.join(""))
-        })
+        Effect.map(
+          cliStdout(["run", "--json", ...args, "--", "sh", "-c", "printf abc; sleep 0.2; printf def >&2"]),
+          (out) => JSON.parse(out)
+        )
       expect(yield* run(["--all", "--max-all", "4"])).toMatchObject({ all: "abcd", allEncoding: "utf8", allOmitted: { offset: 4, bytes: 2 } })
       expect(yield* run([])).toMatchObject({ all: null, allEncoding: null, allOmitted: null })
     }))

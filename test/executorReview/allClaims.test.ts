@@ -1,12 +1,11 @@
-/** Review: the combined capture (`all`) through real runs: caps and keeps, timeouts, interruption, execStream, --jsonl. */
-import * as NodeContext from "@effect/platform-node/NodeContext"
+/** Found in review (2026-12-04), kept as tests: the combined capture (`all`) through real runs: caps and keeps, timeouts, interruption, execStream, --jsonl. */
 import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Stream from "effect/Stream"
-import * as Cli from "../../src/cli/Cli.js"
 import { Audit, NativeRunner } from "../../src/index.js"
+import { cliStdout } from "../helpers/cliOut.js"
 
 const text = (b: Uint8Array | undefined) => b === undefined ? undefined : new TextDecoder().decode(b)
 const sorted = (s: string | undefined) => [...(s ?? "")].sort().join("")
@@ -47,18 +46,8 @@ describe("all through real runs", () => {
 
   it.live("the CLI's --jsonl exit event carries all", () =>
     Effect.gen(function*() {
-      const out: Array<string> = []
-      const stdio = Layer.succeed(Cli.Stdio, {
-        stdout: (data) => Effect.sync(() => void out.push(typeof data === "string" ? data : new TextDecoder().decode(data))),
-        stderr: () => Effect.void,
-        stdin: Effect.succeed(new Uint8Array()),
-        stdoutIsTerminal: false,
-        stdinKind: "recorded",
-        sharedSink: false
-      })
-      yield* Cli.main(["run", "--jsonl", "--all", "--keep", "tail", "--max-all", "3", "--", "sh", "-c", "printf abc; sleep 0.1; printf def >&2"])
-        .pipe(Effect.provide([stdio, NodeContext.layer]))
-      const lines = out.join("").split("\n").filter((l) => l !== "").map((l) => JSON.parse(l))
+      const out = yield* cliStdout(["run", "--jsonl", "--all", "--keep", "tail", "--max-all", "3", "--", "sh", "-c", "printf abc; sleep 0.1; printf def >&2"])
+      const lines = out.split("\n").filter((l) => l !== "").map((l) => JSON.parse(l))
       expect(lines[lines.length - 1]).toMatchObject({ event: "exit", all: "def", allOmitted: { offset: 0, bytes: 3 } })
     }))
 })

@@ -202,12 +202,13 @@ const scenarioC = async () => {
     execa: "execa",
     ours: "ours (NativeRunner)"
   }
-  const rounds = scaled(3, 1)
   const cases = [
-    { name: "capped", bytes: GiB, cap: MiB },
-    { name: "full", bytes: 256 * MiB, cap: 512 * MiB }
+    // The capped drain swung between runs (0.51x-1.10x within an hour): five rounds, and the target holds in each.
+    { name: "capped", bytes: GiB, cap: MiB, rounds: scaled(5, 1) },
+    { name: "full", bytes: 256 * MiB, cap: 512 * MiB, rounds: scaled(3, 1) }
   ] as const
   for (const kase of cases) {
+    const rounds = kase.rounds
     const results = await roundRobin(names, rounds, async (name) => {
       const result = await runLarge(name, kase.bytes, kase.cap)
       if (!result.ok) throw new Error(`${name}: wrong output accounting: ${JSON.stringify(result)}`)
@@ -226,6 +227,9 @@ const scenarioC = async () => {
     }))
     const ours = rows[3]
     const ratio = Number(ours?.["ratio"])
+    // Each round's ours against the same round's raw spawn: the spread a single median hides.
+    const perRound = (results[3] ?? []).map((r, i) => r.mibPerSec / (results[0]?.[i]?.mibPerSec ?? Number.NaN))
+    const worstRound = Math.min(...perRound)
     const growth = Number(ours?.["maxPeakGrowthMiB"])
     const captured = Math.min(kase.bytes, kase.cap) / MiB
     const rssTarget = kase.name === "capped" ? 32 : 1.2 * captured
@@ -236,7 +240,11 @@ const scenarioC = async () => {
       targets: [
         // Capped: the issue's 0.95x; full capture: 0.9x.
         kase.name === "capped"
-          ? { target: "ours throughput >= 0.95x raw", value: `${fmt(ratio)}x`, met: ratio >= 0.95 }
+          ? {
+            target: "ours throughput >= 0.95x raw in every round",
+            value: `${fmt(worstRound)}x worst of ${perRound.length} (median ${fmt(ratio)}x)`,
+            met: worstRound >= 0.95
+          }
           : { target: "ours throughput >= 0.9x raw", value: `${fmt(ratio)}x`, met: ratio >= 0.9 },
         {
           target: kase.name === "capped"
@@ -246,9 +254,12 @@ const scenarioC = async () => {
           met: growth <= rssTarget
         }
       ],
-      notes: kase.name === "capped"
-        ? ["execa streams here (buffer: false) and keeps the first bytes itself: its maxBuffer would stop the child"]
-        : ["every contender keeps all chunks, then builds one contiguous buffer (execa: its own buffering)"]
+      notes: [
+        `ours/raw per round, in order: ${perRound.map((r) => `${fmt(r)}x`).join(" ")}`,
+        kase.name === "capped"
+          ? "execa streams here (buffer: false) and keeps the first bytes itself: its maxBuffer would stop the child"
+          : "every contender keeps all chunks, then builds one contiguous buffer (execa: its own buffering)"
+      ]
     })
     print(sc, ["contender", "MiB/s", "ratio", "base RSS MiB", "peak growth MiB", "worst MiB"], (r) => [
       r.contender,

@@ -369,9 +369,14 @@ const startStage = (
     )
     const stderr = yield* makeOutput(core.options.maxStderrBytes, command.stderr === "inherit" ? process.stderr : undefined)
     const started = yield* Deferred.make<number, PlatformError>()
+    // How to stop the tree without ending the run: the run's result then says how the process really ended.
+    const control: { stop: ((signal: KillSignal) => Effect.Effect<void>) | undefined } = { stop: undefined }
     const listener: RunListener = {
       onStarted: (_runId, pid) => Deferred.unsafeDone(started, Exit.succeed(pid)),
-      onChunk: (stream, bytes) => (stream === "stdout" ? stdout : stderr).push(bytes)
+      onChunk: (stream, bytes) => (stream === "stdout" ? stdout : stderr).push(bytes),
+      onStoppable: (stop) => {
+        control.stop = stop
+      }
     }
     const stop: Stop = { signal: "SIGTERM", killed: undefined, timedOut: false, cut: undefined }
     const run = core.run(inputOf(command, stdin), listener, controls).pipe(
@@ -407,11 +412,15 @@ const startStage = (
           })
         )
       }
+      // The signal, the grace, SIGKILL, then the run's own end: a process that exited meanwhile keeps its own exit.
       return Effect.suspend(() => {
         if (fiber.unsafePoll() !== null) return Effect.void
-        stop.signal = signal
-        stop.killed = signal
-        return interrupt
+        if (control.stop === undefined) {
+          stop.signal = signal
+          stop.killed = signal
+          return interrupt
+        }
+        return Effect.zipRight(control.stop(signal), Effect.asVoid(Fiber.await(fiber)))
       })
     }
     const stdoutStream = typeof command.stdout === "string" ? stdout.stream : Stream.transduce(stdout.stream, command.stdout)

@@ -123,6 +123,13 @@ export interface RunHooks {
   readonly onStarted?: ((pid: number) => void) | undefined
   /** A chunk arrived on a stream, in order; it is the capture's own bytes: read it, never change it. */
   readonly onChunk?: ((stream: "stdout" | "stderr", bytes: Uint8Array) => void) | undefined
+  /**
+   * The process started: how to stop its tree (the signal, then SIGKILL after the grace) while the run goes on to
+   * its end, so the result says how the process really ended (a `Process.kill` that races the exit changes nothing).
+   */
+  readonly onStoppable?: ((stop: (signal: KillSignal) => Effect.Effect<void>) => void) | undefined
+  /** The process has exited (by itself, or killed on a timeout); its output may still be draining. */
+  readonly onExited?: (() => void) | undefined
   /** The run's fiber was interrupted: what was captured so far, after the process tree was killed. */
   readonly onInterrupt?: ((outcome: Outcome) => Effect.Effect<void>) | undefined
 }
@@ -350,9 +357,11 @@ export const runProcess = (
     const run = Effect.scoped(
       Effect.gen(function*() {
         const [proc, readers] = yield* spawnOwned(spawner, command, stdin, captures.sinks, settings, note)
+        hooks.onStoppable?.((signal) => Effect.asVoid(terminate(proc, settings.killGrace, signal)))
         hooks.onStarted?.(proc.pid)
         const { exit, timeoutKind } = yield* awaitEnd(proc, settings, captures.activity)
         note.exit = exit
+        hooks.onExited?.()
         yield* drainRest(readers, settings.drainTimeout)
         if (exit.lost !== undefined) {
           return yield* Effect.fail(

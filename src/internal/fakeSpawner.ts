@@ -3,6 +3,7 @@
  * used up as it answers), a call nothing answers dying with `UnscriptedCall`. The process it starts is
  * ./fakeProcess.ts; `NativeRunnerTest` owns the script's shapes and re-exports `UnscriptedCall`.
  */
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Ref from "effect/Ref"
@@ -92,21 +93,30 @@ const answer = (respond: Respond, call: Call, command: PreparedCommand) =>
 export const MAX_FAKE_STDIN_BYTES = 64 * 1024 * 1024
 
 /**
- * A stdin `Stream` read to its end, so the script sees its bytes. One that fails ends there, as a live child's stdin
- * does (the script sees the bytes before the failure); one that never fits dies loudly.
+ * A stdin `Stream` read to its end, so the script sees its bytes. One that fails or dies ends there, as a live child's
+ * stdin does (the script sees the bytes before; a defect is logged, as live); one that never ends is read until the
+ * run's time is up (`withinMs`: its timeout and grace), then taken as it is; one that never fits dies loudly.
  */
-const collectStdin = (stream: Stream.Stream<Uint8Array, unknown>) =>
+const collectStdin = (stream: Stream.Stream<Uint8Array, unknown>, withinMs: number | undefined) =>
   Effect.gen(function*() {
     const chunks: Array<Uint8Array> = []
-    let size = 0
-    yield* Stream.runForEach(stream, (chunk) => {
-      size += chunk.length
-      if (size > MAX_FAKE_STDIN_BYTES) {
-        return Effect.dieMessage(`NativeRunnerTest: a stdin stream larger than ${MAX_FAKE_STDIN_BYTES} bytes`)
+    const read = { size: 0, tooBig: false }
+    const collect = Stream.runForEach(stream, (chunk) => {
+      read.size += chunk.length
+      if (read.size > MAX_FAKE_STDIN_BYTES) {
+        read.tooBig = true
+        return Effect.fail("too big")
       }
       chunks.push(chunk)
       return Effect.void
-    }).pipe(Effect.ignore)
+    }).pipe(
+      Effect.catchAllDefect((defect) => Effect.logError("effect-native-runner: the stdin stream died; the child's stdin ends here", defect)),
+      Effect.ignore,
+      // The spawn is uninterruptible: the collection is not, and it ends with the run's time.
+      Effect.interruptible
+    )
+    yield* withinMs === undefined ? collect : Effect.timeoutOption(collect, Duration.millis(withinMs))
+    if (read.tooBig) return yield* Effect.dieMessage(`NativeRunnerTest: a stdin stream larger than ${MAX_FAKE_STDIN_BYTES} bytes`)
     return new Uint8Array(Buffer.concat(chunks))
   })
 
@@ -117,13 +127,13 @@ export const makeFakeSpawner = (
 ): Effect.Effect<{ readonly spawner: Spawner; readonly recorder: RecorderService }> =>
   Effect.map(Ref.make<ScriptState>({ calls: [], used: script.map(() => false) }), (state) => ({
     spawner: {
-      spawn: (command) =>
+      spawn: (command, _stdin, runWithinMs) =>
         Effect.gen(function*() {
           // The runner hands every spawn the decoded input it came from; the call records them apart.
           const { input, ...prepared } = command
           if (input === undefined) return yield* Effect.dieMessage("NativeRunnerTest: spawn outside of exec")
           const { stdin, ...rest } = input
-          const bytes = stdin === undefined || stdin instanceof Uint8Array ? stdin : yield* collectStdin(stdin)
+          const bytes = stdin === undefined || stdin instanceof Uint8Array ? stdin : yield* collectStdin(stdin, runWithinMs)
           const call: Call = { input: bytes === undefined ? rest : { ...rest, stdin: bytes }, command: prepared }
           yield* Ref.update(state, (s) => ({ ...s, calls: [...s.calls, call] }))
           if (checkCwd) yield* checkCwdNow(command)

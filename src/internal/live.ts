@@ -7,6 +7,7 @@ import type * as CommandExecutor from "@effect/platform/CommandExecutor"
 import type { PlatformError } from "@effect/platform/Error"
 import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import { stat } from "node:fs/promises"
@@ -151,9 +152,11 @@ export const makeSpawner = (
         // child did with its stdin (one that exits without reading is not an error).
         const source = stdin instanceof Uint8Array ? Stream.succeed(stdin) : withBackpressure(stdin.stream)
         // Stopped at the exit too: after EPIPE the platform's sink waits for a "drain" that never comes.
-        yield* Effect.forkScoped(Effect.interruptible(
+        // Not waited for when the run ends: a pull that never returns would hold the run's end (see forkStdinWriter).
+        const writer = yield* Effect.forkDaemon(Effect.interruptible(
           Effect.raceFirst(Stream.run(source, process.stdin).pipe(Effect.ignore), exitOf(process))
         ))
+        yield* Effect.addFinalizer(() => Fiber.interruptFork(writer))
       }
       const running: RunningProcess = {
         pid: process.pid,

@@ -14,7 +14,7 @@ import { isStreamStdin, type KillSignal, type ProcessExit, type RunningProcess, 
 import { classifyFailure, errnoOf, spawnError } from "./live.js"
 import type { ExtraFd, PreparedCommand } from "./prepared.js"
 import { moveSelf } from "./runCgroup.js"
-import { writeStdin } from "./stdinWriter.js"
+import { forkStdinWriter } from "./stdinWriter.js"
 
 const ignore = () => {}
 
@@ -165,7 +165,7 @@ export const makeNodeSpawner = (): Spawner => ({
         // The writer lives in the run's scope: it stops when the run ends, whatever the child did with its stdin.
         Effect.tap(({ child }) =>
           isStreamStdin(stdin) && child.stdin !== null
-            ? Effect.forkScoped(Effect.interruptible(writeStdin(child.stdin, stdin.stream)))
+            ? forkStdinWriter(Effect.succeed(child.stdin), stdin.stream)
             : Effect.void
         )
       ),

@@ -94,6 +94,10 @@ export interface RunnerContext {
 export interface RunListener {
   readonly onStarted: (runId: string, pid: number) => void
   readonly onChunk: NonNullable<RunHooks["onChunk"]>
+  /** The process has exited; the run is finishing (drain, audit). */
+  readonly onExited?: (() => void) | undefined
+  /** How to stop the process tree while the run goes on to its end (see `RunHooks.onStoppable`). */
+  readonly onStoppable?: RunHooks["onStoppable"]
 }
 
 /** What every exec of one runner shares. */
@@ -299,6 +303,8 @@ const hooksOf = (runId: string, listener: RunListener | undefined, files: SpillF
   const [only] = sinks
   return {
     ...(listener === undefined ? {} : { onStarted: (pid: number) => listener.onStarted(runId, pid) }),
+    ...(listener?.onExited === undefined ? {} : { onExited: listener.onExited }),
+    ...(listener?.onStoppable === undefined ? {} : { onStoppable: listener.onStoppable }),
     ...(sinks.length === 0
       ? {}
       : { onChunk: sinks.length === 1 && only !== undefined ? only : (stream, bytes) => sinks.forEach((sink) => sink(stream, bytes)) })

@@ -23,7 +23,7 @@ import { fileURLToPath } from "node:url"
 import { SpawnError } from "./errors.js"
 import { isOurStdin, isStreamStdin, type Spawner } from "./engine.js"
 import { takeInput } from "./spawnHelper/output.js"
-import { writeStdin } from "./stdinWriter.js"
+import { forkStdinWriter } from "./stdinWriter.js"
 import { killGroup, makeNodeSpawner, spawnFailure } from "./nodeSpawner.js"
 import type { PreparedCommand } from "./prepared.js"
 import {
@@ -239,7 +239,7 @@ const viaHelper = (table: Table): Spawner["spawn"] => (command, stdin, runWithin
       // The writer lives in the run's scope; the connection reaches the host just before (or just after) "spawned".
       Effect.tap((exec) =>
         isStreamStdin(stdin)
-          ? Effect.forkScoped(Effect.interruptible(Effect.flatMap(inputOf(exec), (socket) => writeStdin(socket, stdin.stream))))
+          ? forkStdinWriter(inputOf(exec), stdin.stream)
           : Effect.void
       )
     ),

@@ -9,7 +9,6 @@ import type * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
-import * as HashMap from "effect/HashMap"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
@@ -30,6 +29,7 @@ import * as layerConfigInternal from "./internal/layerConfig.js"
 import type { ConfiguredOptions } from "./internal/layerConfig.js"
 import { makePolicy } from "./internal/policy.js"
 import { makeExecutor } from "./internal/commandExecutor.js"
+import { standardInput } from "./internal/commandInput.js"
 import { hostCwd, makeRunnerCore, type RunnerCore, type RunnerService } from "./internal/runner.js"
 import { type PromiseRunner, type PromiseRunnerOptions, toPromiseRunner as promiseRunner } from "./internal/promiseRunner.js"
 
@@ -157,18 +157,8 @@ export const commandInput = (command: PlatformCommand.Command): Effect.Effect<Ex
     if (Option.isSome(command.uid) || Option.isSome(command.gid)) {
       return yield* commandRefused("uid", "and gid are not taken: the runner's sandbox user decides who a command runs as")
     }
-    const argv = command.shell === false
-      ? [command.command, ...command.args]
-      : [command.shell === true ? "/bin/sh" : command.shell, "-c", [command.command, ...command.args].join(" ")]
-    const env = Object.fromEntries(HashMap.toEntries(command.env))
     // A stream is pulled as the child reads it, never collected first; "pipe" and "inherit" give no stdin.
-    const stdin = typeof command.stdin === "string" ? undefined : command.stdin
-    return {
-      argv,
-      ...(Object.keys(env).length === 0 ? {} : { env }),
-      ...(Option.isSome(command.cwd) ? { cwd: command.cwd.value } : {}),
-      ...(stdin === undefined ? {} : { stdin })
-    }
+    return standardInput(command, typeof command.stdin === "string" ? undefined : command.stdin)
   })
 
 /**

@@ -14,7 +14,6 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as FiberId from "effect/FiberId"
-import * as HashMap from "effect/HashMap"
 import * as Inspectable from "effect/Inspectable"
 import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
@@ -22,8 +21,9 @@ import type * as Scope from "effect/Scope"
 import * as Sink from "effect/Sink"
 import * as Stream from "effect/Stream"
 import type { NativeRunnerError } from "../Errors.js"
-import type { ExecInput, ExecResult } from "../Exec.js"
-import { currentStopSignal, type KillSignal } from "./engine.js"
+import type { ExecResult } from "../Exec.js"
+import { programOf, standardInput } from "./commandInput.js"
+import type { KillSignal } from "./engine.js"
 import type { RunControls, RunListener, RunnerCore } from "./runner.js"
 import { ourStdin } from "./stdinWriter.js"
 
@@ -38,9 +38,6 @@ export interface ExecutorSettings {
 // ---------------------------------------------------------------------------------------------------------------
 
 const describe = (command: Command.StandardCommand) => `${command.command} ${command.args.join(" ")}`
-
-const programOf = (command: Command.StandardCommand) =>
-  command.shell === false ? command.command : command.shell === true ? "/bin/sh" : command.shell
 
 /** Our typed failure as the platform's `PlatformError`, ours in its `cause`. */
 export const toPlatformError = (command: Command.StandardCommand, error: NativeRunnerError): PlatformError => {
@@ -236,15 +233,18 @@ interface Pipeline {
   cut: string | undefined
 }
 
-/** Why a stage's run was interrupted, when we did it. */
+/** What a stage's end owes to its pipeline, not to its own run. */
 interface Stop {
-  signal: KillSignal
-  /** `Process.kill(signal)` did it. */
-  killed: KillSignal | undefined
-  /** A stage of its pipeline timed out. */
+  /** A stage of its pipeline timed out, and this one was stopped with it. */
   timedOut: boolean
   /** The pipeline's cut as it was when this stage ended (so its exit code and streams never change afterwards). */
   cut: string | undefined
+}
+
+/** What the engine hands a stage when its process has started. */
+interface Started {
+  readonly pid: number
+  readonly stopTree: (signal: KillSignal) => Effect.Effect<void>
 }
 
 interface Stage {
@@ -257,29 +257,17 @@ interface Stage {
 
 type ProcessFields = Omit<CommandExecutor.Process, typeof CommandExecutor.ProcessTypeId | keyof Inspectable.Inspectable>
 
-const makeProcess = (fields: ProcessFields): CommandExecutor.Process => ({
-  [CommandExecutor.ProcessTypeId]: CommandExecutor.ProcessTypeId,
-  ...fields,
-  toJSON: () => ({ _id: "@effect/platform/CommandExecutor/Process", pid: fields.pid }),
-  toString: () => Inspectable.format({ _id: "@effect/platform/CommandExecutor/Process", pid: fields.pid }),
-  [Inspectable.NodeInspectSymbol]: () => ({ _id: "@effect/platform/CommandExecutor/Process", pid: fields.pid })
-})
-
-/** The exec input a `StandardCommand` describes (the stdin decided by the caller). */
-const inputOf = (command: Command.StandardCommand, stdin: Stream.Stream<Uint8Array, unknown> | undefined): ExecInput => {
-  const argv = command.shell === false
-    ? [command.command, ...command.args]
-    : [programOf(command), "-c", [command.command, ...command.args].join(" ")]
-  const env = Object.fromEntries(HashMap.toEntries(command.env))
+const makeProcess = (fields: ProcessFields): CommandExecutor.Process => {
+  const json = () => ({ _id: "@effect/platform/CommandExecutor/Process", pid: fields.pid })
   return {
-    argv,
-    ...(Object.keys(env).length === 0 ? {} : { env }),
-    ...(Option.isSome(command.cwd) ? { cwd: command.cwd.value } : {}),
-    ...(stdin === undefined ? {} : { stdin })
+    [CommandExecutor.ProcessTypeId]: CommandExecutor.ProcessTypeId,
+    ...fields,
+    toJSON: json,
+    toString: () => Inspectable.format(json()),
+    [Inspectable.NodeInspectSymbol]: json
   }
 }
 
-/** How a run's end shows on its streams: a timeout (ours or the pipeline's) or, with `overflow: "fail"`, a cut. */
 /** The failure of every stage of a pipeline that was cut between two stages. */
 const cutBetween = (command: Command.StandardCommand, method: string, stage: string) =>
   endedBy(
@@ -289,6 +277,20 @@ const cutBetween = (command: Command.StandardCommand, method: string, stage: str
     `${stage}: its stdout passed the runner's cap (maxStdoutBytes) on its way to the next stage; the pipeline's answer would be wrong`
   )
 
+/** What both a stage's streams and its exit code fail with first: its pipeline's cut, or a timeout (its own or the pipeline's). */
+const cutOrTimedOut = (
+  command: Command.StandardCommand,
+  method: string,
+  stop: Stop,
+  exit: Exit.Exit<ExecResult, NativeRunnerError>
+): PlatformError | undefined =>
+  stop.cut !== undefined
+    ? cutBetween(command, method, stop.cut)
+    : (Exit.isSuccess(exit) ? exit.value.timedOut : stop.timedOut)
+    ? timedOut(command, method)
+    : undefined
+
+/** How a run's end shows on its streams: a cut or a timeout, with `overflow: "fail"` its own cap, or its failure. */
 const streamEnd = (
   command: Command.StandardCommand,
   settings: ExecutorSettings,
@@ -297,15 +299,14 @@ const streamEnd = (
   output: Output,
   name: "stdout" | "stderr"
 ): PlatformError | undefined => {
-  if (stop.cut !== undefined) return cutBetween(command, `read(${name})`, stop.cut)
+  const method = `read(${name})`
+  const early = cutOrTimedOut(command, method, stop, exit)
+  if (early !== undefined) return early
   if (Exit.isSuccess(exit)) {
-    if (exit.value.timedOut) return timedOut(command, `read(${name})`)
-    if (settings.overflow === "fail" && output.truncated()) {
-      return endedBy(command, `read(${name})`, "InvalidData", `${describe(command)}: ${name} passed the runner's cap; the rest was dropped`)
-    }
-    return undefined
+    return settings.overflow === "fail" && output.truncated()
+      ? endedBy(command, method, "InvalidData", `${describe(command)}: ${name} passed the runner's cap; the rest was dropped`)
+      : undefined
   }
-  if (stop.timedOut) return timedOut(command, `read(${name})`)
   const failure = failureOf(exit)
   return failure === undefined ? undefined : toPlatformError(command, failure)
 }
@@ -316,15 +317,13 @@ const failureOf = (exit: Exit.Exit<ExecResult, NativeRunnerError>): NativeRunner
 
 const exitCodeOf = (command: Command.StandardCommand, stop: Stop) =>
 (exit: Exit.Exit<ExecResult, NativeRunnerError>): Effect.Effect<CommandExecutor.ExitCode, PlatformError> => {
-  if (stop.cut !== undefined) return Effect.fail(cutBetween(command, "exitCode", stop.cut))
+  const early = cutOrTimedOut(command, "exitCode", stop, exit)
+  if (early !== undefined) return Effect.fail(early)
   if (Exit.isSuccess(exit)) {
     const result = exit.value
-    if (result.timedOut) return Effect.fail(timedOut(command, "exitCode"))
     if (result.signal !== undefined) return Effect.fail(bySignal(command, result.signal))
     return Effect.succeed(CommandExecutor.ExitCode(result.exitCode))
   }
-  if (stop.timedOut) return Effect.fail(timedOut(command, "exitCode"))
-  if (stop.killed !== undefined) return Effect.fail(bySignal(command, stop.killed))
   const failure = failureOf(exit)
   return failure !== undefined
     ? Effect.fail(toPlatformError(command, failure))
@@ -368,19 +367,23 @@ const startStage = (
         : undefined
     )
     const stderr = yield* makeOutput(core.options.maxStderrBytes, command.stderr === "inherit" ? process.stderr : undefined)
-    const started = yield* Deferred.make<number, PlatformError>()
-    // How to stop the tree without ending the run: the run's result then says how the process really ended.
-    const control: { stop: ((signal: KillSignal) => Effect.Effect<void>) | undefined } = { stop: undefined }
+    // The pid, and how to stop the tree without ending the run (its result then says how the process really ended):
+    // the engine gives the second just before the first.
+    const started = yield* Deferred.make<Started, PlatformError>()
+    let stopTree: Started["stopTree"] | undefined
     const listener: RunListener = {
-      onStarted: (_runId, pid) => Deferred.unsafeDone(started, Exit.succeed(pid)),
-      onChunk: (stream, bytes) => (stream === "stdout" ? stdout : stderr).push(bytes),
       onStoppable: (stop) => {
-        control.stop = stop
-      }
+        stopTree = stop
+      },
+      onStarted: (_runId, pid) =>
+        Deferred.unsafeDone(
+          started,
+          stopTree === undefined ? Exit.die(new Error("the engine started a run it cannot stop")) : Exit.succeed({ pid, stopTree })
+        ),
+      onChunk: (stream, bytes) => (stream === "stdout" ? stdout : stderr).push(bytes)
     }
-    const stop: Stop = { signal: "SIGTERM", killed: undefined, timedOut: false, cut: undefined }
-    const run = core.run(inputOf(command, stdin), listener, controls).pipe(
-      Effect.locally(currentStopSignal, () => stop.signal),
+    const stop: Stop = { timedOut: false, cut: undefined }
+    const run = core.run(standardInput(command, stdin), listener, controls).pipe(
       Effect.onExit((exit) =>
         Effect.zipRight(
           pipe?.close ?? Effect.void,
@@ -400,8 +403,7 @@ const startStage = (
     )
     const fiber = yield* Effect.forkScoped(run)
     // Interrupted (or failed) before the process started: the run goes too, not when the caller's scope closes.
-    const pid = yield* Deferred.await(started).pipe(Effect.onError(() => Fiber.interrupt(fiber)))
-    const interrupt = Effect.asVoid(Fiber.interrupt(fiber))
+    const { pid, stopTree: stopRun } = yield* Deferred.await(started).pipe(Effect.onError(() => Fiber.interrupt(fiber)))
     const kill = (signal: CommandExecutor.Signal = "SIGTERM"): Effect.Effect<void, PlatformError> => {
       if (!isKillSignal(signal)) {
         return Effect.fail(
@@ -413,15 +415,9 @@ const startStage = (
         )
       }
       // The signal, the grace, SIGKILL, then the run's own end: a process that exited meanwhile keeps its own exit.
-      return Effect.suspend(() => {
-        if (fiber.unsafePoll() !== null) return Effect.void
-        if (control.stop === undefined) {
-          stop.signal = signal
-          stop.killed = signal
-          return interrupt
-        }
-        return Effect.zipRight(control.stop(signal), Effect.asVoid(Fiber.await(fiber)))
-      })
+      return Effect.suspend(() =>
+        fiber.unsafePoll() !== null ? Effect.void : Effect.zipRight(stopRun(signal), Effect.asVoid(Fiber.await(fiber)))
+      )
     }
     const stdoutStream = typeof command.stdout === "string" ? stdout.stream : Stream.transduce(stdout.stream, command.stdout)
     const handle = makeProcess({
@@ -440,7 +436,7 @@ const startStage = (
       abort: Effect.suspend(() => {
         if (fiber.unsafePoll() !== null) return Effect.void
         stop.timedOut = true
-        return interrupt
+        return Effect.asVoid(Fiber.interrupt(fiber))
       })
     }
   })

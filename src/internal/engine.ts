@@ -34,9 +34,9 @@ export type StopSignal = "SIGTERM" | "SIGINT" | "SIGHUP" | "SIGPIPE"
 /**
  * The first signal an interrupted run's tree gets (a timeout always sends SIGTERM, as `timeout(1)` does), read when
  * the interruption is handled. The CLI sets it to the signal it received itself, so Ctrl-C reaches the command as
- * SIGINT; a `Command`'s `Process.kill(signal)` sets the signal it was given; everything else leaves the default, SIGTERM.
+ * SIGINT; everything else leaves the default, SIGTERM.
  */
-export const currentStopSignal: FiberRef.FiberRef<() => KillSignal> = FiberRef.unsafeMake<() => KillSignal>(() => "SIGTERM")
+export const currentStopSignal: FiberRef.FiberRef<() => StopSignal> = FiberRef.unsafeMake<() => StopSignal>(() => "SIGTERM")
 
 /**
  * What the child reads: bytes written then closed; a stream of bytes (`StreamStdin`), written as it comes with
@@ -128,8 +128,6 @@ export interface RunHooks {
    * its end, so the result says how the process really ended (a `Process.kill` that races the exit changes nothing).
    */
   readonly onStoppable?: ((stop: (signal: KillSignal) => Effect.Effect<void>) => void) | undefined
-  /** The process has exited (by itself, or killed on a timeout); its output may still be draining. */
-  readonly onExited?: (() => void) | undefined
   /** The run's fiber was interrupted: what was captured so far, after the process tree was killed. */
   readonly onInterrupt?: ((outcome: Outcome) => Effect.Effect<void>) | undefined
 }
@@ -361,7 +359,6 @@ export const runProcess = (
         hooks.onStarted?.(proc.pid)
         const { exit, timeoutKind } = yield* awaitEnd(proc, settings, captures.activity)
         note.exit = exit
-        hooks.onExited?.()
         yield* drainRest(readers, settings.drainTimeout)
         if (exit.lost !== undefined) {
           return yield* Effect.fail(

@@ -13,6 +13,7 @@ import type { Call, Entry, Match, RecorderService, Respond, Response } from "../
 import type { Spawner } from "./engine.js"
 import { checkCwdNow, defaultSpawnMessage, isSpawnFails, startFake } from "./fakeProcess.js"
 import { spawnError } from "./live.js"
+import { logStdinDefect } from "./stdinWriter.js"
 import type { PreparedCommand } from "./prepared.js"
 
 export class UnscriptedCall extends Schema.TaggedError<UnscriptedCall>("effect-native-runner/UnscriptedCall")(
@@ -110,7 +111,7 @@ const collectStdin = (stream: Stream.Stream<Uint8Array, unknown>, withinMs: numb
       chunks.push(chunk)
       return Effect.void
     }).pipe(
-      Effect.catchAllDefect((defect) => Effect.logError("effect-native-runner: the stdin stream died; the child's stdin ends here", defect)),
+      Effect.catchAllDefect(logStdinDefect),
       Effect.ignore,
       // The spawn is uninterruptible: the collection is not, and it ends with the run's time.
       Effect.interruptible

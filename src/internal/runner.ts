@@ -94,8 +94,6 @@ export interface RunnerContext {
 export interface RunListener {
   readonly onStarted: (runId: string, pid: number) => void
   readonly onChunk: NonNullable<RunHooks["onChunk"]>
-  /** The process has exited; the run is finishing (drain, audit). */
-  readonly onExited?: (() => void) | undefined
   /** How to stop the process tree while the run goes on to its end (see `RunHooks.onStoppable`). */
   readonly onStoppable?: RunHooks["onStoppable"]
 }
@@ -303,7 +301,6 @@ const hooksOf = (runId: string, listener: RunListener | undefined, files: SpillF
   const [only] = sinks
   return {
     ...(listener === undefined ? {} : { onStarted: (pid: number) => listener.onStarted(runId, pid) }),
-    ...(listener?.onExited === undefined ? {} : { onExited: listener.onExited }),
     ...(listener?.onStoppable === undefined ? {} : { onStoppable: listener.onStoppable }),
     ...(sinks.length === 0
       ? {}

@@ -36,19 +36,25 @@ const writeChunk = (writable: Writable, chunk: Uint8Array): Effect.Effect<void, 
   })
 
 /**
- * Pulls `stream` into `writable` and ends it at the stream's end (or failure: the child reads EOF there). EPIPE and
- * resets are the child having stopped reading, never errors; interrupted (the run ended), the writable is destroyed.
+ * A stdin stream that dies is a bug of its own: said in the log, and the child's stdin ends there as for a failure.
+ * The live writer and the test layer's collection both end their pull with it.
  */
-export const writeStdin = (writable: Writable, stream: Stream.Stream<Uint8Array, unknown>): Effect.Effect<void> => {
+export const logStdinDefect = (defect: unknown): Effect.Effect<void> =>
+  Effect.logError("effect-native-runner: the stdin stream died; the child's stdin ends here", defect)
+
+/**
+ * Pulls `stream` into `writable` and ends it at the stream's end (or failure: the child reads EOF there). EPIPE and
+ * resets are the child having stopped reading, never errors. Interrupted (the run ended), `forkStdinWriter` has
+ * destroyed the writable first.
+ */
+const writeStdin = (writable: Writable, stream: Stream.Stream<Uint8Array, unknown>): Effect.Effect<void> => {
   writable.on("error", () => {})
   return Stream.runForEach(stream, (chunk) => writeChunk(writable, chunk)).pipe(
     Effect.catchAll(() => Effect.void),
-    // A stream that dies is a bug of its own: said in the log, and the child's stdin ends there as for a failure.
-    Effect.catchAllDefect((defect) => Effect.logError("effect-native-runner: the stdin stream died; the child's stdin ends here", defect)),
+    Effect.catchAllDefect(logStdinDefect),
     Effect.ensuring(Effect.sync(() => {
       if (!writable.destroyed) writable.end()
-    })),
-    Effect.onInterrupt(() => Effect.sync(() => writable.destroy()))
+    }))
   )
 }
 
